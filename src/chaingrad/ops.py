@@ -1,0 +1,497 @@
+"""The op table: every op's forward value and local gradients, side by side.
+
+An op is two formulas. `forward(*args)` computes the value from the inputs'
+data; `local(*args, out)` gives d(out)/d(arg) for every argument. The engine
+stores the local gradients on the node and one generic loop applies the chain
+rule. Built-in ops and user-defined ops use this same mechanism (`Op`).
+
+The formulas are written with plain arithmetic and the functions below
+(`exp`, `log`, `div`, ...), which accept a float, a batch (a 1-D NumPy array)
+or a Value. So the same formula gives float local gradients in the forward
+pass and Value local gradients for `backward(create_graph=True)`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import sys
+from collections.abc import Callable, Sequence
+from operator import mul
+from typing import Any
+
+from .engine import Value, apply, as_args, check_batches, is_grad_enabled, numpy, record
+
+inf, nan = math.inf, math.nan
+
+
+# ---------------------------------------------------------------------------
+# Elementary functions: IEEE-754 results for floats (never a math-module
+# exception), elementwise for batches, graph-building for Values.
+# ---------------------------------------------------------------------------
+
+
+def _elsewise(x: Any, name: str) -> Any:
+    """The non-float cases of an elementary function: Value, int, or batch."""
+    if isinstance(x, Value):
+        return getattr(x, name)()
+    if isinstance(x, (int, float)):
+        return _SCALAR[name](float(x))
+    return _BATCH[name](x)
+
+
+def exp(x: Any) -> Any:
+    """e ** x; inf on overflow."""
+    if type(x) is float:
+        try:
+            return math.exp(x)
+        except OverflowError:
+            return inf
+    return _elsewise(x, "exp")
+
+
+def log(x: Any) -> Any:
+    """Natural logarithm; log(0) = -inf, log(x < 0) = nan."""
+    if type(x) is float:
+        if x > 0:
+            return math.log(x)
+        return -inf if x == 0 else nan
+    return _elsewise(x, "log")
+
+
+def tanh(x: Any) -> Any:
+    """Hyperbolic tangent, exact at large |x|."""
+    if type(x) is float:
+        return math.tanh(x)
+    return _elsewise(x, "tanh")
+
+
+def sigmoid(x: Any) -> Any:
+    """1 / (1 + e ** -x), computed so that no exp overflows."""
+    if type(x) is float:
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+    return _elsewise(x, "sigmoid")
+
+
+def relu(x: Any) -> Any:
+    """max(x, 0), passing nan through as PyTorch does."""
+    if type(x) is float:
+        return 0.0 if x <= 0 else x
+    return _elsewise(x, "relu")
+
+
+def sqrt(x: Any) -> Any:
+    """Square root; sqrt(x < 0) = nan."""
+    if type(x) is float:
+        return math.sqrt(x) if x >= 0 else nan
+    return _elsewise(x, "sqrt")
+
+
+def div(x: Any, y: Any) -> Any:
+    """x / y with IEEE-754 division by zero (+-inf, or nan for 0/0)."""
+    try:
+        return x / y
+    except ZeroDivisionError:
+        if x != x or x == 0:
+            return nan
+        return math.copysign(inf, x) * math.copysign(1.0, y)
+
+
+def power(x: Any, y: Any) -> Any:
+    """x ** y as C's pow: 0 ** -1 = inf, (-8) ** (1/3) = nan, overflow = inf."""
+    if type(x) is float and type(y) is float:
+        try:
+            return math.pow(x, y)
+        except OverflowError:
+            odd = y.is_integer() and y % 2 == 1
+            return -inf if x < 0 and odd else inf
+        except ValueError:
+            if x == 0:  # a negative power of zero
+                odd = y.is_integer() and y % 2 == 1
+                return math.copysign(inf, x) if odd else inf
+            return nan  # a negative base to a non-integer power
+    if isinstance(x, Value) or isinstance(y, Value):
+        return x**y
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return power(float(x), float(y))
+    return numpy().power(x, y)
+
+
+def _batch_sigmoid(x: Any) -> Any:
+    np = numpy()
+    e = np.exp(-np.abs(x))  # <= 1, so no overflow on either side
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+_SCALAR = {"exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid, "relu": relu, "sqrt": sqrt}
+_BATCH: dict[str, Callable[[Any], Any]] = {
+    "exp": lambda x: numpy().exp(x),
+    "log": lambda x: numpy().log(x),
+    "tanh": lambda x: numpy().tanh(x),
+    "sigmoid": _batch_sigmoid,
+    "relu": lambda x: numpy().where(x <= 0, 0.0, x),
+    "sqrt": lambda x: numpy().sqrt(x),
+}
+
+
+def _abs(x: Any) -> Any:
+    return abs(x)
+
+
+def _sign(x: Any) -> Any:
+    # As PyTorch's sgn: 0 at 0 and at nan. Comparisons keep it a constant.
+    return (x > 0) * 1.0 - (x < 0)
+
+
+def _data(x: Any) -> Any:
+    return x.data if isinstance(x, Value) else x
+
+
+def _pow_local(x: Any, y: Any, out: Any) -> tuple[Any, Any]:
+    # PyTorch's convention: no gradient through a zero exponent, and none into
+    # the exponent where the base is 0 and the exponent non-negative.
+    xd, yd = _data(x), _data(y)
+    if type(xd) is not float or type(yd) is not float:
+        np = numpy()
+        return (
+            np.where(yd == 0, 0.0, yd * np.power(xd, yd - 1.0)),
+            np.where((xd == 0) & (yd >= 0), 0.0, out * np.log(xd)),
+        )
+    return (
+        0.0 if yd == 0 else y * power(x, y - 1.0),
+        0.0 if xd == 0 and yd >= 0 else out * log(x),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Op: the one mechanism for built-in and user-defined ops.
+# ---------------------------------------------------------------------------
+
+
+class Op(str):
+    """An op: its name (what a node's `_op` shows) plus its forward and local gradients.
+
+    `forward(*args)` returns the value; `local(*args, out)` returns one local
+    gradient d(out)/d(arg) per argument. Write both with plain arithmetic and
+    chaingrad's functions (`cg.exp`, `cg.log`, ...), not `math`, and the op
+    also supports higher-order derivatives. Calling the op applies it.
+    """
+
+    forward: Callable[..., Any]
+    local: Callable[..., Sequence[Any]]
+
+    def __new__(cls, name: str, forward: Callable[..., Any], local: Callable[..., Sequence[Any]]):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"an op needs a non-empty name, got {name!r}")
+        if not callable(forward) or not callable(local):
+            raise TypeError(f"op {name!r}: forward and local must be callables")
+        op = super().__new__(cls, name)
+        op.forward = forward
+        op.local = local
+        _REGISTRY[name] = op
+        return op
+
+    def __call__(self, *args: Any) -> Value:
+        """Apply the op to Values and numbers, recording one node."""
+        return apply(self, as_args(args, self))
+
+    def __reduce__(self):
+        return _op_named, (str(self),)
+
+
+_REGISTRY: dict[str, Op] = {}
+
+
+def _op_named(name: str) -> Op:
+    """The op registered under `name` (how pickled nodes find their op again)."""
+    return _REGISTRY[name]
+
+
+# ---------------------------------------------------------------------------
+# The table. Each row: name, forward, local gradients given (inputs..., out).
+# ---------------------------------------------------------------------------
+
+# fmt: off
+ADD     = Op("+",       lambda x, y: x + y,  lambda x, y, out: (1.0, 1.0))
+SUB     = Op("-",       lambda x, y: x - y,  lambda x, y, out: (1.0, -1.0))
+MUL     = Op("*",       lambda x, y: x * y,  lambda x, y, out: (y, x))
+DIV     = Op("/",       div,                 lambda x, y, out: (div(1.0, y), div(-x, y * y)))
+POW     = Op("**",      power,               _pow_local)
+NEG     = Op("neg",     lambda x: -x,        lambda x, out: (-1.0,))
+EXP     = Op("exp",     exp,                 lambda x, out: (out,))
+LOG     = Op("log",     log,                 lambda x, out: (div(1.0, x),))
+TANH    = Op("tanh",    tanh,                lambda x, out: (1.0 - out * out,))
+SIGMOID = Op("sigmoid", sigmoid,             lambda x, out: (out * (1.0 - out),))
+RELU    = Op("relu",    relu,                lambda x, out: (1.0 - (x <= 0),))  # relu'(0) = 0
+SQRT    = Op("sqrt",    sqrt,                lambda x, out: (div(0.5, out),))
+ABS     = Op("abs",     _abs,                lambda x, out: (_sign(x),))         # abs'(0) = 0
+# fmt: on
+
+
+# ---------------------------------------------------------------------------
+# Fused ops: one node for a whole reduction, with its own local gradients.
+# Their arguments are flat: dot(a, b, start) has args (*a, *b, start),
+# softmax's output i has args (*xs, i), cross_entropy has (*logits, target).
+# ---------------------------------------------------------------------------
+
+
+def _is_batch(xs: Sequence[Any]) -> bool:
+    return any(type(x) is not float for x in xs)
+
+
+def _stacked(xs: Sequence[Any]) -> Any:
+    np = numpy()
+    return np.stack(np.broadcast_arrays(*xs))
+
+
+def _shift(xs: Sequence[float]) -> float:
+    # PyTorch's choice: shift by the max, unless the max is infinite.
+    m = max(xs)
+    return m if -inf < m < inf else 0.0
+
+
+def _logsumexp_data(xs: Sequence[Any]) -> Any:
+    if not _is_batch(xs):
+        m = _shift(xs)
+        return m + log(math.fsum(exp(x - m) for x in xs))
+    np = numpy()
+    with np.errstate(all="ignore"):
+        z = _stacked(xs)
+        m = z.max(axis=0)
+        m = np.where(np.isfinite(m), m, 0.0)
+        return m + np.log(np.exp(z - m).sum(axis=0))
+
+
+def _softmax_data(xs: Sequence[Any]) -> list[Any]:
+    if not _is_batch(xs):
+        m = _shift(xs)
+        e = [exp(x - m) for x in xs]
+        total = math.fsum(e)
+        return [div(v, total) for v in e]
+    np = numpy()
+    with np.errstate(all="ignore"):
+        z = _stacked(xs)
+        m = z.max(axis=0)
+        e = np.exp(z - np.where(np.isfinite(m), m, 0.0))
+        return list(e / e.sum(axis=0))
+
+
+def _softmax_of(xs: Sequence[Any]) -> list[Any]:
+    """softmax of data, or of Values (as nodes, for higher-order gradients)."""
+    if any(isinstance(x, Value) for x in xs):
+        return softmax(xs)
+    return _softmax_data(xs)
+
+
+def _pick(xs: Sequence[Any], t: Any) -> Any:
+    """xs[t], per sample when t is a batch of class indices."""
+    if type(t) is int:
+        return xs[t]
+    return numpy().choose(t, _stacked([_data(x) for x in xs]))
+
+
+def _onehot(t: Any, j: int) -> Any:
+    return (t == j) * 1.0
+
+
+def _dot_forward(*args: Any) -> Any:  # args: *a, *b, start
+    n = len(args) // 2
+    return builtins.sum(map(mul, args[:n], args[n : 2 * n]), args[-1])
+
+
+def _dot_local(*args: Any) -> tuple[Any, ...]:  # args: *a, *b, start, out
+    n = (len(args) - 2) // 2
+    return (*args[n : 2 * n], *args[:n], 1.0)
+
+
+def _logsumexp_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, out
+    *xs, out = args
+    return tuple(exp(x - out) for x in xs)  # softmax, from the output
+
+
+def _softmax_forward(*args: Any) -> Any:  # args: *xs, i
+    *xs, i = args
+    return _softmax_data(xs)[i]
+
+
+def _softmax_row(s: Sequence[Any], i: int) -> tuple[Any, ...]:
+    # d s_i / d x_j = s_i (1[i = j] - s_j); the trailing 0 is for the index i
+    return (*(s[i] * ((i == j) - sj) for j, sj in enumerate(s)), 0.0)
+
+
+def _softmax_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, i, out
+    *xs, i, _ = args
+    return _softmax_row(_softmax_of(xs), i)
+
+
+def _log_softmax_forward(*args: Any) -> Any:  # args: *xs, i
+    *xs, i = args
+    return xs[i] - _logsumexp_data(xs)
+
+
+def _log_softmax_row(s: Sequence[Any], i: int) -> tuple[Any, ...]:
+    # d log s_i / d x_j = 1[i = j] - s_j
+    return (*((i == j) - sj for j, sj in enumerate(s)), 0.0)
+
+
+def _log_softmax_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, i, out
+    *xs, i, _ = args
+    return _log_softmax_row(_softmax_of(xs), i)
+
+
+def _cross_entropy_forward(*args: Any) -> Any:  # args: *logits, target
+    *xs, t = args
+    return _logsumexp_data(xs) - _pick(xs, t)
+
+
+def _cross_entropy_local(*args: Any) -> tuple[Any, ...]:  # args: *logits, target, out
+    *xs, t, _ = args
+    return (*(s - _onehot(t, j) for j, s in enumerate(_softmax_of(xs))), 0.0)
+
+
+def _sum_forward(*xs: Any) -> Any:
+    return builtins.sum(xs)
+
+
+def _sum_local(*args: Any) -> tuple[float, ...]:  # args: *xs, out
+    return (1.0,) * (len(args) - 1)
+
+
+def _mean_forward(*xs: Any) -> Any:
+    return builtins.sum(xs) / len(xs)
+
+
+def _mean_local(*args: Any) -> tuple[float, ...]:  # args: *xs, out
+    n = len(args) - 1
+    return (1.0 / n,) * n
+
+
+def _batch_reduce(x: Any, average: bool) -> Any:
+    return x if type(x) is float else float(x.mean() if average else x.sum())
+
+
+def _batch_local(x: Any, average: bool) -> tuple[Any]:
+    x = _data(x)
+    if type(x) is float:
+        return (1.0,)
+    return (numpy().full(len(x), 1.0 / len(x) if average else 1.0),)
+
+
+# fmt: off
+#                    name           forward                              local gradients
+SUM           = Op("sum",           _sum_forward,                        _sum_local)
+MEAN          = Op("mean",          _mean_forward,                       _mean_local)
+DOT           = Op("dot",           _dot_forward,                        _dot_local)
+LOGSUMEXP     = Op("logsumexp",     lambda *xs: _logsumexp_data(xs),     _logsumexp_local)
+SOFTMAX       = Op("softmax",       _softmax_forward,                    _softmax_local)
+LOG_SOFTMAX   = Op("log_softmax",   _log_softmax_forward,                _log_softmax_local)
+CROSS_ENTROPY = Op("cross_entropy", _cross_entropy_forward,              _cross_entropy_local)
+BATCH_SUM     = Op("batch_sum",     lambda x: _batch_reduce(x, False),   lambda x, _: _batch_local(x, False))
+BATCH_MEAN    = Op("batch_mean",    lambda x: _batch_reduce(x, True),    lambda x, _: _batch_local(x, True))
+# fmt: on
+
+
+# ---------------------------------------------------------------------------
+# The fused ops as users call them.
+# ---------------------------------------------------------------------------
+
+
+def _sequence(values: Any, name: str) -> tuple[Any, ...]:
+    if isinstance(values, (Value, str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}() takes a sequence of Values or numbers, not {type(values).__name__}")
+    args = as_args(tuple(values), f"{name}()")
+    if not args:
+        raise ValueError(f"{name}() of an empty sequence")
+    return args
+
+
+def sum(values: Sequence[Any], start: Any = 0.0) -> Value:  # noqa: A001 - as torch.sum
+    """sum(values) + start, as one node."""
+    return apply(SUM, (*_sequence(values, "sum"), *as_args((start,), "sum() start")))
+
+
+def mean(values: Sequence[Any]) -> Value:
+    """The mean of values, as one node."""
+    return apply(MEAN, _sequence(values, "mean"))
+
+
+def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
+    """sum(a[i] * b[i]) + start, as one node; `start` is where a neuron's bias goes."""
+    a, b = _sequence(a, "dot"), _sequence(b, "dot")
+    if len(a) != len(b):
+        raise ValueError(f"dot(): the sequences differ in length ({len(a)} and {len(b)})")
+    return apply(DOT, (*a, *b, *as_args((start,), "dot() start")))
+
+
+def logsumexp(values: Sequence[Any]) -> Value:
+    """log(sum(exp(values))), stable for large values, as one node."""
+    return apply(LOGSUMEXP, _sequence(values, "logsumexp"))
+
+
+def _each_output(op: Op, xs: tuple[Any, ...], outs: list[Any], row: Callable[..., Any]) -> list[Value]:
+    s = _softmax_data([_data(x) for x in xs])
+    grads = is_grad_enabled()
+    return [record(op, (*xs, i), out, row(s, i) if grads else ()) for i, out in enumerate(outs)]
+
+
+def softmax(values: Sequence[Any]) -> list[Value]:
+    """exp(x_i) / sum(exp(x)) for each i, stable; each output is one node."""
+    xs = _sequence(values, "softmax")
+    datas = [_data(x) for x in xs]
+    check_batches(datas, "softmax()")
+    return _each_output(SOFTMAX, xs, _softmax_data(datas), _softmax_row)
+
+
+def log_softmax(values: Sequence[Any]) -> list[Value]:
+    """x_i - logsumexp(x) for each i, stable; each output is one node."""
+    xs = _sequence(values, "log_softmax")
+    datas = [_data(x) for x in xs]
+    check_batches(datas, "log_softmax()")
+    lse = _logsumexp_data(datas)
+    return _each_output(LOG_SOFTMAX, xs, [x - lse for x in datas], _log_softmax_row)
+
+
+def _class_index(target: Any, n: int, batch: int | None) -> Any:
+    """Check a class index (or a batch of them) against n classes."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(target, np.ndarray):
+        if target.ndim != 1 or target.dtype.kind not in "iu":
+            raise TypeError(
+                f"cross_entropy(): a batch of targets must be a 1-D integer array, "
+                f"got dtype {target.dtype} and shape {target.shape}"
+            )
+        if batch is not None and len(target) != batch:
+            raise ValueError(f"cross_entropy(): {len(target)} targets for a batch of {batch} samples")
+        bad = target[(target < 0) | (target >= n)]
+        if len(bad):
+            raise IndexError(f"cross_entropy(): target {bad[0]} is out of range for {n} classes")
+        return target.astype(np.int64)
+    is_int = isinstance(target, int) or (np is not None and isinstance(target, np.integer))
+    if isinstance(target, bool) or not is_int:
+        raise TypeError(
+            f"cross_entropy(): target must be an int class index, not {type(target).__name__} {target!r:.40}"
+        )
+    if not 0 <= target < n:
+        raise IndexError(f"cross_entropy(): target {target} is out of range for {n} classes (0..{n - 1})")
+    return int(target)
+
+
+def cross_entropy(logits: Sequence[Any], target: Any) -> Value:
+    """-log_softmax(logits)[target], as one node whose local gradients are softmax - onehot."""
+    xs = _sequence(logits, "cross_entropy")
+    datas = [_data(x) for x in xs]
+    batch = check_batches(datas, "cross_entropy()")
+    return apply(CROSS_ENTROPY, (*xs, _class_index(target, len(xs), batch)))
+
+
+def batch_sum(v: Value) -> Value:
+    """The sum over a batch's samples (a number stays as it is)."""
+    return apply(BATCH_SUM, as_args((v,), "batch_sum()"))
+
+
+def batch_mean(v: Value) -> Value:
+    """The mean over a batch's samples (a number stays as it is)."""
+    return apply(BATCH_MEAN, as_args((v,), "batch_mean()"))
