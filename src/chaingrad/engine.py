@@ -299,29 +299,34 @@ class Value:
                 f"backward() needs a single number, but this Value holds a batch of "
                 f"{len(self.data)} samples; reduce it first with cg.batch_mean(v) or cg.batch_sum(v)"
             )
+        if create_graph:
+            for node, g in gradients(self, create_graph=True).items():
+                if node._prev:
+                    node.grad = g
+                else:  # leaves accumulate, as in the float path
+                    node.grad = g if type(node.grad) is float and node.grad == 0.0 else node.grad + g
+            return
         order = _topo(self)
         reenable = gc.isenabled()
         gc.disable()  # the walk creates no cycles; a collection mid-walk only costs time
         try:
             for node in order:
                 node.grad = 0.0
-            if create_graph:
-                _backward_graph(self, order)
-            elif not order:
+            if not order:
                 self.grad += 1.0  # a leaf: d(self)/d(self), accumulated like any leaf
-            else:
-                self.grad = 1.0
-                if _mode_get() & _ANOMALY:
-                    for node in order:
-                        _push_checked(node, node.grad)
+                return
+            self.grad = 1.0
+            if _mode_get() & _ANOMALY:
+                for node in order:
+                    _push_checked(node, node.grad)
+                return
+            for node in order:
+                g = node.grad
+                if type(g) is float:
+                    for child, local in zip(node._prev, node._local):
+                        child.grad += local * g
                 else:
-                    for node in order:
-                        g = node.grad
-                        if type(g) is float:
-                            for child, local in zip(node._prev, node._local):
-                                child.grad += local * g
-                        else:
-                            _push(node, g)
+                    _push(node, g)
         finally:
             if reenable:
                 gc.enable()
@@ -376,18 +381,33 @@ def _topo(root: Value) -> list[Value]:
     return order
 
 
-def _backward_graph(root: Value, order: list[Value]) -> None:
-    """backward(create_graph=True): the same loop, with local gradients as Values."""
-    if any(type(n.data) is not float for n in order):
-        raise NotImplementedError("create_graph=True is not supported on batched graphs yet")
-    root.grad = Value(1.0)
+def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
+    """d(root)/d(node) for every node that leads to root, in a dict; no .grad is touched.
+
+    With create_graph=True each op's local gradients are recomputed from its
+    formula on the Values themselves, so the gradients carry a graph and can
+    be differentiated again. A gradient that is a plain float is a constant.
+    """
+    if type(root.data) is not float:
+        raise ValueError(f"gradients of a batch of {len(root.data)} samples; reduce it first")
+    order = _topo(root)
+    if create_graph and any(type(n.data) is not float for n in order):
+        raise NotImplementedError("higher-order gradients of batched graphs are not supported")
+    grads: dict[Value, Any] = {root: 1.0}
     for node in order:
-        g = node.grad
-        args = node._prev if node._ctx is None else node._ctx
-        for arg, local in zip(args, node._op.local(*args, node)):
-            if isinstance(arg, Value):
-                d = local * g
-                arg.grad = d if (type(arg.grad) is float and arg.grad == 0.0) else arg.grad + d
+        g = grads[node]
+        if create_graph:
+            args = node._prev if node._ctx is None else node._ctx
+            pairs = [(a, d) for a, d in zip(args, node._op.local(*args, node)) if isinstance(a, Value)]
+        else:
+            pairs = zip(node._prev, node._local)
+        for child, local in pairs:
+            d = local * g
+            if type(d) is not float and not isinstance(d, Value) and type(child.data) is float:
+                d = float(d.sum())
+            before = grads.get(child)
+            grads[child] = d if before is None else before + d
+    return grads
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Functional derivatives: grad, value_and_grad, Hessian-vector products.
+
+These compute gradients without touching any `.grad`, and always build the
+gradient's own graph, so they nest: `grad(grad(f))` is the second derivative.
+A gradient that does not depend on the arguments comes back as a constant
+(a leaf Value); an argument that does not reach the output gets gradient 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .engine import Value, gradients
+from .ops import dot
+
+__all__ = ["grad", "hessian", "hvp", "value_and_grad"]
+
+
+def _as_value(x: Any) -> Value:
+    return x if isinstance(x, Value) else Value(x)
+
+
+def _scalar(out: Any, name: str) -> Value:
+    if not isinstance(out, Value):
+        raise TypeError(f"{name}: the function must return a Value, not {type(out).__name__}")
+    if type(out.data) is not float:
+        raise ValueError(
+            f"{name}: the function returned a batch of {len(out.data)} samples; "
+            "it must return a single number (reduce with cg.batch_mean)"
+        )
+    return out
+
+
+def value_and_grad(
+    f: Callable[..., Value], argnums: int | Sequence[int] = 0
+) -> Callable[..., tuple[Value, Any]]:
+    """A function returning f(*args) and its gradient with respect to args[argnums]."""
+    many = not isinstance(argnums, int)
+    nums = tuple(argnums) if many else (argnums,)
+
+    def wrapped(*args: Any) -> tuple[Value, Any]:
+        for i in nums:
+            if not isinstance(i, int) or not -len(args) <= i < len(args):
+                raise IndexError(f"argnums {i!r} is out of range for {len(args)} arguments")
+        wrt = {i % len(args) for i in nums}
+        args = tuple(_as_value(a) if i in wrt else a for i, a in enumerate(args))
+        out = _scalar(f(*args), "grad")
+        grads = gradients(out, create_graph=True)
+        result = tuple(_as_value(grads.get(args[i], 0.0)) for i in nums)
+        return out, result if many else result[0]
+
+    return wrapped
+
+
+def grad(f: Callable[..., Value], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """A function returning the gradient of scalar f with respect to args[argnums]."""
+    vg = value_and_grad(f, argnums)
+    return lambda *args: vg(*args)[1]
+
+
+def hvp(f: Callable[[list[Value]], Value], xs: Sequence[Any], v: Sequence[float]) -> list[float]:
+    """The Hessian of f at xs times the vector v, by reverse-over-reverse differentiation."""
+    xs = [_as_value(x) for x in xs]
+    if len(v) != len(xs):
+        raise ValueError(f"hvp: v has {len(v)} entries but there are {len(xs)} inputs")
+    grads = gradients(_scalar(f(xs), "hvp"), create_graph=True)
+    g_dot_v = dot([grads.get(x, 0.0) for x in xs], v)  # d/dx (grad f . v) = H v
+    second = gradients(g_dot_v)
+    return [float(second.get(x, 0.0)) for x in xs]
+
+
+def hessian(f: Callable[[list[Value]], Value], xs: Sequence[Any]) -> list[list[float]]:
+    """The full Hessian of f at xs, one Hessian-vector product per coordinate."""
+    n = len(xs)
+    return [hvp(f, xs, [float(i == j) for j in range(n)]) for i in range(n)]
