@@ -17,6 +17,7 @@ from .engine import AnomalyError, Value, detect_anomaly, enable_grad, is_grad_en
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (
     Op,
+    affine,
     batch_mean,
     batch_sum,
     cross_entropy,
@@ -41,6 +42,7 @@ __all__ = [
     "GradcheckError",
     "Op",
     "Value",
+    "affine",
     "batch_mean",
     "batch_sum",
     "cross_entropy",

@@ -337,12 +337,20 @@ def _data(x: Any) -> Any:
 
 
 def _push(node: Value, g: Any) -> None:
-    """Add local * g to each input's grad; summed over the batch for unbatched inputs."""
+    """Add local * g to each input's grad (or run the op's own batched backward)."""
+    backward = getattr(node._op, "backward", None)
+    if backward is not None:
+        backward(node, g)
+        return
     for child, local in zip(node._prev, node._local):
-        d = local * g
-        if type(d) is not float and type(child.data) is float:
-            d = float(d.sum())  # the unbroadcast rule: a shared input gets the batch's sum
-        child.grad += d
+        accumulate(child, local * g)
+
+
+def accumulate(child: Value, d: Any) -> None:
+    """child.grad += d, summed over the batch when child is a single number shared by all samples."""
+    if type(d) is not float and type(child.data) is float:
+        d = float(d.sum())
+    child.grad += d
 
 
 def _push_checked(node: Value, g: Any) -> None:
@@ -382,7 +390,7 @@ def _topo(root: Value) -> list[Value]:
 
 
 def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
-    """d(root)/d(node) for every node that leads to root, in a dict; no .grad is touched.
+    """d(root)/d(node) for every node that leads to root, in a dict; every .grad is left as it was.
 
     With create_graph=True each op's local gradients are recomputed from its
     formula on the Values themselves, so the gradients carry a graph and can
@@ -390,23 +398,29 @@ def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
     """
     if type(root.data) is not float:
         raise ValueError(f"gradients of a batch of {len(root.data)} samples; reduce it first")
+    if not create_graph:  # the ordinary backward, with every .grad saved and restored
+        nodes = _all_nodes(root)
+        saved = [n.grad for n in nodes]
+        try:
+            for n in nodes:
+                n.grad = 0.0
+            root.backward()
+            return {n: n.grad for n in nodes}
+        finally:
+            for n, g in zip(nodes, saved):
+                n.grad = g
     order = _topo(root)
-    if create_graph and any(type(n.data) is not float for n in order):
+    if any(type(n.data) is not float for n in order):
         raise NotImplementedError("higher-order gradients of batched graphs are not supported")
     grads: dict[Value, Any] = {root: 1.0}
     for node in order:
         g = grads[node]
-        if create_graph:
-            args = node._prev if node._ctx is None else node._ctx
-            pairs = [(a, d) for a, d in zip(args, node._op.local(*args, node)) if isinstance(a, Value)]
-        else:
-            pairs = zip(node._prev, node._local)
-        for child, local in pairs:
-            d = local * g
-            if type(d) is not float and not isinstance(d, Value) and type(child.data) is float:
-                d = float(d.sum())
-            before = grads.get(child)
-            grads[child] = d if before is None else before + d
+        args = node._prev if node._ctx is None else node._ctx
+        for arg, local in zip(args, node._op.local(*args, node)):
+            if isinstance(arg, Value):
+                d = local * g
+                before = grads.get(arg)
+                grads[arg] = d if before is None else before + d
     return grads
 
 
@@ -514,27 +528,29 @@ def apply(op: Any, args: tuple[Any, ...]) -> Value:
 
 
 def record(op: Any, args: tuple[Any, ...], out: Any, local: Sequence[Any]) -> Value:
-    """Make the node for `out = op(*args)` with the given local gradients."""
+    """Make the node for `out = op(*args)` with the given local gradients, one per arg."""
+    if type(out) is not float:
+        out = _constant(out)
+    prev = tuple(a for a in args if isinstance(a, Value))
+    if len(prev) == len(args):
+        return node(op, prev, out, tuple(local))
+    return node(op, prev, out, tuple(g for a, g in zip(args, local) if isinstance(a, Value)), args)
+
+
+def node(op: Any, prev: tuple[Value, ...], out: Any, local: Any, ctx: Any = None) -> Value:
+    """A new node: out = op(prev...) with its local gradients, honouring no_grad and detect_anomaly."""
     mode = _mode_get()
     if mode & _ANOMALY and not _finite(out):
-        raise AnomalyError(f"op {str(op)!r} produced {out!r} from inputs ({_describe(args)})")
-    node = _new(Value)
-    node.data = out if type(out) is float else _constant(out)
-    node.grad = 0.0
-    node.label = ""
+        raise AnomalyError(f"op {str(op)!r} produced {out!r} from inputs ({_describe(ctx or prev)})")
+    n = _new(Value)
+    n.data = out
+    n.grad = 0.0
+    n.label = ""
     if mode & _NO_GRAD:
-        node._prev, node._op, node._local, node._ctx = (), "", (), None
-        return node
-    prev = tuple(a for a in args if isinstance(a, Value))
-    node._op = op
-    node._prev = prev
-    if len(prev) == len(args):
-        node._local = tuple(local)
-        node._ctx = None
+        n._prev, n._op, n._local, n._ctx = (), "", (), None
     else:
-        node._local = tuple(g for a, g in zip(args, local) if isinstance(a, Value))
-        node._ctx = args
-    return node
+        n._prev, n._op, n._local, n._ctx = prev, op, local, ctx
+    return n
 
 
 # ---------------------------------------------------------------------------

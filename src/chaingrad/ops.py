@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 import sys
 from collections.abc import Callable, Sequence
-from operator import mul
 from typing import Any
 
-from .engine import Value, apply, as_args, check_batches, is_grad_enabled, numpy, record
+from .engine import Value, accumulate, apply, as_args, check_batches, is_grad_enabled, node, numpy, record
 
 inf, nan = math.inf, math.nan
 
@@ -37,7 +37,19 @@ def _elsewise(x: Any, name: str) -> Any:
         return getattr(x, name)()
     if isinstance(x, (int, float)):
         return _SCALAR[name](float(x))
-    return _BATCH[name](x)
+    with numpy().errstate(all="ignore"):  # IEEE results as for floats, without warnings
+        return _BATCH[name](x)
+
+
+def _elsewise2(x: Any, y: Any, scalar: Callable[[float, float], Any], value_op: Callable, name: str) -> Any:
+    """The non-float cases of a two-argument function: Values, ints, or batches."""
+    if isinstance(x, Value) or isinstance(y, Value):
+        return value_op(x, y)
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return scalar(float(x), float(y))
+    np = numpy()
+    with np.errstate(all="ignore"):
+        return getattr(np, name)(x, y)
 
 
 def exp(x: Any) -> Any:
@@ -92,12 +104,14 @@ def sqrt(x: Any) -> Any:
 
 def div(x: Any, y: Any) -> Any:
     """x / y with IEEE-754 division by zero (+-inf, or nan for 0/0)."""
-    try:
-        return x / y
-    except ZeroDivisionError:
-        if x != x or x == 0:
-            return nan
-        return math.copysign(inf, x) * math.copysign(1.0, y)
+    if type(x) is float and type(y) is float:
+        try:
+            return x / y
+        except ZeroDivisionError:
+            if x != x or x == 0:
+                return nan
+            return math.copysign(inf, x) * math.copysign(1.0, y)
+    return _elsewise2(x, y, div, operator.truediv, "divide")
 
 
 def power(x: Any, y: Any) -> Any:
@@ -113,11 +127,7 @@ def power(x: Any, y: Any) -> Any:
                 odd = y.is_integer() and y % 2 == 1
                 return math.copysign(inf, x) if odd else inf
             return nan  # a negative base to a non-integer power
-    if isinstance(x, Value) or isinstance(y, Value):
-        return x**y
-    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-        return power(float(x), float(y))
-    return numpy().power(x, y)
+    return _elsewise2(x, y, power, operator.pow, "power")
 
 
 def _batch_sigmoid(x: Any) -> Any:
@@ -156,10 +166,11 @@ def _pow_local(x: Any, y: Any, out: Any) -> tuple[Any, Any]:
     xd, yd = _data(x), _data(y)
     if type(xd) is not float or type(yd) is not float:
         np = numpy()
-        return (
-            np.where(yd == 0, 0.0, yd * np.power(xd, yd - 1.0)),
-            np.where((xd == 0) & (yd >= 0), 0.0, out * np.log(xd)),
-        )
+        with np.errstate(all="ignore"):
+            return (
+                np.where(yd == 0, 0.0, yd * np.power(xd, yd - 1.0)),
+                np.where((xd == 0) & (yd >= 0), 0.0, out * np.log(xd)),
+            )
     return (
         0.0 if yd == 0 else y * power(x, y - 1.0),
         0.0 if xd == 0 and yd >= 0 else out * log(x),
@@ -178,19 +189,31 @@ class Op(str):
     gradient d(out)/d(arg) per argument. Write both with plain arithmetic and
     chaingrad's functions (`cg.exp`, `cg.log`, ...), not `math`, and the op
     also supports higher-order derivatives. Calling the op applies it.
+
+    A fused op over a whole batch whose local gradients are matrices gives
+    `backward(node, g)` instead: it adds the node's vector-Jacobian product
+    into its inputs' grads (with `accumulate`), in a few NumPy calls.
     """
 
     forward: Callable[..., Any]
-    local: Callable[..., Sequence[Any]]
+    local: Callable[..., Sequence[Any]] | None
+    backward: Callable[[Value, Any], None] | None
 
-    def __new__(cls, name: str, forward: Callable[..., Any], local: Callable[..., Sequence[Any]]):
+    def __new__(
+        cls,
+        name: str,
+        forward: Callable[..., Any],
+        local: Callable[..., Sequence[Any]] | None,
+        backward: Callable[[Value, Any], None] | None = None,
+    ):
         if not isinstance(name, str) or not name:
             raise TypeError(f"an op needs a non-empty name, got {name!r}")
-        if not callable(forward) or not callable(local):
+        if not callable(forward) or not (callable(local) or callable(backward)):
             raise TypeError(f"op {name!r}: forward and local must be callables")
         op = super().__new__(cls, name)
         op.forward = forward
         op.local = local
+        op.backward = backward
         _REGISTRY[name] = op
         return op
 
@@ -299,7 +322,7 @@ def _onehot(t: Any, j: int) -> Any:
 
 def _dot_forward(*args: Any) -> Any:  # args: *a, *b, start
     n = len(args) // 2
-    return builtins.sum(map(mul, args[:n], args[n : 2 * n]), args[-1])
+    return builtins.sum(map(operator.mul, args[:n], args[n : 2 * n]), args[-1])
 
 
 def _dot_local(*args: Any) -> tuple[Any, ...]:  # args: *a, *b, start, out
@@ -495,3 +518,109 @@ def batch_sum(v: Value) -> Value:
 def batch_mean(v: Value) -> Value:
     """The mean over a batch's samples (a number stays as it is)."""
     return apply(BATCH_MEAN, as_args((v,), "batch_mean()"))
+
+
+# ---------------------------------------------------------------------------
+# A whole layer on a batch: activation(W x + b) as one node. On single numbers
+# it is one dot node per output (plus its activation), as a Neuron computes it;
+# on a batch the per-input work would be one NumPy call per weight, so the
+# layer becomes one node whose backward is three matrix products.
+# ---------------------------------------------------------------------------
+
+ACTIVATIONS: dict[str | None, Op | None] = {None: None, "relu": RELU, "tanh": TANH, "sigmoid": SIGMOID}
+
+
+def _matrix(xs: Sequence[Any]) -> Any:
+    """The inputs' data as an (inputs x batch) matrix; rows of one layer's output are reused as they are."""
+    first = xs[0]
+    if isinstance(first, Value) and first._op is ROW:
+        layer = first._prev[0]
+        rows = layer.data
+        if len(xs) == len(rows) and all(
+            isinstance(x, Value) and x._op is ROW and x._prev[0] is layer and x._local[0] == k
+            for k, x in enumerate(xs)
+        ):
+            return rows
+    return _stacked([_data(x) for x in xs])
+
+
+def _affine_backward(node: Value, g: Any) -> None:
+    W, X, slope, kinds = node._local
+    if slope is not None:
+        g = g * slope  # through the activation: d act / d z, elementwise
+    grads = [*(g @ X.T).ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
+    if kinds is not None:
+        grads = [d for d, is_value in zip(grads, kinds) if is_value]
+    for child, d in zip(node._prev, grads):
+        accumulate(child, d)
+
+
+def _row_backward(node: Value, g: Any) -> None:
+    (layer,), (k,) = node._prev, node._local
+    if type(layer.grad) is float:
+        layer.grad = numpy().zeros_like(layer.data)
+    layer.grad[k] += g
+
+
+def _unbatched(what: str) -> Callable[..., Any]:
+    def fail(*args: Any) -> Any:
+        raise TypeError(f"{what} is a node of a batched layer; use affine() to make it")
+
+    return fail
+
+
+AFFINE = Op("affine", _unbatched("affine"), None, _affine_backward)
+ROW = Op("row", _unbatched("row"), None, _row_backward)
+
+
+def affine(
+    weights: Sequence[Sequence[Any]],
+    xs: Sequence[Any],
+    biases: Sequence[Any] | None = None,
+    activation: str | None = None,
+) -> list[Value]:
+    """[activation(dot(w, xs) + b) for each row w of weights, b of biases]."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"affine(): activation must be one of {list(ACTIVATIONS)}, not {activation!r}")
+    xs = _sequence(xs, "affine")
+    rows = [_sequence(w, "affine") for w in weights]
+    if not rows:
+        raise ValueError("affine() needs at least one row of weights")
+    for k, w in enumerate(rows):
+        if len(w) != len(xs):
+            raise ValueError(f"affine(): weight row {k} has {len(w)} entries for {len(xs)} inputs")
+    bs = (0.0,) * len(rows) if biases is None else _sequence(biases, "affine")
+    if len(bs) != len(rows):
+        raise ValueError(f"affine(): {len(bs)} biases for {len(rows)} rows of weights")
+    datas = [_data(x) for x in xs]
+    if not _is_batch(datas):
+        act = ACTIVATIONS[activation]
+        outs = [dot(w, xs, b) for w, b in zip(rows, bs)]
+        return outs if act is None else [act(o) for o in outs]
+    check_batches(datas, "affine()")
+    return _affine_batch(rows, xs, bs, activation)
+
+
+def _affine_batch(
+    rows: list[tuple[Any, ...]], xs: tuple[Any, ...], bs: tuple[Any, ...], activation: str | None
+) -> list[Value]:
+    np = numpy()
+    params = [w for row in rows for w in row] + list(bs)
+    W = np.array([_data(w) for w in params[: -len(bs)]], dtype=np.float64)
+    if W.ndim != 1:
+        raise ValueError("affine(): weights and biases must be single numbers, not batches")
+    W = W.reshape(len(rows), len(xs))
+    b = np.array([_data(v) for v in bs], dtype=np.float64)
+    X = _matrix(xs)
+    with np.errstate(all="ignore"):
+        Z = W @ X + b[:, None]
+        act = ACTIVATIONS[activation]
+        Y = Z if act is None else act.forward(Z)
+        slope = None if act is None else act.local(Z, Y)[0]
+    args = (*params, *xs)
+    kinds = [isinstance(a, Value) for a in args]
+    prev = tuple(a for a in args if isinstance(a, Value))
+    layer = node(AFFINE, prev, Y, (W, X, slope, None if all(kinds) else kinds))
+    if not layer._prev:  # no_grad: plain rows
+        return [node(ROW, (), Y[k], ()) for k in range(len(rows))]
+    return [node(ROW, (layer,), Y[k], (k,)) for k in range(len(rows))]

@@ -1,0 +1,176 @@
+"""The batch axis: a Value holding one number per sample behaves like the samples run one by one."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chaingrad as cg
+from chaingrad import Value
+
+ACTIVATIONS = ["relu", "tanh", "sigmoid", None]
+
+
+def random_net(rng, sizes, activation):
+    """Weights as Values, and a forward pass through cg.affine layers (linear last layer)."""
+    layers = [
+        ([[Value(v) for v in row] for row in rng.normal(size=(o, i))], [Value(v) for v in rng.normal(size=o)])
+        for i, o in itertools.pairwise(sizes)
+    ]
+    params = [p for W, b in layers for row in W for p in row] + [p for _, b in layers for p in b]
+
+    def forward(xs):
+        for k, (W, b) in enumerate(layers):
+            xs = cg.affine(W, xs, b, activation if k < len(layers) - 1 else None)
+        return xs
+
+    return params, forward
+
+
+def per_sample_and_batch(params, forward, loss_of, X):
+    """(mean loss, mean grads) over per-sample runs, and (loss, grads) of one batched run."""
+    for p in params:
+        p.grad = 0.0
+    total = 0.0
+    for row in X:
+        loss = loss_of(forward([Value(v) for v in row]))
+        loss.backward()
+        total += loss.data
+    per_sample = (total / len(X), [p.grad / len(X) for p in params])
+    for p in params:
+        p.grad = 0.0
+    loss = cg.batch_mean(loss_of(forward([Value(X[:, j]) for j in range(X.shape[1])])))
+    loss.backward()
+    return per_sample, (loss.data, [p.grad for p in params])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 9),
+    sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4),
+    activation=st.sampled_from(ACTIVATIONS),
+)
+def test_batch_gradient_is_the_mean_of_per_sample_gradients(seed, batch, sizes, activation):
+    rng = np.random.default_rng(seed)
+    params, forward = random_net(rng, sizes, activation)
+    X = rng.normal(size=(batch, sizes[0]))
+
+    def loss_of(outs):
+        return cg.sum([(o - 0.5) ** 2 for o in outs]).tanh() + cg.logsumexp(outs)
+
+    (loss1, grads1), (loss2, grads2) = per_sample_and_batch(params, forward, loss_of, X)
+    assert loss2 == pytest.approx(loss1, rel=1e-12, abs=1e-12)
+    assert grads2 == pytest.approx(grads1, rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 6), classes=st.integers(2, 5))
+def test_batched_cross_entropy_with_one_target_per_sample(seed, batch, classes):
+    rng = np.random.default_rng(seed)
+    params, forward = random_net(rng, [3, 4, classes], "tanh")
+    X = rng.normal(size=(batch, 3))
+    targets = rng.integers(0, classes, size=batch)
+    for p in params:
+        p.grad = 0.0
+    total = 0.0
+    for row, t in zip(X, targets):
+        loss = cg.cross_entropy(forward([Value(v) for v in row]), int(t))
+        loss.backward()
+        total += loss.data
+    expected = [p.grad / batch for p in params]
+    for p in params:
+        p.grad = 0.0
+    loss = cg.batch_mean(cg.cross_entropy(forward([Value(X[:, j]) for j in range(3)]), targets))
+    loss.backward()
+    assert loss.data == pytest.approx(total / batch, rel=1e-12)
+    assert [p.grad for p in params] == pytest.approx(expected, rel=1e-12, abs=1e-13)
+
+
+def test_batched_layer_matches_torch():
+    rng = np.random.default_rng(7)
+    W, b, X = rng.normal(size=(4, 3)), rng.normal(size=4), rng.normal(size=(6, 3))
+    cw = [[Value(v) for v in row] for row in W]
+    cb = [Value(v) for v in b]
+    xs = [Value(X[:, j]) for j in range(3)]
+    outs = cg.affine(cw, xs, cb, "tanh")
+    cg.batch_mean(cg.sum([o * o for o in outs])).backward()
+
+    tw = torch.tensor(W, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    tx = torch.tensor(X, requires_grad=True)
+    tout = torch.tanh(tx @ tw.T + tb)
+    (tout * tout).sum(dim=1).mean().backward()
+    assert np.stack([o.data for o in outs], axis=1) == pytest.approx(tout.detach().numpy(), rel=1e-12)
+    assert [p.grad for row in cw for p in row] == pytest.approx(tw.grad.flatten().tolist(), rel=1e-12)
+    assert [p.grad for p in cb] == pytest.approx(tb.grad.tolist(), rel=1e-12)
+    assert np.stack([x.grad for x in xs], axis=1) == pytest.approx(tx.grad.numpy(), rel=1e-12)
+
+
+def test_a_shared_input_gets_the_sum_over_the_batch():
+    w = Value(0.5)
+    x = Value(np.array([1.0, 2.0, 3.0]))
+    cg.batch_sum(w * x).backward()
+    assert type(w.grad) is float
+    assert w.grad == 6.0
+    assert x.grad.tolist() == [0.5, 0.5, 0.5]
+
+
+def test_an_ndarray_on_the_left_gives_a_value():
+    score = Value(np.array([0.5, -1.0]))
+    y = np.array([1.0, -1.0])
+    for out in (y * score, y + score, y - score, y / score, y**score):
+        assert isinstance(out, Value)
+        assert out.data.shape == (2,)
+
+
+def test_backward_on_a_batch_says_to_reduce_it_first():
+    v = Value(np.array([1.0, 2.0])) * 3
+    with pytest.raises(ValueError, match="reduce it first"):
+        v.backward()
+
+
+def test_batches_of_different_sizes_name_both_sizes():
+    a, b = Value(np.ones(3)), Value(np.ones(5))
+    for combine in (lambda: a + b, lambda: cg.dot([a, b], [1.0, 2.0]), lambda: cg.softmax([a, b])):
+        with pytest.raises(ValueError, match=r"\[3, 5\]"):
+            combine()
+
+
+def test_batch_data_must_be_one_dimensional_and_non_empty():
+    with pytest.raises(ValueError, match="1-D"):
+        Value(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="at least one sample"):
+        Value(np.array([]))
+
+
+def test_no_grad_on_a_batched_layer_gives_the_same_numbers_and_no_graph():
+    rng = np.random.default_rng(1)
+    _, forward = random_net(rng, [2, 3, 2], "relu")
+    xs = [Value(rng.normal(size=4)) for _ in range(2)]
+    with_graph = [o.data for o in forward(xs)]
+    with cg.no_grad():
+        outs = forward(xs)
+    assert all(o._prev == () for o in outs)
+    assert [o.data.tolist() for o in outs] == [d.tolist() for d in with_graph]
+
+
+def test_gradcheck_and_anomaly_work_on_batched_graphs():
+    x = Value(np.array([0.3, -0.7, 1.2]), label="x")
+    w = Value(0.8, label="w")
+    assert cg.gradcheck(lambda x, w: cg.batch_mean((x * w).tanh() * x), [x, w])
+    with cg.detect_anomaly(), pytest.raises(cg.AnomalyError, match="log"):
+        (x - 0.3).log()
+
+
+def test_affine_errors():
+    x = [Value(1.0), Value(2.0)]
+    with pytest.raises(ValueError, match="weight row 0 has 1 entries for 2 inputs"):
+        cg.affine([[Value(1.0)]], x)
+    with pytest.raises(ValueError, match="activation"):
+        cg.affine([[1.0, 2.0]], x, activation="gelu")
+    with pytest.raises(ValueError, match="1 biases for 2 rows"):
+        cg.affine([[1.0, 2.0], [3.0, 4.0]], x, [0.0])
