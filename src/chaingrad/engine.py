@@ -13,6 +13,7 @@ import contextvars
 import functools
 import gc
 import math
+import operator
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -490,8 +491,15 @@ def _unary(op: Any, x: Value) -> Value:
     return apply(op, (x,))
 
 
+_VALUES_ONLY = {Value}
+_VALUES_AND_FLOATS = {Value, float}
+_data_of = operator.attrgetter("data")
+
+
 def as_args(args: Sequence[Any], op: str) -> tuple[Any, ...]:
     """Check an op's arguments: Values, numbers or batches; numbers become floats."""
+    if set(map(type, args)) <= _VALUES_AND_FLOATS:  # the common case, checked in one C loop
+        return tuple(args)
     out = []
     for i, a in enumerate(args):
         if not isinstance(a, Value):
@@ -516,21 +524,29 @@ def check_batches(datas: Sequence[Any], op: str) -> int | None:
 
 def apply(op: Any, args: tuple[Any, ...]) -> Value:
     """Compute op's value and local gradients from its arguments' data and record the node."""
-    datas = [a.data if isinstance(a, Value) else a for a in args]
+    only_values = set(map(type, args)) == _VALUES_ONLY
+    datas = list(map(_data_of, args)) if only_values else [_data(a) for a in args]
     try:
         out = op.forward(*datas)
     except ValueError:
         check_batches(datas, op)
         raise
-    if _mode_get() & _NO_GRAD:
-        return record(op, args, out, ())
-    return record(op, args, out, op.local(*datas, out))
+    local = () if _mode_get() & _NO_GRAD else op.local(*datas, out)
+    if only_values:
+        return node(op, args, _output(out), tuple(local))
+    return record(op, args, out, local)
+
+
+def _output(out: Any) -> Any:
+    """An op's result as a node stores it: a float, or a 1-D float64 batch."""
+    if type(out) is float or (type(out).__name__ == "ndarray" and out.dtype.kind == "f"):
+        return out
+    return _constant(out)
 
 
 def record(op: Any, args: tuple[Any, ...], out: Any, local: Sequence[Any]) -> Value:
     """Make the node for `out = op(*args)` with the given local gradients, one per arg."""
-    if type(out) is not float:
-        out = _constant(out)
+    out = _output(out)
     prev = tuple(a for a in args if isinstance(a, Value))
     if len(prev) == len(args):
         return node(op, prev, out, tuple(local))
