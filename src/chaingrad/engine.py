@@ -9,6 +9,7 @@ ops.py; this module only records nodes and runs the chain rule.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import gc
@@ -307,27 +308,28 @@ class Value:
                 else:  # leaves accumulate, as in the float path
                     node.grad = g if type(node.grad) is float and node.grad == 0.0 else node.grad + g
             return
-        order = _topo(self)
         reenable = gc.isenabled()
         gc.disable()  # the walk creates no cycles; a collection mid-walk only costs time
         try:
+            order = _topo(self)
             for node in order:
                 node.grad = 0.0
             if not order:
                 self.grad += 1.0  # a leaf: d(self)/d(self), accumulated like any leaf
                 return
             self.grad = 1.0
-            if _mode_get() & _ANOMALY:
+            with _quiet_numpy():  # batched nodes may meet inf - inf or 0 * inf
+                if _mode_get() & _ANOMALY:
+                    for node in order:
+                        _push_checked(node, node.grad)
+                    return
                 for node in order:
-                    _push_checked(node, node.grad)
-                return
-            for node in order:
-                g = node.grad
-                if type(g) is float:
-                    for child, local in zip(node._prev, node._local):
-                        child.grad += local * g
-                else:
-                    _push(node, g)
+                    g = node.grad
+                    if type(g) is float:
+                        for child, local in zip(node._prev, node._local):
+                            child.grad += local * g
+                    else:
+                        _push(node, g)
         finally:
             if reenable:
                 gc.enable()
@@ -465,13 +467,25 @@ def _binary(op: Any, x: Any, y: Any) -> Value:
 
 
 def _binary_general(op: Any, x: Any, y: Any) -> Value:
-    if isinstance(x, Value) and isinstance(y, Value):
+    if not isinstance(x, Value):
+        x = _constant(x)
+    elif not isinstance(y, Value):
+        y = _constant(y)
+    if x is None or y is None:
+        return NotImplemented
+    with _quiet(_data(x), _data(y)):
         return apply(op, (x, y))
-    if isinstance(x, Value):
-        c = _constant(y)
-        return NotImplemented if c is None else apply(op, (x, c))
-    c = _constant(x)
-    return NotImplemented if c is None else apply(op, (c, y))
+
+
+def _quiet_numpy() -> Any:
+    """NumPy set to give IEEE results (inf, nan) without RuntimeWarnings, as floats do."""
+    np = sys.modules.get("numpy")
+    return contextlib.nullcontext() if np is None else np.errstate(all="ignore")
+
+
+def _quiet(*datas: Any) -> Any:
+    """_quiet_numpy() when any of the data is a batch."""
+    return _quiet_numpy() if any(_is_array(d) for d in datas) else contextlib.nullcontext()
 
 
 def _unary(op: Any, x: Value) -> Value:
@@ -488,7 +502,8 @@ def _unary(op: Any, x: Value) -> Value:
         node._local = op.local(xd, out)
         node._ctx = None
         return node
-    return apply(op, (x,))
+    with _quiet(xd):
+        return apply(op, (x,))
 
 
 _VALUES_ONLY = {Value}

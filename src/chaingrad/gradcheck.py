@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Value, no_grad
+from .engine import Value, enable_grad, no_grad
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -77,7 +77,8 @@ def gradcheck(
     try:
         for x in inputs:
             x.grad = 0.0
-        _scalar_output(f, inputs).backward()
+        with enable_grad():  # the analytic side needs the graph even inside no_grad
+            _scalar_output(f, inputs).backward()
         analytic = [_entries(x.grad, x) for x in inputs]
     finally:
         for x, g in zip(inputs, saved):

@@ -41,15 +41,29 @@ def _elsewise(x: Any, name: str) -> Any:
         return _BATCH[name](x)
 
 
-def _elsewise2(x: Any, y: Any, scalar: Callable[[float, float], Any], value_op: Callable, name: str) -> Any:
+def _elsewise2(
+    x: Any, y: Any, scalar: Callable[[float, float], Any], value_op: Callable, batch: Callable
+) -> Any:
     """The non-float cases of a two-argument function: Values, ints, or batches."""
     if isinstance(x, Value) or isinstance(y, Value):
         return value_op(x, y)
     if isinstance(x, (int, float)) and isinstance(y, (int, float)):
         return scalar(float(x), float(y))
+    with numpy().errstate(all="ignore"):
+        return batch(x, y)
+
+
+def _batch_power(x: Any, y: Any) -> Any:
+    # NumPy gives nan for (-inf) ** y with y not an integer; C's pow (and PyTorch) gives
+    # +-inf for y > 0 and +-0 for y < 0, negative only for odd integers y.
     np = numpy()
-    with np.errstate(all="ignore"):
-        return getattr(np, name)(x, y)
+    out = np.power(x, y)
+    x, y = np.broadcast_arrays(x, y)
+    fix = np.isneginf(x) & (y != 0) & ~np.isnan(y)
+    if fix.any():
+        odd = (np.mod(y, 2) == 1) & (np.floor(y) == y)
+        out = np.where(fix, np.where(y > 0, np.where(odd, -np.inf, np.inf), np.where(odd, -0.0, 0.0)), out)
+    return out
 
 
 def exp(x: Any) -> Any:
@@ -111,7 +125,7 @@ def div(x: Any, y: Any) -> Any:
             if x != x or x == 0:
                 return nan
             return math.copysign(inf, x) * math.copysign(1.0, y)
-    return _elsewise2(x, y, div, operator.truediv, "divide")
+    return _elsewise2(x, y, div, operator.truediv, lambda a, b: numpy().divide(a, b))
 
 
 def power(x: Any, y: Any) -> Any:
@@ -127,7 +141,7 @@ def power(x: Any, y: Any) -> Any:
                 odd = y.is_integer() and y % 2 == 1
                 return math.copysign(inf, x) if odd else inf
             return nan  # a negative base to a non-integer power
-    return _elsewise2(x, y, power, operator.pow, "power")
+    return _elsewise2(x, y, power, operator.pow, _batch_power)
 
 
 def _batch_sigmoid(x: Any) -> Any:
@@ -320,14 +334,16 @@ def _onehot(t: Any, j: int) -> Any:
     return (t == j) * 1.0
 
 
-def _dot_forward(*args: Any) -> Any:  # args: *a, *b, start
+def _dot_forward(*args: Any) -> Any:  # args: *a, *b[, start]
     n = len(args) // 2
-    return builtins.sum(map(operator.mul, args[:n], args[n : 2 * n]), args[-1])
+    start = args[-1] if len(args) % 2 else 0.0
+    return builtins.sum(map(operator.mul, args[:n], args[n : 2 * n]), start)
 
 
-def _dot_local(*args: Any) -> tuple[Any, ...]:  # args: *a, *b, start, out
-    n = (len(args) - 2) // 2
-    return (*args[n : 2 * n], *args[:n], 1.0)
+def _dot_local(*args: Any) -> tuple[Any, ...]:  # args: *a, *b[, start], out
+    n = (len(args) - 1) // 2
+    ab = (*args[n : 2 * n], *args[:n])  # d/da_i = b_i, d/db_i = a_i
+    return ab if len(args) % 2 else (*ab, 1.0)
 
 
 def _logsumexp_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, out
@@ -393,7 +409,10 @@ def _mean_local(*args: Any) -> tuple[float, ...]:  # args: *xs, out
 
 
 def _batch_reduce(x: Any, average: bool) -> Any:
-    return x if type(x) is float else float(x.mean() if average else x.sum())
+    if type(x) is float:
+        return x
+    with numpy().errstate(all="ignore"):
+        return float(x.mean() if average else x.sum())
 
 
 def _batch_local(x: Any, average: bool) -> tuple[Any]:
@@ -446,7 +465,14 @@ def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
     a, b = _sequence(a, "dot"), _sequence(b, "dot")
     if len(a) != len(b):
         raise ValueError(f"dot(): the sequences differ in length ({len(a)} and {len(b)})")
-    return apply(DOT, (*a, *b, *as_args((start,), "dot() start")))
+    return apply(DOT, a + b + _start(start, "dot"))
+
+
+def _start(start: Any, name: str) -> tuple[Any, ...]:
+    """The optional last argument of dot: left out when it is the number 0, so the node stays all-Value."""
+    if type(start) in (int, float) and start == 0:
+        return ()
+    return as_args((start,), f"{name}() start")
 
 
 def logsumexp(values: Sequence[Any]) -> Value:
@@ -595,7 +621,7 @@ def affine(
     datas = [_data(x) for x in xs]
     if not _is_batch(datas):
         act = ACTIVATIONS[activation]
-        outs = [dot(w, xs, b) for w, b in zip(rows, bs)]
+        outs = [apply(DOT, w + xs + _start(b, "affine")) for w, b in zip(rows, bs)]
         return outs if act is None else [act(o) for o in outs]
     check_batches(datas, "affine()")
     return _affine_batch(rows, xs, bs, activation)
