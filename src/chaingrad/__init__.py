@@ -15,6 +15,7 @@ from typing import Any
 
 from .engine import AnomalyError, Value, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .nn import manual_seed
 from .ops import (
     Op,
     affine,
@@ -55,6 +56,7 @@ __all__ = [
     "log",
     "log_softmax",
     "logsumexp",
+    "manual_seed",
     "mean",
     "no_grad",
     "relu",

@@ -1,0 +1,86 @@
+"""Loss functions: per-sample outputs and targets in, one scalar Value (the mean loss) out.
+
+Each loss takes either a sequence of per-sample outputs with a sequence of
+targets, or one batched output Value (data: a 1-D NumPy array) with a NumPy
+array of targets; the batch form reduces with `cg.batch_mean`, so both forms
+give the same number and the same gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .engine import Value, numpy
+from .ops import Op, batch_mean, dot, mean, relu, sigmoid
+from .ops import cross_entropy as _cross_entropy
+
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
+
+
+def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any, name: str) -> Value:
+    """The mean of per_sample(output, target), over a sequence or over a batch."""
+    if isinstance(outputs, Value):
+        return batch_mean(per_sample(outputs, targets))
+    if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence):
+        raise TypeError(f"{name}: outputs must be a list of per-sample Values or one batched Value")
+    if len(outputs) != len(targets):
+        raise ValueError(f"{name}: {len(outputs)} outputs but {len(targets)} targets")
+    if not outputs:
+        raise ValueError(f"{name}: no samples")
+    return mean([per_sample(o, t) for o, t in zip(outputs, targets)])
+
+
+def hinge(scores: Any, ys: Any) -> Value:
+    """mean(relu(1 - y * score)) for labels y = +-1: micrograd's max-margin loss."""
+    return _reduce(lambda s, y: relu(1 - y * s), scores, ys, "hinge()")
+
+
+def mse(preds: Any, targets: Any) -> Value:
+    """mean((pred - target) ** 2)."""
+
+    def squared(p: Any, t: Any) -> Value:
+        d = p - t
+        return d * d
+
+    return _reduce(squared, preds, targets, "mse()")
+
+
+def _log1p_exp_neg_abs(x: Any) -> Any:
+    """log(1 + e ** -|x|), accurate when e ** -|x| is tiny."""
+    if type(x) is float:
+        return math.log1p(math.exp(-abs(x)))
+    np = numpy()
+    return np.log1p(np.exp(-np.abs(x)))
+
+
+# One node per sample, so the gradient is exactly sigmoid(x) - t, also at x = 0.
+BCE_WITH_LOGITS = Op(
+    "bce_with_logits",
+    lambda x, t: relu(x) - x * t + _log1p_exp_neg_abs(x),
+    lambda x, t, out: (sigmoid(x) - t, -x),
+)
+
+
+def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Value:
+    """mean(-t log sigmoid(x) - (1 - t) log(1 - sigmoid(x))), computed stably from the logits x."""
+    return _reduce(BCE_WITH_LOGITS, logits, targets, "binary_cross_entropy_with_logits()")
+
+
+def cross_entropy(logits_per_sample: Any, targets: Any) -> Value:
+    """mean over samples of -log softmax(logits)[target]; logits_per_sample is a list of per-sample
+    logit lists, or one list of batched class Values with an integer array of targets."""
+    if (
+        isinstance(logits_per_sample, Sequence)
+        and logits_per_sample
+        and isinstance(logits_per_sample[0], Value)
+    ):
+        return batch_mean(_cross_entropy(logits_per_sample, targets))
+    return _reduce(_cross_entropy, logits_per_sample, targets, "cross_entropy()")
+
+
+def l2(params: Sequence[Value]) -> Value:
+    """sum(p ** 2) over params, as one dot node."""
+    params = list(params)
+    return dot(params, params)

@@ -1,0 +1,570 @@
+"""Neural networks built from Values: neurons, layers, MLPs, and the blocks of a tiny GPT.
+
+A module's parameters are the Values it holds in its attributes, directly, in
+lists, or inside sub-modules, found in attribute order; so `parameters()` runs
+layer by layer, neuron by neuron, each neuron's weights then its bias, as in
+micrograd. Forward code only combines Values, so the same module runs one
+sample (float data) or a batch (1-D NumPy data, see `chaingrad.data.columns`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+from .engine import Value, no_grad
+from .ops import affine, cross_entropy, dot, mean, softmax
+
+__all__ = [
+    "GPT",
+    "MLP",
+    "Block",
+    "CausalSelfAttention",
+    "Embedding",
+    "Layer",
+    "Linear",
+    "Module",
+    "Neuron",
+    "RMSNorm",
+    "manual_seed",
+]
+
+# chaingrad's own generator: seeding it never disturbs Python's global `random`.
+_rng = random.Random()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator that initialises modules created without `seed=`."""
+    _rng.seed(seed)
+
+
+def _generator(seed: int | random.Random | None) -> random.Random:
+    if seed is None:
+        return _rng
+    if isinstance(seed, random.Random):
+        return seed
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return random.Random(seed)
+    raise TypeError(f"seed must be an int, a random.Random or None, not {type(seed).__name__}")
+
+
+def _positive_int(n: Any, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n!r}")
+    return n
+
+
+_ACTIVATIONS = {"relu": Value.relu, "tanh": Value.tanh, "sigmoid": Value.sigmoid, None: None}
+_ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", None: "Linear"}
+
+
+def _activation(name: Any) -> Any:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of 'relu', 'tanh', 'sigmoid' or None, not {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Module: parameters, state dicts, files
+# ---------------------------------------------------------------------------
+
+
+def _groups(obj: Any, prefix: str) -> Iterator[tuple[str, Value | list[Value]]]:
+    """The parameter groups under obj: (dotted name, a Value or a list of Values), in attribute order."""
+    if isinstance(obj, Value):
+        yield prefix, obj
+    elif isinstance(obj, Module):
+        for name, attr in vars(obj).items():
+            if not name.startswith("_"):
+                yield from _groups(attr, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(obj, (list, tuple)):
+        if obj and all(isinstance(v, Value) for v in obj):
+            yield prefix, list(obj)
+        else:
+            for i, item in enumerate(obj):
+                yield from _groups(item, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _number(x: Any, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise ValueError(f"state dict entry {name!r} holds {type(x).__name__} {x!r:.40}, not a number")
+    if not math.isfinite(x):
+        raise ValueError(f"state dict entry {name!r} holds {x!r}, not a finite number")
+    return float(x)
+
+
+def _names(names: set[str]) -> str:
+    shown = sorted(names)[:10]
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return ", ".join(map(repr, shown)) + more
+
+
+class Module:
+    """A model: owns Values (its parameters) and maps inputs to outputs."""
+
+    def named_parameters(self) -> list[tuple[str, Value]]:
+        """Every parameter with its dotted name, e.g. ('layers.0.neurons.3.w.1', Value)."""
+        out = []
+        for name, group in _groups(self, ""):
+            if isinstance(group, Value):
+                out.append((name, group))
+            else:
+                out.extend((f"{name}.{i}", p) for i, p in enumerate(group))
+        return out
+
+    def parameters(self) -> list[Value]:
+        """Every parameter, layer by layer, neuron by neuron, weights before bias."""
+        out = []
+        for _, group in _groups(self, ""):
+            if isinstance(group, Value):
+                out.append(group)
+            else:
+                out.extend(group)
+        return out
+
+    def zero_grad(self) -> None:
+        """Set every parameter's grad to 0."""
+        for p in self.parameters():
+            p.grad = 0.0
+
+    def state_dict(self) -> dict[str, float | list[float]]:
+        """The parameters' data as plain floats: one entry per Value or list of Values."""
+        return {
+            name: float(g.data) if isinstance(g, Value) else [float(p.data) for p in g]
+            for name, g in _groups(self, "")
+        }
+
+    def _checked(self, d: Any) -> list[tuple[Value | list[Value], Any]]:
+        """Pair each parameter group with its entry of d, or raise naming what does not fit."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a state dict must be a dict, not {type(d).__name__}")
+        groups = dict(_groups(self, ""))
+        missing, extra = groups.keys() - d.keys(), d.keys() - groups.keys()
+        if missing or extra:
+            parts = [
+                f"missing {_names(missing)}" if missing else "",
+                f"extra {_names(extra)}" if extra else "",
+            ]
+            raise KeyError(
+                f"state dict does not fit this {type(self).__name__}: " + "; ".join(filter(None, parts))
+            )
+        pairs = []
+        for name, group in groups.items():
+            entry = d[name]
+            if isinstance(group, Value):
+                pairs.append((group, _number(entry, name)))
+                continue
+            if not isinstance(entry, (list, tuple)) or len(entry) != len(group):
+                got = f"{len(entry)} numbers" if isinstance(entry, (list, tuple)) else repr(entry)[:40]
+                raise ValueError(
+                    f"state dict entry {name!r}: expected a list of {len(group)} numbers, got {got}"
+                )
+            pairs.append((group, [_number(x, f"{name}.{i}") for i, x in enumerate(entry)]))
+        return pairs
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        """Set the parameters from d; on any missing, extra or bad entry raise and change nothing."""
+        for group, entry in self._checked(d):
+            if isinstance(group, Value):
+                group.data = entry
+            else:
+                for p, x in zip(group, entry):
+                    p.data = x
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the parameters to a JSON file atomically: a crash leaves the old file or the new one."""
+        state = self.state_dict()
+        self._checked(state)  # refuse to write what load would refuse (nan, inf)
+        text = json.dumps(
+            {"format": "chaingrad", "version": 1, "module": type(self).__name__, "state": state}
+        )
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".chaingrad-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike[str]) -> Module:
+        """Load a file written by `save` into this model in place; return it. A bad file changes nothing."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            what = "empty" if not raw.strip() else f"not valid JSON, perhaps truncated ({e})"
+            raise ValueError(f"{os.fspath(path)}: not a chaingrad model file: {what}") from None
+        if not isinstance(doc, dict) or doc.get("format") != "chaingrad" or "state" not in doc:
+            raise ValueError(f"{os.fspath(path)}: not a chaingrad model file (no chaingrad header)")
+        if doc.get("module") != type(self).__name__:
+            raise ValueError(f"{os.fspath(path)}: holds a {doc.get('module')!r}, not a {type(self).__name__}")
+        try:
+            self.load_state_dict(doc["state"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{os.fspath(path)}: {e.args[0]}") from None
+        return self
+
+
+# ---------------------------------------------------------------------------
+# micrograd's MLP: Neuron, Layer, MLP
+# ---------------------------------------------------------------------------
+
+
+class Neuron(Module):
+    """activation(w · x + b): one fused dot node, then the activation node."""
+
+    def __init__(self, nin: int, activation: str | None = "relu", seed: int | random.Random | None = None):
+        rng = _generator(seed)
+        self.w = [Value(rng.uniform(-1, 1)) for _ in range(_positive_int(nin, "nin"))]
+        self.b = Value(0.0)
+        self.activation = _activation(activation)
+        self._act = _ACTIVATIONS[activation]
+
+    def __call__(self, x: Sequence[Any]) -> Value:
+        if len(x) != len(self.w):
+            raise ValueError(f"{self!r} takes {len(self.w)} inputs, got {len(x)}")
+        act = dot(self.w, x, self.b)
+        return self._act(act) if self._act else act
+
+    def __repr__(self) -> str:
+        return f"{_ACTIVATION_NAMES[self.activation]}Neuron({len(self.w)})"
+
+
+class Layer(Module):
+    """nout neurons on the same inputs. Returns a list of Values, or one Value when nout == 1 (micrograd's
+    convention). On a batch the whole layer is one `cg.affine` node, with the same math."""
+
+    def __init__(
+        self, nin: int, nout: int, activation: str | None = "relu", seed: int | random.Random | None = None
+    ):
+        rng = _generator(seed)
+        self.neurons = [Neuron(nin, activation, rng) for _ in range(_positive_int(nout, "nout"))]
+
+    def outputs(self, x: Sequence[Any]) -> list[Value]:
+        """Every neuron's output, as a list even when there is one."""
+        ns = self.neurons
+        if any(type(getattr(xi, "data", xi)) is not float for xi in x):
+            # A batch: the same math as the neurons, as one affine node (three matrix products backward).
+            return affine([n.w for n in ns], x, [n.b for n in ns], ns[0].activation)
+        return [n(x) for n in ns]
+
+    def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
+        out = self.outputs(x)
+        return out[0] if len(out) == 1 else out
+
+    def __repr__(self) -> str:
+        return f"Layer of [{', '.join(map(repr, self.neurons))}]"
+
+
+_TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+
+class MLP(Module):
+    """A multi-layer perceptron: hidden layers use `activation`, the last layer is linear (micrograd's)."""
+
+    def __init__(
+        self,
+        nin: int,
+        nouts: Sequence[int],
+        activation: str | None = "relu",
+        seed: int | random.Random | None = None,
+    ):
+        if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence) or not nouts:
+            raise ValueError(f"nouts must be a non-empty list of layer widths, got {nouts!r}")
+        rng = _generator(seed)
+        sizes = [_positive_int(nin, "nin")] + [_positive_int(n, "each layer width") for n in nouts]
+        last = len(nouts) - 1
+        self.layers = [
+            Layer(sizes[i], sizes[i + 1], activation if i != last else None, rng) for i in range(len(nouts))
+        ]
+
+    def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
+        for layer in self.layers[:-1]:
+            x = layer.outputs(x)
+        return self.layers[-1](x)
+
+    def __repr__(self) -> str:
+        return f"MLP of [{', '.join(map(repr, self.layers))}]"
+
+    def to_torch(self) -> Any:
+        """An equivalent torch.nn.Sequential of float64 nn.Linear layers and activations."""
+        import torch
+
+        modules: list[Any] = []
+        for layer in self.layers:
+            ns = layer.neurons
+            linear = torch.nn.Linear(len(ns[0].w), len(ns), dtype=torch.float64)
+            with torch.no_grad():
+                linear.weight.copy_(torch.tensor([[w.data for w in n.w] for n in ns], dtype=torch.float64))
+                linear.bias.copy_(torch.tensor([n.b.data for n in ns], dtype=torch.float64))
+            modules.append(linear)
+            if ns[0].activation is not None:
+                modules.append(getattr(torch.nn, _TORCH_ACTIVATIONS[ns[0].activation])())
+        return torch.nn.Sequential(*modules)
+
+    @classmethod
+    def from_torch(cls, module: Any) -> MLP:
+        """An MLP with the weights of a torch.nn.Sequential of nn.Linear layers, each hidden one followed
+        by the same activation (ReLU, Tanh or Sigmoid), the last one linear."""
+        import torch
+
+        if not isinstance(module, torch.nn.Sequential):
+            raise TypeError(f"from_torch takes a torch.nn.Sequential, not {type(module).__name__}")
+        kinds = {getattr(torch.nn, v): k for k, v in _TORCH_ACTIVATIONS.items()}
+        mods = list(module)
+        names = [
+            "Linear" if isinstance(m, torch.nn.Linear) else kinds.get(type(m), type(m).__name__) for m in mods
+        ]
+        if names and all(n == "Linear" for n in names):
+            linears, activation = mods, None
+        elif (
+            len(names) % 2
+            and all(n == "Linear" for n in names[0::2])
+            and len(set(names[1::2])) == 1
+            and names[1] in _TORCH_ACTIVATIONS
+        ):
+            linears, activation = mods[0::2], names[1]
+        else:
+            raise ValueError(
+                "from_torch: expected Linear, activation, Linear, ..., Linear with one kind of activation "
+                f"(ReLU, Tanh or Sigmoid) or none, got {names}"
+            )
+        for a, b in itertools.pairwise(linears):
+            if a.out_features != b.in_features:
+                raise ValueError(f"from_torch: {a} feeds {b}, whose sizes do not match")
+        model = cls(linears[0].in_features, [m.out_features for m in linears], activation)
+        for layer, m in zip(model.layers, linears):
+            weight = m.weight.detach().double().tolist()
+            bias = m.bias.detach().double().tolist() if m.bias is not None else [0.0] * m.out_features
+            for n, row, b in zip(layer.neurons, weight, bias):
+                for w, x in zip(n.w, row):
+                    w.data = x
+                n.b.data = b
+        return model
+
+
+# ---------------------------------------------------------------------------
+# The blocks of a tiny GPT (the shape of Karpathy's microgpt)
+# ---------------------------------------------------------------------------
+
+
+def _matrix(rows: int, cols: int, std: float, rng: random.Random) -> list[list[Value]]:
+    return [[Value(rng.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
+
+
+class Linear(Module):
+    """y_i = w_i · x (+ b_i): one fused dot node per output; returns a list. Weights ~ gauss(0, std)."""
+
+    def __init__(
+        self,
+        nin: int,
+        nout: int,
+        bias: bool = False,
+        std: float = 0.08,
+        seed: int | random.Random | None = None,
+    ):
+        self.weight = _matrix(_positive_int(nout, "nout"), _positive_int(nin, "nin"), std, _generator(seed))
+        self.bias = [Value(0.0) for _ in range(nout)] if bias else None
+
+    def __call__(self, x: Sequence[Any]) -> list[Value]:
+        if len(x) != len(self.weight[0]):
+            raise ValueError(f"Linear({len(self.weight[0])}, {len(self.weight)}) got {len(x)} inputs")
+        if self.bias is None:
+            return [dot(row, x) for row in self.weight]
+        return [dot(row, x, b) for row, b in zip(self.weight, self.bias)]
+
+    def __repr__(self) -> str:
+        return f"Linear({len(self.weight[0])}, {len(self.weight)}, bias={self.bias is not None})"
+
+
+class Embedding(Module):
+    """A table of `num` learned vectors of size `dim`; calling it with an index returns that row."""
+
+    def __init__(self, num: int, dim: int, std: float = 0.08, seed: int | random.Random | None = None):
+        self.weight = _matrix(_positive_int(num, "num"), _positive_int(dim, "dim"), std, _generator(seed))
+
+    def __call__(self, i: int) -> list[Value]:
+        if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < len(self.weight):
+            raise IndexError(f"Embedding of {len(self.weight)} rows: index {i!r} is out of range")
+        return self.weight[i]
+
+    def __repr__(self) -> str:
+        return f"Embedding({len(self.weight)}, {len(self.weight[0])})"
+
+
+class RMSNorm(Module):
+    """x / sqrt(mean(x^2) + eps), without a learnable weight (as microgpt)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.dim = _positive_int(dim, "dim")
+        self.eps = eps
+
+    def __call__(self, x: Sequence[Value]) -> list[Value]:
+        if len(x) != self.dim:
+            raise ValueError(f"RMSNorm({self.dim}) got {len(x)} inputs")
+        scale = (dot(x, x) / self.dim + self.eps) ** -0.5
+        return [xi * scale for xi in x]
+
+    def __repr__(self) -> str:
+        return f"RMSNorm({self.dim})"
+
+
+class CausalSelfAttention(Module):
+    """Multi-head attention of one position over itself and all earlier ones (kept in a cache)."""
+
+    def __init__(self, n_embd: int, n_head: int, seed: int | random.Random | None = None):
+        if _positive_int(n_embd, "n_embd") % _positive_int(n_head, "n_head"):
+            raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+        rng = _generator(seed)
+        self.n_head = n_head
+        self.q, self.k, self.v, self.o = (Linear(n_embd, n_embd, seed=rng) for _ in range(4))
+
+    def __call__(self, x: Sequence[Value], cache: tuple[list[Any], list[Any]]) -> list[Value]:
+        """Attend from x; appends x's key and value to `cache` = (keys, values), one list per layer."""
+        keys, values = cache
+        keys.append(self.k(x))
+        values.append(self.v(x))
+        q = self.q(x)
+        hd = len(q) // self.n_head
+        scale = hd**-0.5
+        out: list[Value] = []
+        for hs in range(0, len(q), hd):
+            q_h = q[hs : hs + hd]
+            weights = softmax([dot(q_h, k[hs : hs + hd]) * scale for k in keys])
+            out.extend(dot(weights, [v[j] for v in values]) for j in range(hs, hs + hd))
+        return self.o(out)
+
+    def __repr__(self) -> str:
+        return f"CausalSelfAttention({len(self.q.weight)}, n_head={self.n_head})"
+
+
+class Block(Module):
+    """One transformer layer: x + attn(norm(x)), then x + fc2(relu(fc1(norm(x))))."""
+
+    def __init__(self, n_embd: int, n_head: int, seed: int | random.Random | None = None):
+        rng = _generator(seed)
+        self.norm = RMSNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, rng)
+        self.fc1 = Linear(n_embd, 4 * n_embd, seed=rng)
+        self.fc2 = Linear(4 * n_embd, n_embd, seed=rng)
+
+    def __call__(self, x: list[Value], cache: tuple[list[Any], list[Any]]) -> list[Value]:
+        x = [a + r for a, r in zip(self.attn(self.norm(x), cache), x)]
+        h = [hi.relu() for hi in self.fc1(self.norm(x))]
+        return [m + r for m, r in zip(self.fc2(h), x)]
+
+    def __repr__(self) -> str:
+        return f"Block({self.attn!r}, mlp {len(self.fc1.weight[0])}-{len(self.fc1.weight)})"
+
+
+class GPT(Module):
+    """A character-level GPT with the shape of Karpathy's microgpt: embeddings, RMSNorm, attention + MLP
+    blocks with residuals, and a linear head giving next-token logits."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int = 16,
+        n_head: int = 4,
+        n_layer: int = 1,
+        block_size: int = 16,
+        seed: int | random.Random | None = None,
+    ):
+        rng = _generator(seed)
+        self.vocab_size = _positive_int(vocab_size, "vocab_size")
+        self.block_size = _positive_int(block_size, "block_size")
+        self.wte = Embedding(vocab_size, n_embd, seed=rng)
+        self.wpe = Embedding(block_size, n_embd, seed=rng)
+        self.norm = RMSNorm(n_embd)
+        self.layers = [Block(n_embd, n_head, rng) for _ in range(_positive_int(n_layer, "n_layer"))]
+        self.lm_head = Linear(n_embd, vocab_size, seed=rng)
+
+    def __repr__(self) -> str:
+        return (
+            f"GPT(vocab_size={self.vocab_size}, n_embd={len(self.wte.weight[0])}, "
+            f"n_head={self.layers[0].attn.n_head}, n_layer={len(self.layers)}, block_size={self.block_size})"
+        )
+
+    def _tokens(self, tokens: Any, name: str) -> list[int]:
+        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+            raise TypeError(f"{name} must be a list of token ids, not {type(tokens).__name__}")
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, Integral) or not 0 <= t < self.vocab_size:
+                raise ValueError(f"{name}: {t!r} is not a token id in 0..{self.vocab_size - 1}")
+        return list(tokens)
+
+    def _step(self, token: int, pos: int, caches: list[tuple[list[Any], list[Any]]]) -> list[Value]:
+        """The logits after `token` at position `pos`, given the earlier positions' keys and values."""
+        x = self.norm([t + p for t, p in zip(self.wte(token), self.wpe(pos))])
+        for block, cache in zip(self.layers, caches):
+            x = block(x, cache)
+        return self.lm_head(x)
+
+    def forward(self, tokens: Sequence[int]) -> list[list[Value]]:
+        """Next-token logits at every position of `tokens` (at most block_size of them)."""
+        tokens = self._tokens(tokens, "forward()")
+        if not 1 <= len(tokens) <= self.block_size:
+            raise ValueError(f"forward() takes 1 to {self.block_size} tokens (block_size), got {len(tokens)}")
+        caches: list[tuple[list[Any], list[Any]]] = [([], []) for _ in self.layers]
+        return [self._step(t, pos, caches) for pos, t in enumerate(tokens)]
+
+    __call__ = forward
+
+    def loss(self, tokens: Sequence[int]) -> Value:
+        """Mean cross-entropy of predicting tokens[t + 1] from tokens[: t + 1], over every t."""
+        tokens = self._tokens(tokens, "loss()")
+        if not 2 <= len(tokens) <= self.block_size + 1:
+            raise ValueError(
+                f"loss() takes 2 to {self.block_size + 1} tokens (block_size + 1), got {len(tokens)}"
+            )
+        logits = self.forward(tokens[:-1])
+        return mean([cross_entropy(lg, t) for lg, t in zip(logits, tokens[1:])])
+
+    def generate(
+        self,
+        start: int | Sequence[int],
+        temperature: float = 0.5,
+        max_len: int | None = None,
+        rng: random.Random | None = None,
+        stop: int | None = None,
+    ) -> list[int]:
+        """Sample up to max_len tokens after `start` (a token or a prompt), ending early at `stop`
+        (not included). max_len defaults to what fits in the block; rng to chaingrad's generator."""
+        prompt = self._tokens([start] if isinstance(start, Integral) else start, "generate() start")
+        room = self.block_size - len(prompt) + 1
+        if not prompt or room < 1:
+            raise ValueError(f"generate(): the prompt needs 1 to {self.block_size} tokens, got {len(prompt)}")
+        max_len = room if max_len is None else max_len
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
+            raise ValueError(
+                f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}"
+            )
+        if not isinstance(temperature, Real) or not temperature > 0:
+            raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
+        rng = _rng if rng is None else rng
+        out: list[int] = []
+        with no_grad():
+            caches: list[tuple[list[Any], list[Any]]] = [([], []) for _ in self.layers]
+            for pos, t in enumerate(prompt[:-1]):
+                self._step(t, pos, caches)
+            token, pos = prompt[-1], len(prompt) - 1
+            while len(out) < max_len:
+                probs = softmax([lg / temperature for lg in self._step(token, pos, caches)])
+                token = rng.choices(range(self.vocab_size), weights=[p.data for p in probs])[0]
+                if token == stop:
+                    break
+                out.append(token)
+                pos += 1
+        return out

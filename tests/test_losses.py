@@ -1,0 +1,129 @@
+"""chaingrad.losses: values and gradients against PyTorch float64, per sample and batched, and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import chaingrad as cg
+from chaingrad import losses
+
+rng = np.random.default_rng(0)
+SCORES = np.concatenate([rng.normal(scale=3, size=6), [0.0, 1.0, -1.0, 40.0, -40.0, 1000.0, -1000.0]])
+N = len(SCORES)
+
+# name: (our loss, targets, torch's loss of (outputs, targets))
+CASES = {
+    "hinge": (losses.hinge, rng.choice([-1.0, 1.0], N), lambda s, y: torch.relu(1 - y * s).mean()),
+    "mse": (losses.mse, rng.normal(size=N), F.mse_loss),
+    "bce": (losses.binary_cross_entropy_with_logits, rng.uniform(size=N), F.binary_cross_entropy_with_logits),
+    "bce hard labels": (
+        losses.binary_cross_entropy_with_logits,
+        rng.integers(0, 2, N).astype(float),
+        F.binary_cross_entropy_with_logits,
+    ),
+}
+
+
+def torch_value_and_grad(torch_loss, outputs, targets):
+    s = torch.tensor(outputs, dtype=torch.float64, requires_grad=True)
+    out = torch_loss(s, torch.tensor(targets, dtype=torch.float64))
+    out.backward()
+    return out.item(), s.grad.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("batched", [False, True])
+def test_matches_torch(name, batched):
+    loss, targets, torch_loss = CASES[name]
+    expected, expected_grad = torch_value_and_grad(torch_loss, SCORES, targets)
+    if batched:
+        score = cg.Value(SCORES)
+        out = loss(score, targets)
+        out.backward()
+        grad = score.grad
+    else:
+        scores = [cg.Value(s) for s in SCORES]
+        out = loss(scores, list(targets))
+        out.backward()
+        grad = [s.grad for s in scores]
+    assert type(out.data) is float
+    np.testing.assert_allclose(out.data, expected, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_bce_gradient_at_zero_is_sigmoid_minus_target():
+    x = cg.Value(0.0)
+    losses.binary_cross_entropy_with_logits([x], [1.0]).backward()
+    assert x.grad == -0.5
+
+
+def test_bce_is_one_node_per_sample_and_differentiates_twice():
+    x = cg.Value(0.7)
+    out = losses.binary_cross_entropy_with_logits([x], [0.2])
+    assert out._prev[0]._op == "bce_with_logits"
+    xt = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(
+        F.binary_cross_entropy_with_logits(xt, torch.tensor(0.2, dtype=torch.float64)), xt, create_graph=True
+    )
+    g.backward()
+    out.backward(create_graph=True)
+    assert x.grad.data == pytest.approx(g.item(), rel=1e-12)
+    x.grad.backward()
+    assert x.grad.data == pytest.approx(g.item() + xt.grad.item(), rel=1e-12)  # leaves accumulate
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_cross_entropy_matches_torch(batched):
+    logits = rng.normal(scale=2, size=(5, 4))
+    logits[0, 2] = 1000.0
+    targets = np.array([2, 0, 3, 3, 1])
+    lt = torch.tensor(logits, requires_grad=True)
+    F.cross_entropy(lt, torch.tensor(targets)).backward()
+    if batched:
+        values = [cg.Value(logits[:, j]) for j in range(4)]
+        out = losses.cross_entropy(values, targets)
+        out.backward()
+        grad = np.stack([v.grad for v in values], axis=1)
+    else:
+        values = [[cg.Value(x) for x in row] for row in logits]
+        out = losses.cross_entropy(values, [int(t) for t in targets])
+        out.backward()
+        grad = np.array([[v.grad for v in row] for row in values])
+    np.testing.assert_allclose(out.data, F.cross_entropy(lt, torch.tensor(targets)).item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, lt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_l2_is_one_dot_node_with_torchs_gradient():
+    xs = rng.normal(size=7)
+    params = [cg.Value(x) for x in xs]
+    out = losses.l2(params)
+    assert out._op == "dot"
+    out.backward()
+    t = torch.tensor(xs, requires_grad=True)
+    (t * t).sum().backward()
+    np.testing.assert_allclose(out.data, (t * t).sum().item(), rtol=1e-12)
+    np.testing.assert_allclose([p.grad for p in params], t.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: losses.hinge([cg.Value(1.0)], [1.0, -1.0]), ValueError, "1 outputs but 2 targets"),
+        (lambda: losses.mse([], []), ValueError, "no samples"),
+        (lambda: losses.hinge(1.0, [1.0]), TypeError, "outputs must be"),
+        (lambda: losses.mse(cg.Value(np.zeros(3)), np.zeros(4)), ValueError, r"\[3, 4\]"),
+        (lambda: losses.cross_entropy([[cg.Value(1.0), cg.Value(2.0)]], [2]), IndexError, "out of range"),
+        (
+            lambda: losses.cross_entropy([cg.Value(np.zeros(2))] * 3, np.array([0, 1, 2])),
+            ValueError,
+            "3 targets",
+        ),
+        (lambda: losses.l2([]), ValueError, "empty"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

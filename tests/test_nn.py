@@ -1,0 +1,725 @@
+"""chaingrad.nn: modules, parameters, state dicts and files, PyTorch export, the GPT blocks, and the
+acceptance runs (micrograd's demo, a digits classifier, GPT on names)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+
+import micrograd.engine
+import micrograd.nn
+import numpy as np
+import pytest
+import sklearn.datasets
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chaingrad as cg
+from chaingrad import data, losses, nn, optim
+
+torch.set_default_dtype(torch.float64)
+
+
+def micrograd_mlp(seed: int) -> micrograd.nn.MLP:
+    """micrograd's MLP(2, [16, 16, 1]) after random.seed(seed), leaving Python's random state as it was."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        return micrograd.nn.MLP(2, [16, 16, 1])
+    finally:
+        random.setstate(state)
+
+
+@pytest.fixture(scope="module")
+def moons():
+    """micrograd's demo data: make_moons after numpy.random.seed(1337), labels -1 / +1."""
+    state = np.random.get_state()
+    np.random.seed(1337)
+    X, y = sklearn.datasets.make_moons(n_samples=100, noise=0.1)
+    np.random.set_state(state)
+    return X, 2 * y - 1
+
+
+def datas(params):
+    return [p.data for p in params]
+
+
+# ---------------------------------------------------------------------------
+# Structure, order, initialisation
+# ---------------------------------------------------------------------------
+
+
+def test_seeded_init_is_micrograds_init_in_micrograds_order():
+    ours, theirs = nn.MLP(2, [16, 16, 1], seed=1337), micrograd_mlp(1337)
+    assert len(ours.parameters()) == len(theirs.parameters()) == 337
+    assert datas(ours.parameters()) == datas(theirs.parameters())
+
+
+def test_repr_is_micrograds():
+    assert repr(nn.MLP(2, [16, 16, 1])) == repr(micrograd_mlp(0))
+    assert repr(nn.Neuron(3, "tanh")) == "TanhNeuron(3)"
+    assert repr(nn.Neuron(3, "sigmoid")) == "SigmoidNeuron(3)"
+
+
+def test_named_parameters_name_every_parameter_in_order():
+    model = nn.MLP(3, [4, 2])
+    named = model.named_parameters()
+    assert [p for _, p in named] == model.parameters()
+    names = [n for n, _ in named]
+    assert len(set(names)) == len(names)
+    assert names[:5] == [
+        "layers.0.neurons.0.w.0",
+        "layers.0.neurons.0.w.1",
+        "layers.0.neurons.0.w.2",
+        "layers.0.neurons.0.b",
+        "layers.0.neurons.1.w.0",
+    ]
+    assert names[-1] == "layers.1.neurons.1.b"
+
+
+def test_init_never_touches_global_random_state():
+    state = random.getstate()
+    np_state = np.random.get_state()
+    nn.MLP(2, [8, 1])
+    nn.MLP(2, [8, 1], seed=3)
+    nn.manual_seed(5)
+    nn.GPT(5, n_embd=4, n_head=2, block_size=4)
+    assert random.getstate() == state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+
+
+def test_manual_seed_and_seed_make_init_reproducible():
+    nn.manual_seed(7)
+    a = nn.MLP(2, [4, 1])
+    nn.manual_seed(7)
+    b = nn.MLP(2, [4, 1])
+    assert datas(a.parameters()) == datas(b.parameters())
+    assert datas(nn.MLP(2, [4, 1], seed=1).parameters()) == datas(nn.MLP(2, [4, 1], seed=1).parameters())
+    assert datas(nn.MLP(2, [4, 1], seed=1).parameters()) != datas(nn.MLP(2, [4, 1], seed=2).parameters())
+    w = datas(nn.MLP(2, [4, 1], seed=1).parameters())
+    assert all(-1 <= x <= 1 for x in w) and all(
+        n.b.data == 0 for n in nn.MLP(2, [4], seed=1).layers[0].neurons
+    )
+
+
+def test_layer_returns_a_value_when_it_has_one_output():
+    x = [cg.Value(1.0), cg.Value(-2.0)]
+    assert isinstance(nn.Layer(2, 1)(x), cg.Value)
+    out = nn.Layer(2, 3)(x)
+    assert isinstance(out, list) and len(out) == 3
+
+
+def test_mlp_hidden_layers_use_the_activation_and_the_last_is_linear():
+    model = nn.MLP(2, [3, 3, 2], activation="tanh")
+    acts = [[n.activation for n in layer.neurons] for layer in model.layers]
+    assert acts == [["tanh"] * 3, ["tanh"] * 3, [None, None]]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", None])
+def test_neuron_is_one_dot_node_then_its_activation_and_matches_torch(activation):
+    n = nn.Neuron(3, activation, seed=4)
+    n.b.data = 0.3
+    xs = [0.5, -1.25, 2.0]
+    x = [cg.Value(v) for v in xs]
+    out = n(x)
+    top = out._prev[0] if activation else out
+    if activation:
+        assert out._op == activation
+    assert top._op == "dot" and set(top._prev) == {*n.w, *x, n.b}
+    out.backward()
+
+    w = torch.tensor(datas(n.w), requires_grad=True)
+    b = torch.tensor(0.3, requires_grad=True)
+    xt = torch.tensor(xs, requires_grad=True)
+    z = w @ xt + b
+    zt = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, None: lambda v: v}[activation](z)
+    zt.backward()
+    np.testing.assert_allclose(out.data, zt.item(), rtol=1e-12)
+    np.testing.assert_allclose([p.grad for p in n.w], w.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(n.b.grad, b.grad.item(), rtol=1e-12)
+    np.testing.assert_allclose([v.grad for v in x], xt.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: nn.Neuron(2, "gelu"), "activation"),
+        (lambda: nn.Neuron(0), "nin"),
+        (lambda: nn.Layer(2, 0), "nout"),
+        (lambda: nn.MLP(2, []), "nouts"),
+        (lambda: nn.MLP(2, [3, -1]), "width"),
+        (lambda: nn.MLP(2.5, [3]), "nin"),
+        (lambda: nn.CausalSelfAttention(6, 4), "multiple"),
+    ],
+)
+def test_bad_construction_is_a_clear_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_seed_is_a_type_error():
+    with pytest.raises(TypeError, match="seed"):
+        nn.MLP(2, [1], seed="x")
+
+
+def test_wrong_number_of_inputs_is_a_clear_error():
+    with pytest.raises(ValueError, match="takes 2 inputs, got 3"):
+        nn.MLP(2, [3, 1])([1.0, 2.0, 3.0])
+
+
+def test_zero_grad():
+    model = nn.MLP(2, [3, 1])
+    model([1.0, 2.0]).backward()
+    assert any(p.grad != 0 for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad == 0 for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------
+# state_dict, load_state_dict, save, load
+# ---------------------------------------------------------------------------
+
+
+def test_state_dict_round_trip():
+    a, b = nn.MLP(3, [4, 2], seed=1), nn.MLP(3, [4, 2], seed=2)
+    state = a.state_dict()
+    assert all(
+        type(v) is float or (type(v) is list and all(type(x) is float for x in v)) for v in state.values()
+    )
+    assert json.loads(json.dumps(state)) == state
+    b.load_state_dict(state)
+    assert datas(b.parameters()) == datas(a.parameters())
+    x = [0.1, -0.2, 0.3]
+    assert [o.data for o in b(x)] == [o.data for o in a(x)]
+
+
+def _bad_states():
+    good = nn.MLP(2, [3, 1], seed=1).state_dict()
+
+    def edit(f):
+        d = json.loads(json.dumps(good))
+        f(d)
+        return d
+
+    return [
+        (
+            "missing",
+            edit(lambda d: d.pop("layers.1.neurons.0.b")),
+            KeyError,
+            "missing 'layers.1.neurons.0.b'",
+        ),
+        ("extra", edit(lambda d: d.update(bogus=1.0)), KeyError, "extra 'bogus'"),
+        ("other model", nn.MLP(2, [3, 3, 1]).state_dict(), KeyError, "extra .*'layers.2.neurons.0.b'"),
+        ("wrong width", nn.MLP(3, [3, 1]).state_dict(), ValueError, "layers.0.neurons.0.w.*3 numbers"),
+        ("string", edit(lambda d: d.update({"layers.1.neurons.0.b": "0.5"})), ValueError, "not a number"),
+        ("none", edit(lambda d: d["layers.1.neurons.0.w"].__setitem__(2, None)), ValueError, "w.2"),
+        ("bool", edit(lambda d: d.update({"layers.1.neurons.0.b": True})), ValueError, "not a number"),
+        ("nan", edit(lambda d: d["layers.0.neurons.2.w"].__setitem__(0, math.nan)), ValueError, "nan"),
+        ("inf", edit(lambda d: d.update({"layers.1.neurons.0.b": math.inf})), ValueError, "inf"),
+        (
+            "scalar for list",
+            edit(lambda d: d.update({"layers.0.neurons.0.w": 1.0})),
+            ValueError,
+            "a list of 2",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case, state, error, message", _bad_states(), ids=[c[0] for c in _bad_states()])
+def test_load_state_dict_rejects_bad_entries_and_changes_nothing(case, state, error, message):
+    model = nn.MLP(2, [3, 1], seed=9)
+    before = model.state_dict()
+    with pytest.raises(error, match=message):
+        model.load_state_dict(state)
+    assert model.state_dict() == before
+
+
+def test_load_state_dict_of_a_non_dict_is_a_type_error():
+    with pytest.raises(TypeError, match="dict"):
+        nn.MLP(2, [1]).load_state_dict([1.0, 2.0])
+
+
+def test_save_load_round_trip(tmp_path):
+    a, b = nn.MLP(2, [5, 1], seed=1), nn.MLP(2, [5, 1], seed=2)
+    path = tmp_path / "model.json"
+    a.save(path)
+    a.save(str(path))  # overwriting works too
+    assert b.load(path) is b
+    assert datas(b.parameters()) == datas(a.parameters())
+    assert os.listdir(tmp_path) == ["model.json"]  # no temp file left behind
+    assert json.loads(path.read_text())["state"] == a.state_dict()
+
+
+def _bad_files(tmp_path):
+    good = tmp_path / "good.json"
+    nn.MLP(2, [3, 1], seed=1).save(good)
+    text = good.read_bytes()
+    other = tmp_path / "other.json"
+    nn.MLP(2, [4, 1], seed=1).save(other)
+    gpt = tmp_path / "gpt.json"
+    nn.GPT(3, n_embd=4, n_head=2, block_size=2, seed=0).save(gpt)
+    files = {
+        "truncated": text[: len(text) // 2],
+        "garbage": bytes(range(256)),
+        "empty": b"",
+        "not an object": b"[1, 2, 3]",
+        "no header": json.dumps(nn.MLP(2, [3, 1]).state_dict()).encode(),
+        "nan inside": text.replace(b"0.0", b"NaN", 1),
+        "other architecture": other.read_bytes(),
+        "other module": gpt.read_bytes(),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    return files
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("truncated", "not valid JSON, perhaps truncated"),
+        ("garbage", "not a chaingrad model file"),
+        ("empty", "empty"),
+        ("not an object", "no chaingrad header"),
+        ("no header", "no chaingrad header"),
+        ("nan inside", "nan"),
+        ("other architecture", "does not fit this MLP: extra 'layers.0.neurons.3.b'"),
+        ("other module", "holds a 'GPT', not a MLP"),
+    ],
+)
+def test_load_rejects_bad_files_and_changes_nothing(tmp_path, name, message):
+    _bad_files(tmp_path)
+    model = nn.MLP(2, [3, 1], seed=5)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=message):
+        model.load(tmp_path / name)
+    assert model.state_dict() == before
+
+
+def test_save_refuses_nan_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "m.json"
+    model = nn.MLP(2, [2, 1], seed=1)
+    model.save(path)
+    old = path.read_bytes()
+    model.layers[0].neurons[1].w[0].data = math.nan
+    with pytest.raises(ValueError, match=r"layers\.0\.neurons\.1\.w\.0"):
+        model.save(path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    nn.MLP(2, [2, 1], seed=1).save(path)
+    old = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        nn.MLP(2, [2, 1], seed=2).save(path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+# ---------------------------------------------------------------------------
+# PyTorch export
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", None])
+def test_to_torch_gives_the_same_outputs(activation):
+    model = nn.MLP(3, [5, 4, 2], activation, seed=3)
+    for i, n in enumerate(n for layer in model.layers for n in layer.neurons):
+        n.b.data = 0.1 * i  # nonzero biases too
+    tm = model.to_torch()
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with torch.no_grad():
+        expected = tm(torch.tensor(X)).numpy()
+    got = np.array([[o.data for o in model(list(x))] for x in X])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert all(p.dtype == torch.float64 for p in tm.parameters())
+
+
+def test_from_torch_round_trip():
+    model = nn.MLP(2, [16, 16, 1], seed=1)
+    back = nn.MLP.from_torch(model.to_torch())
+    assert back.state_dict() == model.state_dict()
+    assert repr(back) == repr(model)
+
+
+def test_from_torch_keeps_torchs_outputs():
+    torch.manual_seed(0)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    model = nn.MLP.from_torch(tm)
+    assert repr(model.layers[0].neurons[0]) == "TanhNeuron(4)"
+    X = np.random.default_rng(1).normal(size=(10, 4))
+    with torch.no_grad():
+        expected = tm(torch.tensor(X)).numpy()
+    np.testing.assert_allclose([[o.data for o in model(list(x))] for x in X], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "module, error, message",
+    [
+        (torch.nn.Linear(2, 3), TypeError, "Sequential"),
+        (torch.nn.Sequential(), ValueError, "expected Linear"),
+        (torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU()), ValueError, "expected Linear"),
+        (
+            torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.GELU(), torch.nn.Linear(3, 1)),
+            ValueError,
+            "GELU",
+        ),
+        (
+            torch.nn.Sequential(
+                torch.nn.Linear(2, 3),
+                torch.nn.ReLU(),
+                torch.nn.Linear(3, 3),
+                torch.nn.Tanh(),
+                torch.nn.Linear(3, 1),
+            ),
+            ValueError,
+            "one kind of activation",
+        ),
+        (
+            torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(4, 1)),
+            ValueError,
+            "sizes",
+        ),
+    ],
+)
+def test_from_torch_rejects_what_it_cannot_convert(module, error, message):
+    with pytest.raises(error, match=message):
+        nn.MLP.from_torch(module)
+
+
+# ---------------------------------------------------------------------------
+# The same model code on a batch
+# ---------------------------------------------------------------------------
+
+LOSSES = {
+    "hinge": (lambda rng, n: rng.choice([-1.0, 1.0], n), losses.hinge, 1),
+    "mse": (lambda rng, n: rng.normal(size=n), losses.mse, 1),
+    "bce": (lambda rng, n: rng.uniform(size=n), losses.binary_cross_entropy_with_logits, 1),
+    "cross_entropy": (lambda rng, n: rng.integers(0, 3, n), losses.cross_entropy, 3),
+}
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    nin=st.integers(1, 4),
+    hidden=st.lists(st.integers(1, 5), max_size=2),
+    activation=st.sampled_from(["relu", "tanh", "sigmoid", None]),
+    batch=st.integers(1, 6),
+    loss_name=st.sampled_from(sorted(LOSSES)),
+    seed=st.integers(0, 2**16),
+)
+def test_batch_gives_the_mean_of_per_sample_losses_and_gradients(
+    nin, hidden, activation, batch, loss_name, seed
+):
+    make_targets, loss, nout = LOSSES[loss_name]
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(batch, nin)), make_targets(rng, batch)
+    model = nn.MLP(nin, [*hidden, nout], activation, seed=seed)
+    params = model.parameters()
+    for p in params:
+        p.data += rng.normal(scale=0.1)  # nonzero biases
+
+    per_sample_losses, per_sample_grads = [], []
+    for x, t in zip(X, y):
+        model.zero_grad()
+        out = model([cg.Value(v) for v in x])
+        total = loss([out], [t.item()])
+        total.backward()
+        per_sample_losses.append(total.data)
+        per_sample_grads.append([p.grad for p in params])
+
+    model.zero_grad()
+    total = loss(model(data.columns(X)), y)
+    total.backward()
+    assert type(total.data) is float
+    np.testing.assert_allclose(total.data, np.mean(per_sample_losses), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        [p.grad for p in params], np.mean(per_sample_grads, axis=0), rtol=1e-12, atol=1e-12
+    )
+
+
+# ---------------------------------------------------------------------------
+# Acceptance: micrograd's demo
+# ---------------------------------------------------------------------------
+
+
+def demo_loss(model, X, y):
+    """micrograd's demo loss: hinge + 1e-4 * L2, per sample or (X from data.columns) as a batch."""
+    scores = model(X) if isinstance(X, list) and isinstance(X[0], cg.Value) else [model(x) for x in X]
+    return losses.hinge(scores, y) + 1e-4 * losses.l2(model.parameters())
+
+
+def test_micrograd_demo_reaches_full_training_accuracy(moons):
+    X, y = moons
+    model = nn.MLP(2, [16, 16, 1], seed=1337)
+    opt = optim.SGD(model.parameters(), lr=1.0)
+    schedule = optim.LinearLR(opt, start_factor=1.0, end_factor=0.1, total_iters=100)
+    xs = data.columns(X)
+    for k in range(100):
+        assert opt.lr == pytest.approx(1.0 - 0.9 * k / 100, rel=1e-12)
+        total = demo_loss(model, xs, y)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        schedule.step()
+    with cg.no_grad():
+        scores = model(xs).data
+    assert np.mean((scores > 0) == (y > 0)) == 1.0
+    assert total.data < 0.05
+
+
+def micrograd_demo_steps(model, X, y, steps):
+    """micrograd's own demo loop, verbatim in substance; the loss at each step and the final weights."""
+    out = []
+    for k in range(steps):
+        inputs = [list(map(micrograd.engine.Value, xrow)) for xrow in X]
+        scores = list(map(model, inputs))
+        hinge = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+        data_loss = sum(hinge) * (1.0 / len(hinge))
+        reg_loss = 1e-4 * sum(p * p for p in model.parameters())
+        total = data_loss + reg_loss
+        model.zero_grad()
+        total.backward()
+        for p in model.parameters():
+            p.data -= (1.0 - 0.9 * k / 100) * p.grad
+        out.append(total.data)
+    return out, datas(model.parameters())
+
+
+def test_micrograd_demo_losses_equal_micrograds_from_its_own_initial_weights(moons):
+    X, y = moons
+    steps = 3
+    theirs = micrograd_mlp(4321)
+    start = datas(theirs.parameters())
+    expected_losses, expected_weights = micrograd_demo_steps(theirs, X, [int(v) for v in y], steps)
+
+    for batched in (False, True):
+        model = nn.MLP(2, [16, 16, 1], seed=0)
+        for p, w in zip(model.parameters(), start):
+            p.data = float(w)  # micrograd's biases start as the int 0
+        opt = optim.SGD(model.parameters(), lr=1.0)
+        schedule = optim.LinearLR(opt, 1.0, 0.1, 100)
+        xs = data.columns(X) if batched else [[cg.Value(v) for v in row] for row in X]
+        got = []
+        for _ in range(steps):
+            total = demo_loss(model, xs, y if batched else [float(v) for v in y])
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            schedule.step()
+            got.append(total.data)
+        np.testing.assert_allclose(got, expected_losses, rtol=0, atol=1e-9, err_msg=f"batched={batched}")
+        np.testing.assert_allclose(datas(model.parameters()), expected_weights, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# Acceptance: a digits classifier
+# ---------------------------------------------------------------------------
+
+
+def test_digits_classifier_reaches_95_percent():
+    X, y = data.load_digits()
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=0.25, seed=0)
+    torch.manual_seed(0)  # PyTorch's default initialisation suits 64 inputs better than uniform(-1, 1)
+    layers = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = nn.MLP.from_torch(layers)
+    epochs, per_epoch = 8, math.ceil(len(X_train) / 32)
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    schedule = optim.CosineAnnealingLR(opt, T_max=epochs * per_epoch)
+    for epoch in range(epochs):
+        for Xb, yb in data.batches(X_train, y_train, batch_size=32, seed=epoch):
+            loss = losses.cross_entropy(model(data.columns(Xb)), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+    with cg.no_grad():
+        logits = np.stack([o.data for o in model(data.columns(X_test))])
+    assert np.mean(logits.argmax(axis=0) == y_test) >= 0.95
+
+
+# ---------------------------------------------------------------------------
+# The GPT blocks
+# ---------------------------------------------------------------------------
+
+
+def matrix(rows):
+    return torch.tensor([[v.data for v in row] for row in rows], requires_grad=True)
+
+
+def torch_gpt_loss(model, tokens):
+    """The same GPT in PyTorch float64: all positions at once with a causal mask, no cache.
+    Returns the loss and, for every chaingrad weight matrix, the tensor standing for it."""
+    tensors = {
+        id(m.weight): matrix(m.weight)
+        for m in [model.wte, model.wpe, model.lm_head]
+        + [lin for b in model.layers for lin in (b.attn.q, b.attn.k, b.attn.v, b.attn.o, b.fc1, b.fc2)]
+    }
+
+    def w(module):
+        return tensors[id(module.weight)]
+
+    def rms(x):
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5)
+
+    inputs, targets = torch.tensor(tokens[:-1]), torch.tensor(tokens[1:])
+    T = len(inputs)
+    x = rms(w(model.wte)[inputs] + w(model.wpe)[:T])
+    for block in model.layers:
+        nh = block.attn.n_head
+        h = rms(x)
+        q, k, v = (h @ w(lin).T for lin in (block.attn.q, block.attn.k, block.attn.v))
+        q, k, v = (t.view(T, nh, -1).transpose(0, 1) for t in (q, k, v))
+        att = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+        att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), -math.inf).softmax(-1)
+        x = x + (att @ v).transpose(0, 1).reshape(T, -1) @ w(block.attn.o).T
+        x = x + torch.relu(rms(x) @ w(block.fc1).T) @ w(block.fc2).T
+    loss = torch.nn.functional.cross_entropy(x @ w(model.lm_head).T, targets)
+    return loss, tensors
+
+
+@pytest.mark.parametrize(
+    "config, tokens",
+    [
+        (dict(vocab_size=27, seed=1), [26, 4, 12, 12, 0, 26]),
+        (dict(vocab_size=7, n_embd=8, n_head=2, n_layer=2, block_size=5, seed=2), [6, 1, 2, 3, 2, 6]),
+    ],
+)
+def test_gpt_loss_and_gradients_match_torch(config, tokens):
+    model = nn.GPT(**config)
+    loss = model.loss(tokens)
+    loss.backward()
+    expected, tensors = torch_gpt_loss(model, tokens)
+    expected.backward()
+    assert loss.data == pytest.approx(expected.item(), abs=1e-12)
+    modules = [model.wte, model.wpe, model.lm_head] + [
+        lin for b in model.layers for lin in (b.attn.q, b.attn.k, b.attn.v, b.attn.o, b.fc1, b.fc2)
+    ]
+    assert sum(len(m.weight) * len(m.weight[0]) for m in modules) == len(model.parameters())
+    for m in modules:
+        got = [[v.grad for v in row] for row in m.weight]
+        np.testing.assert_allclose(
+            got, tensors[id(m.weight)].grad.numpy(), rtol=0, atol=1e-10, err_msg=repr(m)
+        )
+
+
+def test_gpt_parameter_names_and_count():
+    model = nn.GPT(27, seed=0)
+    state = model.state_dict()
+    assert len(model.parameters()) == 27 * 16 * 2 + 16 * 16 + 16 * 16 * 4 + 2 * 16 * 64  # microgpt's 4192
+    assert (
+        len(state["wte.weight.0"]) == 16
+        and "layers.0.attn.q.weight.15" in state
+        and "lm_head.weight.26" in state
+    )
+
+
+def test_gpt_state_round_trip(tmp_path):
+    a, b = (
+        nn.GPT(5, n_embd=4, n_head=2, block_size=4, seed=1),
+        nn.GPT(5, n_embd=4, n_head=2, block_size=4, seed=2),
+    )
+    tokens = [4, 1, 2, 4]
+    assert a.loss(tokens).data != b.loss(tokens).data
+    a.save(tmp_path / "gpt.json")
+    b.load(tmp_path / "gpt.json")
+    assert b.loss(tokens).data == a.loss(tokens).data
+    wider = nn.GPT(5, n_embd=6, n_head=2, block_size=4)
+    before = wider.state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this GPT: missing 'layers\.0\.attn\.k\.weight\.4'"):
+        wider.load(tmp_path / "gpt.json")
+    assert wider.state_dict() == before
+
+
+def test_gpt_blocks_match_torch():
+    x = [cg.Value(v) for v in [0.5, -1.0, 2.0, 0.25]]
+    out = nn.RMSNorm(4)(x)
+    xt = torch.tensor([v.data for v in x])
+    np.testing.assert_allclose(
+        [o.data for o in out], torch.nn.functional.rms_norm(xt, (4,), eps=1e-5), rtol=1e-12
+    )
+    lin = nn.Linear(4, 3, bias=True, seed=0)
+    lin.bias[1].data = 0.5
+    tl = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        tl.weight.copy_(matrix(lin.weight))
+        tl.bias.copy_(torch.tensor([b.data for b in lin.bias]))
+        np.testing.assert_allclose([o.data for o in lin(x)], tl(xt).numpy(), rtol=1e-12)
+    assert len(lin.parameters()) == 15 and len(nn.Linear(4, 3).parameters()) == 12
+    emb = nn.Embedding(5, 3, seed=0)
+    assert emb(2) is emb.weight[2]
+    with pytest.raises(IndexError, match="out of range"):
+        emb(5)
+    weights = [v.data for row in nn.Linear(100, 100, seed=0).weight for v in row]
+    assert np.std(weights) == pytest.approx(0.08, rel=0.05)
+
+
+def test_attention_attends_over_the_cache():
+    attn = nn.CausalSelfAttention(4, 2, seed=0)
+    cache = ([], [])
+    xs = [[cg.Value(v) for v in row] for row in [[1.0, 0.0, -1.0, 0.5], [0.2, 0.3, 0.4, -0.5]]]
+    first = attn(xs[0], cache)
+    assert len(cache[0]) == len(cache[1]) == 1
+    # With one position, attention returns o(v(x)) whatever q and k are.
+    np.testing.assert_allclose([o.data for o in first], [o.data for o in attn.o(attn.v(xs[0]))], rtol=1e-12)
+    attn(xs[1], cache)
+    assert len(cache[0]) == 2
+
+
+def test_gpt_input_errors():
+    model = nn.GPT(5, n_embd=4, n_head=2, block_size=3, seed=0)
+    with pytest.raises(ValueError, match="2 to 4 tokens"):
+        model.loss([1])
+    with pytest.raises(ValueError, match="2 to 4 tokens"):
+        model.loss([1, 2, 3, 4, 1])
+    with pytest.raises(ValueError, match="1 to 3 tokens"):
+        model.forward([1, 2, 3, 4])
+    with pytest.raises(ValueError, match="not a token id"):
+        model.loss([1, 5])
+    with pytest.raises(TypeError, match="list of token ids"):
+        model.loss("abc")
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(0, temperature=0)
+    with pytest.raises(ValueError, match="max_len"):
+        model.generate(0, max_len=4)
+
+
+def test_generate_samples_under_no_grad_and_is_reproducible():
+    model = nn.GPT(6, n_embd=4, n_head=2, block_size=8, seed=0)
+    a = model.generate(5, rng=random.Random(3))
+    b = model.generate(5, rng=random.Random(3))
+    assert a == b and len(a) == 8 and all(0 <= t < 6 for t in a)
+    assert len(model.generate([5, 1, 2], rng=random.Random(3))) == 6  # what fits after a 3-token prompt
+    assert model.generate(5, max_len=3, rng=random.Random(3)) == a[:3]
+    stopped = model.generate(5, rng=random.Random(3), stop=a[2])
+    assert stopped == a[: a.index(a[2])]
+    assert all(p.grad == 0 for p in model.parameters())
+
+
+def test_gpt_learns_names():
+    names = data.load_names()
+    tok = data.CharTokenizer(names)
+    random.Random(0).shuffle(names)
+    model = nn.GPT(tok.vocab_size, n_embd=8, n_head=2, block_size=12, seed=0)
+    opt = optim.Adam(model.parameters(), lr=0.01, betas=(0.85, 0.99))
+    steps = 250
+    schedule = optim.LinearLR(opt, 1.0, 0.1, steps)
+    docs = [tok.encode(name)[: model.block_size + 1] for name in names]
+    for tokens in docs[:steps]:
+        loss = model.loss(tokens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+    with cg.no_grad():
+        held_out = np.mean([model.loss(tokens).data for tokens in docs[-50:]])
+    assert held_out < math.log(tok.vocab_size) - 0.4
