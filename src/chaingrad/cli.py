@@ -1,0 +1,243 @@
+"""The `chaingrad` command: `chaingrad graph EXPR` draws an expression's graph with its gradients.
+
+Each subcommand is a subparser that sets `run(args, parser)` (its work) and
+`parser` (itself, for error messages), so more subcommands (the demos) plug in
+as further `_add_...(commands)` functions. Usage errors exit with code 2
+and an argparse-style message; a failure while running exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import keyword
+import sys
+from collections.abc import Callable, Sequence
+from math import inf
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .engine import Value
+from .ops import div, exp, log, power, relu, sigmoid, sqrt, tanh
+from .viz import FORMATS, RANKDIRS, RenderError, draw_dot
+
+__all__ = ["main"]
+
+# The Value methods an expression may call, as f(x) or x.f(); each works on numbers too.
+FUNCTIONS: dict[str, Callable[[Any], Any]] = {
+    "exp": exp,
+    "log": log,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+    "relu": relu,
+    "sqrt": sqrt,
+    "abs": abs,
+}
+# div and power give IEEE-754 results (inf, nan) where Python's float ops would raise.
+OPERATORS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: lambda x, y: x + y,
+    ast.Sub: lambda x, y: x - y,
+    ast.Mult: lambda x, y: x * y,
+    ast.Div: div,
+    ast.Pow: power,
+}
+MAX_EXPRESSION = 500  # characters; keeps parsing and evaluation shallow
+ALLOWED = "numbers, --var names, + - * / **, and the functions " + ", ".join(FUNCTIONS)
+
+
+class ExpressionError(ValueError):
+    """An expression uses something outside the whitelist."""
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """The value of a small arithmetic expression, parsed with `ast` and never eval'd."""
+    if len(expression) > MAX_EXPRESSION:
+        raise ExpressionError(
+            f"the expression is {len(expression)} characters long; at most {MAX_EXPRESSION}"
+        )
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ExpressionError(f"not a valid expression: {e.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # a null byte; too deeply nested
+        raise ExpressionError(f"not a valid expression: {e or type(e).__name__}") from None
+    try:
+        return _eval(tree.body, variables)
+    except RecursionError:
+        raise ExpressionError("the expression is nested too deeply") from None
+
+
+def _eval(node: ast.AST, variables: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        try:
+            return float(node.value)  # a float, so that 9 ** 9 ** 9 is inf rather than a huge int
+        except OverflowError:
+            return inf
+    if isinstance(node, ast.Name):
+        if node.id in variables:
+            return variables[node.id]
+        if node.id in FUNCTIONS:
+            raise ExpressionError(f"{node.id} is a function: call it, as {node.id}(x) or x.{node.id}()")
+        raise ExpressionError(f"unknown name {node.id!r}: give its value with --var {node.id}=NUMBER")
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+        return OPERATORS[type(node.op)](_eval(node.left, variables), _eval(node.right, variables))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_eval(node.operand, variables)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+        return _eval(node.operand, variables)
+    if isinstance(node, ast.Call):
+        name, argument = _call(node)
+        return FUNCTIONS[name](_eval(argument, variables))
+    raise ExpressionError(f"{_kind(node)} is not allowed: {ast.unparse(node):.60}; only {ALLOWED}")
+
+
+def _call(call: ast.Call) -> tuple[str, ast.AST]:
+    """The function and its input, for f(x) and x.f() where f is one of FUNCTIONS."""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    if name not in FUNCTIONS:
+        raise ExpressionError(
+            f"calling {ast.unparse(func):.60} is not allowed; the functions are {', '.join(FUNCTIONS)}"
+        )
+    if call.keywords:
+        raise ExpressionError(f"{name}() takes no keyword arguments")
+    if isinstance(func, ast.Attribute):
+        if call.args:
+            raise ExpressionError(f".{name}() takes no arguments")
+        return name, func.value
+    if len(call.args) != 1 or isinstance(call.args[0], ast.Starred):
+        raise ExpressionError(f"{name}() takes exactly one argument")
+    return name, call.args[0]
+
+
+def _kind(node: ast.AST) -> str:
+    kinds = {
+        ast.Constant: "a constant that is not a number",
+        ast.Attribute: "attribute access",
+        ast.BinOp: "this operator",
+        ast.UnaryOp: "this operator",
+        ast.Compare: "a comparison",
+        ast.BoolOp: "and/or",
+        ast.IfExp: "if/else",
+        ast.Subscript: "indexing",
+        ast.Lambda: "a lambda",
+        ast.ListComp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.GeneratorExp: "a generator",
+        ast.JoinedStr: "an f-string",
+        ast.NamedExpr: "assignment",
+    }
+    return kinds.get(type(node), f"a {type(node).__name__.lower()}")
+
+
+# ---------------------------------------------------------------------------
+# Argument types: each turns a bad option into an argparse error (exit code 2).
+# ---------------------------------------------------------------------------
+
+
+def _variable(text: str) -> tuple[str, float]:
+    """NAME=NUMBER, as given to --var."""
+    name, equals, number = text.partition("=")
+    name = name.strip()
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=NUMBER")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid variable name")
+    if name in FUNCTIONS:
+        raise argparse.ArgumentTypeError(f"{name!r} is a function name; choose another variable name")
+    try:
+        return name, float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the value of {name} is not a number: {number!r}") from None
+
+
+def _picture(text: str) -> Path:
+    """A file name ending in .svg or .png."""
+    path = Path(text)
+    if path.suffix.lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} must end in one of {', '.join(FORMATS)}")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Subcommands.
+# ---------------------------------------------------------------------------
+
+
+def _graph(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    variables: dict[str, Value] = {}
+    for name, number in args.var:
+        if name in variables:
+            parser.error(f"--var {name} is given twice")
+        variables[name] = Value(number, label=name)
+    try:
+        out = evaluate(args.expression, variables)
+    except ExpressionError as e:
+        parser.error(f"EXPR: {e}")
+    if not isinstance(out, Value):
+        out = Value(out)  # an expression of numbers alone is a graph of one node
+    out.backward()
+    print(f"{args.expression.strip()} = {out.data!r}")
+    for name, v in variables.items():
+        print(f"d/d{name} = {v.grad!r}")
+    try:
+        path = draw_dot(out, rankdir=args.rankdir).save(args.output)
+    except (RenderError, OSError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    print(f"graph written to {path}")
+    return 0
+
+
+def _add_graph(commands: Any) -> None:
+    graph = commands.add_parser(
+        "graph",
+        help="draw an expression's graph with data and gradients",
+        description="Evaluate EXPR, run backward, print the gradients and draw the graph. EXPR may use "
+        f"{ALLOWED}, e.g. 'tanh(x*w + b)' or '(x*2).exp()'.",
+    )
+    graph.add_argument(
+        "expression",
+        metavar="EXPR",
+        help="the expression, e.g. 'tanh(x*w + b)' (write ' -x' for one that starts with -)",
+    )
+    graph.add_argument(
+        "--var",
+        type=_variable,
+        action="append",
+        default=[],
+        metavar="NAME=NUMBER",
+        help="a variable and its value (repeat for each)",
+    )
+    graph.add_argument(
+        "-o",
+        "--output",
+        type=_picture,
+        default=Path("graph.svg"),
+        metavar="FILE",
+        help="the picture to write, .svg or .png (default: graph.svg)",
+    )
+    graph.add_argument("--rankdir", choices=RANKDIRS, default="LR", help="layout direction (default: LR)")
+    graph.set_defaults(run=_graph, parser=graph)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `chaingrad` command."""
+    top = argparse.ArgumentParser(
+        prog="chaingrad", description="chaingrad: a scalar autodiff engine; see what backprop does."
+    )
+    top.add_argument("--version", action="version", version=f"chaingrad {__version__}")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_graph(commands)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `chaingrad` command on argv (default: sys.argv[1:]); return its exit code.
+
+    Usage errors raise SystemExit(2) with an argparse-style message, as argparse does.
+    """
+    args = build_parser().parse_args(argv)
+    return args.run(args, args.parser)

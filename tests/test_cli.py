@@ -1,0 +1,213 @@
+"""The `chaingrad` command: `graph` evaluates safely, prints gradients and draws; bad input exits with 2."""
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from PIL import Image
+
+import chaingrad as cg
+from chaingrad import cli, viz
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output graph.svg lands here, never in the repo
+
+
+def run(argv, capsys):
+    """(exit code, stdout, stderr) of `chaingrad *argv`, in this process."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def printed(out):
+    """The numbers the command printed: {left side: value}."""
+    return {k: float(v) for k, _, v in (line.partition(" = ") for line in out.splitlines()) if _}
+
+
+def torch_grads(f, **values):
+    xs = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in values.items()}
+    out = f(**xs)
+    out.backward()
+    return out.item(), {k: x.grad.item() for k, x in xs.items()}
+
+
+def test_graph_prints_value_and_gradients_and_draws_them(tmp_path, capsys):
+    argv = ["graph", "tanh(x*w + b)", "--var", "x=0.5", "--var", "w=-1", "--var", "b=2", "-o", "g.svg"]
+    code, out, err = run(argv, capsys)
+    assert (code, err) == (0, "")
+    value, grads = torch_grads(lambda x, w, b: torch.tanh(x * w + b), x=0.5, w=-1.0, b=2.0)
+    numbers = printed(out)
+    assert numbers["tanh(x*w + b)"] == pytest.approx(value, rel=1e-12)
+    for name, grad in grads.items():
+        assert numbers[f"d/d{name}"] == pytest.approx(grad, rel=1e-12)
+    assert "g.svg" in out
+    texts = [t.text for t in ET.parse(tmp_path / "g.svg").getroot().iter("{http://www.w3.org/2000/svg}text")]
+    for name, data in (("x", 0.5), ("w", -1.0), ("b", 2.0)):
+        assert name in texts
+        assert f"data {data:.4f}" in texts
+        assert f"grad {grads[name]:.4f}" in texts
+    assert {"*", "+", "tanh"} <= set(texts)
+
+
+def test_png_output_and_the_default_name(tmp_path, capsys):
+    assert run(["graph", "x.exp()", "--var", "x=1", "-o", "g.png", "--rankdir", "TB"], capsys)[0] == 0
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(tmp_path / "g.png") as image:
+        image.verify()
+    assert run(["graph", "x * 2", "--var", "x=1"], capsys)[0] == 0
+    ET.parse(tmp_path / "graph.svg")
+
+
+FUNCTIONS = "exp(x) + log(x) + tanh(x) + sigmoid(x) + relu(x) + sqrt(x) + abs(-x)"
+METHODS = "x.exp() + x.log() + x.tanh() + x.sigmoid() + x.relu() + x.sqrt() + (-x).abs()"
+
+
+@pytest.mark.parametrize("expression", [FUNCTIONS, METHODS])
+def test_every_value_method_works_as_a_function_and_as_a_method(expression, capsys):
+    code, out, _ = run(["graph", expression, "--var", "x=0.7", "-o", "g.svg"], capsys)
+    assert code == 0
+
+    def f(x):
+        return x.exp() + x.log() + x.tanh() + x.sigmoid() + x.relu() + x.sqrt() + (-x).abs()
+
+    value, grads = torch_grads(f, x=0.7)
+    assert printed(out)[expression] == pytest.approx(value, rel=1e-12)
+    assert printed(out)["d/dx"] == pytest.approx(grads["x"], rel=1e-12)
+
+
+def test_operators_and_constants(capsys):
+    expression = "(x - 2) / y ** 2 + -x * +y - 3 ** x + 1e-1"
+    code, out, _ = run(["graph", expression, "--var", "x=1.5", "--var", "y=-0.5"], capsys)
+    assert code == 0
+    value, grads = torch_grads(lambda x, y: (x - 2) / y**2 + -x * +y - 3**x + 1e-1, x=1.5, y=-0.5)
+    numbers = printed(out)
+    assert numbers[expression] == pytest.approx(value, rel=1e-12)
+    assert numbers["d/dx"] == pytest.approx(grads["x"], rel=1e-12)
+    assert numbers["d/dy"] == pytest.approx(grads["y"], rel=1e-12)
+
+
+def test_overflow_and_division_by_zero_give_ieee_results(capsys):
+    code, out, _ = run(["graph", "x / 0 + 10 ** 400 + 9 ** 9 ** 9", "--var", "x=1"], capsys)
+    assert code == 0
+    assert printed(out)["d/dx"] == float("inf")
+
+
+def test_a_leading_space_passes_an_expression_that_starts_with_minus(capsys):
+    code, out, _ = run(["graph", " -x", "--var", "x=2"], capsys)
+    assert code == 0
+    assert printed(out) == {"-x": -2.0, "d/dx": -1.0}
+
+
+REJECTED = [
+    "__import__('os').system('echo hi')",
+    "x.__class__",
+    "(lambda: 1)()",
+    "[x for x in ()]",
+    "open('f')",
+    "y",
+    "x.data",
+    "x.tanh.__call__()",
+    "tanh.__globals__",
+    "tanh",
+    "'text'",
+    "b'bytes'",
+    "1j",
+    "True",
+    "None",
+    "x // 2",
+    "x % 2",
+    "~x",
+    "not x",
+    "x < 1",
+    "x and x",
+    "x if x else 1",
+    "x[0]",
+    "(x, x)",
+    "{x: 1}",
+    "f'{x}'",
+    "(y := x)",
+    "tanh(x, x)",
+    "tanh()",
+    "tanh(x=1)",
+    "tanh(*[x])",
+    "x.tanh(x)",
+    "1 +",
+    "x\x00",
+    "(" * 300 + "x" + ")" * 300,
+    "x + " * 200 + "x",
+]
+
+
+@pytest.mark.parametrize("expression", REJECTED)
+def test_anything_outside_the_whitelist_is_rejected(expression, tmp_path, capfd):
+    try:
+        cli.main(["graph", expression, "--var", "x=1", "-o", "g.svg"])
+    except SystemExit as e:
+        code = e.code
+    out, err = capfd.readouterr()
+    assert code == 2
+    assert err.startswith("usage: chaingrad graph") and "chaingrad graph: error: EXPR: " in err
+    assert "hi" not in out  # nothing ran
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["graph", "x", "--var", "x=1", "-o"], "expected one argument"),
+        (["graph", "x", "--var", "x"], "not NAME=NUMBER"),
+        (["graph", "x", "--var", "x=abc"], "not a number"),
+        (["graph", "x", "--var", "x="], "not a number"),
+        (["graph", "x", "--var", "1x=1"], "not a valid variable name"),
+        (["graph", "x", "--var", "for=1"], "not a valid variable name"),
+        (["graph", "exp(x)", "--var", "exp=1"], "function name"),
+        (["graph", "x", "--var", "x=1", "--var", "x=2"], "given twice"),
+        (["graph", "y", "--var", "x=1"], "unknown name 'y'"),
+        (["graph", "x", "--var", "x=1", "-o", "g.jpg"], ".svg, .png"),
+        (["graph", "x", "--var", "x=1", "--rankdir", "XY"], "invalid choice"),
+        (["graph", "--var", "x=1"], "required: EXPR"),
+        (["graph", "x", "--bogus"], "unrecognized arguments"),
+        (["nonsense"], "invalid choice"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_path, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert "error:" in err and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_and_help(capsys):
+    assert run(["--version"], capsys)[:2] == (0, f"chaingrad {cg.__version__}\n")
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and out.startswith("usage: chaingrad") and "graph" in out
+    code, out, _ = run(["graph", "--help"], capsys)
+    assert code == 0 and "--var NAME=NUMBER" in out
+
+
+def test_no_renderer_exits_1_with_advice_after_printing_the_gradients(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda *args, **kwargs: None)
+    code, out, err = run(["graph", "x * 3", "--var", "x=1"], capsys)
+    assert code == 1
+    assert printed(out)["d/dx"] == 3.0
+    assert 'pip install "chaingrad[viz]"' in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_dash_m_chaingrad(tmp_path):
+    argv = ["graph", "x*y + 1", "--var", "x=2", "--var", "y=-3", "-o", "g.svg"]
+    done = subprocess.run(
+        [sys.executable, "-m", "chaingrad", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert printed(done.stdout) == {"x*y + 1": -5.0, "d/dx": -3.0, "d/dy": 2.0}
+    ET.parse(tmp_path / "g.svg")
