@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: each workload module times chaingrad against a baseline."""

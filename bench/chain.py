@@ -1,0 +1,144 @@
+"""Issue 2's workload: a long chain of mixed elementwise ops on one Value, chaingrad vs micrograd 0.1.0.
+
+One step of the chain is nine user-level ops, written once and run on
+either engine's Value:
+
+    v = v * a;  v = v + b;  v = v.relu();  v = v * 0.5;  v = v - c;
+    v = v / d;  v = v ** 2;  v = -v;  v = 1.5 + v
+
+a, b, c, d are Values (as weights would be), so four ops are Value-Value,
+three take a plain number and two are unary. The map has an attracting
+fixed point near 1.09, so the chain neither overflows nor dies at relu.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+from typing import Any
+
+import micrograd.engine
+
+import chaingrad
+
+from .common import Mismatch, Row, alternate, count_nodes, faster, higher, size, timed
+
+OPS_PER_STEP = 9
+LEAVES = (0.8, 1.3, 0.4, 0.2, 1.1)  # v0, a, b, c, d
+MICROGRAD = "micrograd 0.1.0"
+ENGINES = {"chaingrad": chaingrad.Value, MICROGRAD: micrograd.engine.Value}
+
+
+def build(V: type, steps: int) -> tuple[Any, list[Any]]:
+    """The chain of `steps` steps on engine V: (output, leaves)."""
+    leaves = [V(x) for x in LEAVES]
+    v, a, b, c, d = leaves
+    for _ in range(steps):
+        v = v * a
+        v = v + b
+        v = v.relu()
+        v = v * 0.5
+        v = v - c
+        v = v / d
+        v = v**2
+        v = -v
+        v = 1.5 + v
+    return v, leaves
+
+
+def bytes_per_node(V: type, n: int) -> float:
+    """Bytes allocated per node of a chain of n Value * Value ops (forward only)."""
+    x, w = V(1.0), V(1.0)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        v = x
+        for _ in range(n):
+            v = v * w
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del v
+    gc.collect()  # micrograd's nodes hold cycles through their closures
+    return (after - before) / n
+
+
+def check_same(steps: int) -> dict[str, int]:
+    """Run both engines once; raise Mismatch unless output and leaf gradients agree. Returns node counts."""
+    results, nodes = {}, {}
+    for name, V in ENGINES.items():
+        out, leaves = build(V, steps)
+        out.backward()
+        results[name] = [out.data] + [leaf.grad for leaf in leaves]
+        nodes[name] = count_nodes(out)
+    ours, theirs = results.values()
+    for i, (x, y) in enumerate(zip(ours, theirs)):
+        if abs(x - y) > 1e-9 * max(1.0, abs(y)):
+            what = "output" if i == 0 else f"gradient of leaf {i - 1}"
+            raise Mismatch(f"chain: {what} differs: chaingrad {x!r}, micrograd {y!r}")
+    return nodes
+
+
+def _trial(V: type, steps: int) -> dict[str, float]:
+    (out, _), forward = timed(lambda: build(V, steps))
+    _, backward = timed(out.backward)
+    return {"forward": forward, "backward": backward}
+
+
+def run(
+    quick: bool = False, steps: int | None = None, repeats: int | None = None, mem_ops: int | None = None
+) -> list[Row]:
+    """Time forward and backward of the chain on both engines, and measure memory per node."""
+    steps = size(steps, 500 if quick else 2000)
+    repeats = size(repeats, 5 if quick else 21)
+    mem_ops = size(mem_ops, 20_000 if quick else 100_000)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * OPS_PER_STEP * steps))  # micrograd's topological sort recurses
+    try:
+        nodes = check_same(steps)
+        t = alternate({name: lambda V=V: _trial(V, steps) for name, V in ENGINES.items()}, repeats)
+    finally:
+        sys.setrecursionlimit(limit)
+    ops = OPS_PER_STEP * steps
+    mem = {name: bytes_per_node(V, mem_ops) for name, V in ENGINES.items()}
+    ours, theirs = t["chaingrad"], t[MICROGRAD]
+    rows = []
+    for phase in ("forward", "backward"):
+        rows.append(
+            faster(
+                "chain",
+                f"{phase}, ns per op ({ops} ops)",
+                1e9 * ours[phase] / ops,
+                1e9 * theirs[phase] / ops,
+                MICROGRAD,
+                target=">= 8x",
+            )
+        )
+    for phase in ("forward", "backward"):
+        rows.append(
+            higher(
+                "chain",
+                f"{phase}, million nodes/s",
+                nodes["chaingrad"] / ours[phase] / 1e6,
+                nodes[MICROGRAD] / theirs[phase] / 1e6,
+                MICROGRAD,
+                target=">= 8x",
+            )
+        )
+    rows.append(
+        faster("chain", "graph nodes per op", nodes["chaingrad"] / ops, nodes[MICROGRAD] / ops, MICROGRAD)
+    )
+    rows.append(
+        faster(
+            "chain",
+            "bytes per Value*Value node",
+            mem["chaingrad"],
+            mem[MICROGRAD],
+            MICROGRAD,
+            target="<= 250 B",
+            met=mem["chaingrad"] <= 250,
+        )
+    )
+    return rows

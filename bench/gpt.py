@@ -1,0 +1,222 @@
+"""Issue 3's GPT workload: microgpt's training run on chaingrad's fused GPT vs on the naive engine.
+
+Both sides train the same model (1 layer, n_embd 16, 4 heads, block size
+16) from the same initial weights on the same names, one name per step,
+with Adam (betas 0.85, 0.99) and a learning rate decaying linearly from
+0.01. The naive side is written the way microgpt writes it: every sum of
+products a chain of + and * nodes, softmax from exp, + and /, the loss
+-log(prob). The per-step losses must agree to 1e-9.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import chaingrad as cg
+
+from . import naive
+from .common import Mismatch, Row, count_nodes, faster, size, timed
+
+N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE = 16, 4, 1, 16
+LR, BETAS, EPS = 0.01, (0.85, 0.99), 1e-8
+SEED = 42
+BASELINE = "naive engine (a node per + and *)"
+
+
+def _matrices(n_layer: int) -> dict[str, str]:
+    """microgpt's matrix names, each with the chaingrad parameters it copies, in chaingrad's order."""
+    names = {"wte": "wte.weight", "wpe": "wpe.weight"}
+    for i in range(n_layer):
+        for ours, theirs in [
+            ("attn_wq", "attn.q"),
+            ("attn_wk", "attn.k"),
+            ("attn_wv", "attn.v"),
+            ("attn_wo", "attn.o"),
+            ("mlp_fc1", "fc1"),
+            ("mlp_fc2", "fc2"),
+        ]:
+            names[f"layer{i}.{ours}"] = f"layers.{i}.{theirs}.weight"
+    names["lm_head"] = "lm_head.weight"
+    return names
+
+
+def linear(x: Sequence[naive.Value], w: list[list[naive.Value]]) -> list[naive.Value]:
+    """Each row's dot product with x, as a chain of + and * nodes."""
+    out = []
+    for row in w:
+        total = 0.0
+        for wi, xi in zip(row, x):
+            total += wi * xi
+        out.append(total)
+    return out
+
+
+def softmax(logits: Sequence[naive.Value]) -> list[naive.Value]:
+    """exp(x - max) / sum, with one node per exp, + and /."""
+    m = max(x.data for x in logits)
+    exps = [(x - m).exp() for x in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def rmsnorm(x: Sequence[naive.Value]) -> list[naive.Value]:
+    """x / sqrt(mean(x^2) + 1e-5)."""
+    scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+class NaiveGPT:
+    """microgpt's model and Adam on the naive engine, starting from the given weights."""
+
+    def __init__(self, weights: dict[str, list[list[float]]], n_head: int, n_layer: int) -> None:
+        self.w = {name: [[naive.Value(x) for x in row] for row in m] for name, m in weights.items()}
+        self.n_head, self.n_layer = n_head, n_layer
+        self.params = [p for m in self.w.values() for row in m for p in row]
+        self.m = [0.0] * len(self.params)
+        self.v = [0.0] * len(self.params)
+        self.t = 0
+
+    @classmethod
+    def like(cls, model: cg.nn.GPT) -> NaiveGPT:
+        """A naive copy of a chaingrad GPT, weight by weight, matched by parameter name."""
+        state = model.state_dict()  # one entry per matrix row: "wte.weight.0", ...
+        weights = {}
+        for name, prefix in _matrices(len(model.layers)).items():
+            rows = weights[name] = []
+            while f"{prefix}.{len(rows)}" in state:
+                rows.append(state.pop(f"{prefix}.{len(rows)}"))
+        if state:
+            raise ValueError(f"NaiveGPT has no place for chaingrad's parameters {sorted(state)[:5]}")
+        return cls(weights, model.layers[0].attn.n_head, len(model.layers))
+
+    def logits(self, token: int, pos: int, keys: list, values: list) -> list[naive.Value]:
+        """The next-token logits at one position; appends its keys and values to the caches."""
+        w = self.w
+        x = rmsnorm([t + p for t, p in zip(w["wte"][token], w["wpe"][pos])])
+        for li in range(self.n_layer):
+            residual = x
+            x = rmsnorm(x)
+            q = linear(x, w[f"layer{li}.attn_wq"])
+            keys[li].append(linear(x, w[f"layer{li}.attn_wk"]))
+            values[li].append(linear(x, w[f"layer{li}.attn_wv"]))
+            hd = len(q) // self.n_head
+            heads = []
+            for hs in range(0, len(q), hd):
+                scores = [sum(q[j] * k[j] for j in range(hs, hs + hd)) / hd**0.5 for k in keys[li]]
+                weights = softmax(scores)
+                heads += [sum(a * v[j] for a, v in zip(weights, values[li])) for j in range(hs, hs + hd)]
+            x = [a + b for a, b in zip(linear(heads, w[f"layer{li}.attn_wo"]), residual)]
+            residual = x
+            h = [hi.relu() for hi in linear(rmsnorm(x), w[f"layer{li}.mlp_fc1"])]
+            x = [a + b for a, b in zip(linear(h, w[f"layer{li}.mlp_fc2"]), residual)]
+        return linear(x, w["lm_head"])
+
+    def loss(self, tokens: Sequence[int]) -> naive.Value:
+        """Mean over positions of -log(softmax(logits)[next token])."""
+        keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
+        n = len(tokens) - 1
+        losses = [-softmax(self.logits(tokens[p], p, keys, values))[tokens[p + 1]].log() for p in range(n)]
+        return (1 / n) * sum(losses)
+
+    def train_step(self, tokens: Sequence[int], lr: float) -> float:
+        """Forward, backward and one Adam step; returns the loss."""
+        loss = self.loss(tokens)
+        loss.backward()
+        self.t += 1
+        b1, b2 = BETAS
+        for i, p in enumerate(self.params):
+            self.m[i] = b1 * self.m[i] + (1 - b1) * p.grad
+            self.v[i] = b2 * self.v[i] + (1 - b2) * p.grad**2
+            m_hat = self.m[i] / (1 - b1**self.t)
+            v_hat = self.v[i] / (1 - b2**self.t)
+            p.data -= lr * m_hat / (v_hat**0.5 + EPS)
+            p.grad = 0.0
+        return loss.data
+
+
+class FusedGPT:
+    """chaingrad's GPT with cg.optim.Adam: the side being measured."""
+
+    def __init__(self, model: cg.nn.GPT) -> None:
+        self.model = model
+        self.opt = cg.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+
+    def train_step(self, tokens: Sequence[int], lr: float) -> float:
+        """Forward, backward and one Adam step; returns the loss."""
+        self.opt.lr = lr
+        loss = self.model.loss(tokens)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.data
+
+
+def names_as_tokens(count: int, seed: int = SEED) -> tuple[list[list[int]], int]:
+    """The first `count` shuffled names as [BOS, ..., BOS] cut to the block, and the vocabulary's size."""
+    names = list(cg.data.load_names())
+    tok = cg.data.CharTokenizer(names)
+    random.Random(seed).shuffle(names)
+    return [tok.encode(name)[: BLOCK_SIZE + 1] for name in names[:count]], tok.vocab_size
+
+
+def train_both(steps: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Train both sides `steps` steps, alternating which goes first; (losses, seconds) per side."""
+    docs, vocab = names_as_tokens(steps)
+    model = cg.nn.GPT(vocab, N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE, seed=SEED)
+    sides = {"chaingrad": FusedGPT(model), "naive": NaiveGPT.like(model)}
+    losses: dict[str, list[float]] = {name: [] for name in sides}
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
+    for step, tokens in enumerate(docs):
+        lr = LR * (1 - step / steps)
+        for name in order if step % 2 == 0 else order[::-1]:
+            loss, s = timed(lambda side=sides[name], tokens=tokens, lr=lr: side.train_step(tokens, lr))
+            losses[name].append(loss)
+            seconds[name].append(s)
+    return losses, seconds
+
+
+def check_same(losses: dict[str, list[float]], tol: float = 1e-9) -> float:
+    """Raise Mismatch unless the two sides' losses agree to tol at every step; the largest gap."""
+    gaps = [abs(a - b) for a, b in zip(losses["chaingrad"], losses["naive"])]
+    for step, gap in enumerate(gaps):
+        if not gap <= tol:
+            raise Mismatch(
+                f"gpt: at step {step} the losses differ by {gap:.3g}: "
+                f"chaingrad {losses['chaingrad'][step]!r}, naive {losses['naive'][step]!r}"
+            )
+    return max(gaps)
+
+
+def graph_sizes(tokens: Sequence[int], vocab: int) -> dict[str, int]:
+    """How many nodes the loss graph of one name holds on each side."""
+    model = cg.nn.GPT(vocab, N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE, seed=SEED)
+    naive_loss = NaiveGPT.like(model).loss(tokens)
+    return {"chaingrad": count_nodes(model.loss(tokens)), "naive": count_nodes(naive_loss, "_children")}
+
+
+def rows(losses: dict[str, list[float]], seconds: dict[str, list[float]], nodes: dict[str, int]) -> list[Row]:
+    """The table rows for a training run; raises Mismatch if the losses differ."""
+    gap = check_same(losses)
+    steps = len(seconds["chaingrad"])
+    per100 = {name: 100 * sum(s) / steps for name, s in seconds.items()}
+    return [
+        faster(
+            "gpt",
+            f"train, s per 100 steps ({steps} names; losses within {gap:.0e})",
+            per100["chaingrad"],
+            per100["naive"],
+            BASELINE,
+            target=">= 15x",
+        ),
+        faster("gpt", "graph nodes for one name", nodes["chaingrad"], nodes["naive"], BASELINE),
+    ]
+
+
+def run(quick: bool = False, steps: int | None = None) -> list[Row]:
+    """Train both sides on the same names and compare the time per 100 steps."""
+    steps = size(steps, 6 if quick else 40)
+    losses, seconds = train_both(steps)
+    docs, vocab = names_as_tokens(1)
+    return rows(losses, seconds, graph_sizes(docs[0], vocab))
