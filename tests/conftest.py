@@ -1,0 +1,53 @@
+"""Shared test helpers: IEEE-aware comparison and a PyTorch float64 oracle."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import chaingrad as cg
+
+
+def same(actual: Any, expected: Any, rel: float = 1e-12, abs_tol: float = 0.0) -> bool:
+    """Equal to `rel` (and `abs_tol`); nan matches only nan, an infinity only the same infinity."""
+    a, b = float(actual), float(expected)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
+
+
+def assert_close(
+    actual: Any, expected: Any, rel: float = 1e-12, abs_tol: float = 0.0, what: str = ""
+) -> None:
+    """assert `same` entry by entry for numbers, lists and 1-D arrays."""
+    a, b = np.atleast_1d(np.asarray(actual, dtype=float)), np.atleast_1d(np.asarray(expected, dtype=float))
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != expected {b.shape}"
+    bad = [(i, x, y) for i, (x, y) in enumerate(zip(a, b)) if not same(x, y, rel, abs_tol)]
+    assert not bad, f"{what}: (index, got, expected) {bad[:5]}"
+
+
+def torch_value_and_grads(f: Callable[..., Any], xs: Sequence[float]) -> tuple[float, list[float]]:
+    """f's value and d f / d x for each x, computed by PyTorch in float64."""
+    ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in xs]
+    out = f(*ts)
+    out.backward()
+    return out.item(), [0.0 if t.grad is None else t.grad.item() for t in ts]
+
+
+def cg_value_and_grads(f: Callable[..., Any], xs: Sequence[float]) -> tuple[float, list[float]]:
+    """f's value and d f / d x for each x, computed by chaingrad."""
+    vs = [cg.Value(x) for x in xs]
+    out = f(*vs)
+    out.backward()
+    return out.data, [v.grad for v in vs]
+
+
+# A user-defined op, shared by the tests of ops, engine and gradcheck:
+# softplus(x) = log(1 + e^x), whose derivative is sigmoid(x).
+SOFTPLUS = cg.Op("test_softplus", lambda x: cg.log(1.0 + cg.exp(x)), lambda x, out: (cg.sigmoid(x),))

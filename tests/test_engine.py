@@ -1,0 +1,699 @@
+"""Value and backward: construction, the chain rule on whole graphs, grad modes, anomaly mode, memory."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import operator
+import pickle
+import random
+import threading
+from operator import methodcaller
+
+import micrograd.engine
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SOFTPLUS, assert_close
+
+import chaingrad as cg
+from chaingrad import Value
+
+inf, nan = math.inf, math.nan
+
+
+def _nodes(root):
+    """Every node that leads to root, leaves included, in a deterministic order (no recursion)."""
+    order, seen, stack = [], set(), [root]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            order.append(node)
+            stack.extend(reversed(node._prev))
+    return order
+
+
+# ---------------------------------------------------------------------------
+# Construction, comparisons, repr
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, exc, words",
+    [
+        ("3", TypeError, ["str", "'3'"]),
+        (None, TypeError, ["NoneType"]),
+        ([1], TypeError, ["list", "[1]"]),
+        (1 + 2j, TypeError, ["complex"]),
+        ({}, TypeError, ["dict"]),
+        (b"1", TypeError, ["bytes"]),
+        (np.array(["a"]), TypeError, ["ndarray"]),
+        (np.array([1 + 1j]), TypeError, ["ndarray"]),
+        (np.zeros((2, 2)), ValueError, ["1-D", "(2, 2)"]),
+        (np.zeros((1, 3)), ValueError, ["1-D", "(1, 3)"]),
+        (np.array([]), ValueError, ["empty"]),
+    ],
+    ids="str None list complex dict bytes str-array complex-array 2x2 1x3 empty".split(),
+)
+def test_bad_constructor_input_is_a_clear_error(data, exc, words):
+    with pytest.raises(exc) as info:
+        Value(data)
+    message = str(info.value)
+    for word in words:
+        assert word in message, (word, message)
+    if exc is TypeError:  # what is accepted, too
+        assert "int" in message and "float" in message, message
+
+
+def test_a_value_of_a_value_is_rejected_with_advice():
+    with pytest.raises(TypeError, match="another Value"):
+        Value(Value(1.0))
+
+
+def test_label_must_be_a_string():
+    with pytest.raises(TypeError, match="label must be a str, not int"):
+        Value(1.0, label=3)
+
+
+@pytest.mark.parametrize("data", [3, True, 2.5, np.float64(-1.5), np.int32(7), np.array(4.0)])
+def test_numbers_are_stored_as_float(data):
+    v = Value(data, label="v")
+    assert type(v.data) is float and v.data == float(data)
+    assert (v.grad, v.label, v._prev, v._op) == (0.0, "v", (), "")
+
+
+def test_a_batch_is_stored_as_a_float64_copy():
+    raw = np.array([1, 2, 3])
+    v = Value(raw)
+    assert v.data.dtype == np.float64 and v.batch_size == 3 and list(v.data) == [1.0, 2.0, 3.0]
+    raw[0] = 100
+    assert v.data[0] == 1.0
+    with pytest.raises(TypeError, match="batch"):
+        float(v)
+    with pytest.raises(ValueError, match="batch_mean"):
+        (v * 2).backward()
+
+
+def test_comparisons_look_at_data_and_return_bool():
+    a, b = Value(1.0), Value(2.0)
+    cases = [
+        (a < b, True),
+        (a <= b, True),
+        (a > b, False),
+        (a >= b, False),
+        (a < 1.5, True),
+        (2 > a, True),  # reflected: Value.__lt__
+        (a >= 1, True),
+        (b <= 1.5, False),
+    ]
+    for got, want in cases:
+        assert type(got) is bool and got == want
+
+
+def test_equality_and_hash_are_by_identity():
+    a, b = Value(1.0), Value(1.0)
+    assert a == a and a != b and not (a == 1.0)
+    assert len({a, b}) == 2
+    d = {a: "a", b: "b"}
+    assert d[a] == "a" and d[b] == "b"
+    a.data = 5.0  # a hash that followed data would lose the key
+    assert d[a] == "a"
+
+
+def test_float_and_repr_match_micrograd():
+    assert type(float(Value(2))) is float and float(Value(2.5)) == 2.5
+    ours, theirs = (V(-1.5) for V in (Value, micrograd.engine.Value))
+    (ours * 2.0).backward()
+    (theirs * 2.0).backward()
+    assert repr(ours) == repr(theirs) == "Value(data=-1.5, grad=2.0)"
+    assert "label='loss'" in repr(Value(1.0, label="loss"))
+
+
+# ---------------------------------------------------------------------------
+# The chain rule on whole graphs
+# ---------------------------------------------------------------------------
+
+
+def _readme_example(V):
+    # micrograd's README, verbatim apart from the Value class.
+    a = V(-4.0)
+    b = V(2.0)
+    c = a + b
+    d = a * b + b**3
+    c += c + 1
+    c += 1 + c + (-a)
+    d += d * 2 + (b + a).relu()
+    d += 3 * d + (b - a).relu()
+    e = c - d
+    f = e**2
+    g = f / 2.0
+    g += 10.0 / f
+    g.backward()
+    return g.data, a.grad, b.grad
+
+
+def test_micrograd_readme_example():
+    ours = _readme_example(Value)
+    assert [f"{x:.4f}" for x in ours] == ["24.7041", "138.8338", "645.5773"]  # micrograd's README
+    assert_close(ours, _readme_example(micrograd.engine.Value), what="micrograd 0.1.0")
+    leaves = {x: torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (-4.0, 2.0)}
+    value, ga, gb = _readme_example(leaves.__getitem__)  # the README's code on torch tensors
+    assert_close(ours, [value.item(), ga.item(), gb.item()], what="torch")
+
+
+def test_a_chain_of_a_million_nodes():
+    gc.collect()
+    before = sum(type(o) is Value for o in gc.get_objects())
+    gc.disable()  # only for speed: the collector's passes over a growing heap cost 4x
+    try:
+        x = Value(1.0)
+        y = x
+        for _ in range(1_000_000):
+            y = y + x
+    finally:
+        gc.enable()
+    y.backward()  # no RecursionError
+    assert (y.data, x.grad, y.grad) == (1_000_001.0, 1_000_001.0, 1.0)
+    del x, y  # freeing a deep chain must not overflow the C stack either
+    gc.collect()
+    assert sum(type(o) is Value for o in gc.get_objects()) == before
+
+
+def _small_graph(V):
+    """A graph with shared nodes, built from the leaf class V (Value or a torch tensor maker)."""
+    x, y = V(0.8), V(-1.2)
+    h = (x * y).tanh()
+    mid = h + x
+    out = mid * h + y.exp() - x / (1 + y * y)
+    return x, y, h, mid, out
+
+
+def test_repeated_backward_adds_to_leaves_and_not_to_intermediates():
+    x, y, h, mid, out = _small_graph(Value)
+    out.backward()
+    first = {"x": x.grad, "y": y.grad, "h": h.grad, "mid": mid.grad, "out": out.grad}
+    out.backward()
+    assert_close([x.grad, y.grad], [2 * first["x"], 2 * first["y"]])
+    assert (h.grad, mid.grad, out.grad) == (first["h"], first["mid"], first["out"]) and out.grad == 1.0
+
+    tx, ty, *_, tout = _small_graph(lambda v: torch.tensor(v, dtype=torch.float64, requires_grad=True))
+    tout.backward(retain_graph=True)
+    tout.backward()
+    assert_close([x.grad, y.grad], [tx.grad.item(), ty.grad.item()], what="torch, twice")
+
+
+def test_backward_of_a_leaf_accumulates_one():
+    x = Value(3.0)
+    x.backward()
+    x.backward()
+    assert x.grad == 2.0
+
+
+def test_backward_by_hand_node_by_node_equals_backward():
+    *_, auto = _small_graph(Value)
+    *_, manual = _small_graph(Value)
+    auto.backward()
+
+    # The lecture's way: a recursive topological sort, then _backward() in reverse.
+    topo, visited = [], set()
+
+    def build_topo(v):
+        if v not in visited:
+            visited.add(v)
+            for child in v._prev:
+                build_topo(child)
+            topo.append(v)
+
+    build_topo(manual)
+    manual.grad = 1.0
+    for node in reversed(topo):
+        node._backward()
+    assert_close([n.grad for n in _nodes(manual)], [n.grad for n in _nodes(auto)])
+
+
+def test_a_node_used_many_times_gets_every_contribution():
+    x = Value(1.5)
+    y = x * x * x + x - x / x  # x^3 + x - 1
+    y.backward()
+    assert_close([y.data, x.grad], [1.5**3 + 0.5, 3 * 1.5**2 + 1])
+
+
+# ---------------------------------------------------------------------------
+# Random expression graphs, built the same way in chaingrad and PyTorch
+# ---------------------------------------------------------------------------
+
+
+def _t(x):
+    return x if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64)
+
+
+def _stack(xs):
+    return torch.stack(torch.broadcast_tensors(*map(_t, xs)))
+
+
+UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs"]
+BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
+FUSED = {  # name: (chaingrad, torch), each given the argument list and an index k
+    "sum": (lambda xs, k: cg.sum(xs, start=k), lambda xs, k: _stack(xs).sum(0) + k),
+    "mean": (lambda xs, k: cg.mean(xs), lambda xs, k: _stack(xs).mean(0)),
+    "dot": (lambda xs, k: cg.dot(xs, xs[::-1]), lambda xs, k: (_stack(xs) * _stack(xs[::-1])).sum(0)),
+    "logsumexp": (lambda xs, k: cg.logsumexp(xs), lambda xs, k: torch.logsumexp(_stack(xs), 0)),
+    "softmax": (lambda xs, k: cg.softmax(xs)[k], lambda xs, k: torch.softmax(_stack(xs), 0)[k]),
+    "log_softmax": (lambda xs, k: cg.log_softmax(xs)[k], lambda xs, k: torch.log_softmax(_stack(xs), 0)[k]),
+    "cross_entropy": (
+        lambda xs, k: cg.cross_entropy(xs, k),
+        lambda xs, k: -torch.log_softmax(_stack(xs), 0)[k],
+    ),
+}
+OPS = [*UNARY, *BINARY, *BINARY, *FUSED]
+
+
+def _valid(op, a, b, out, exponent_is_value=False):
+    """Keep the graph where both engines are well conditioned: finite, bounded, off kinks and poles.
+
+    Gradients must stay finite too: PyTorch's relu backward selects (a nan gradient
+    into relu at x < 0 gives 0), where a local-gradient engine multiplies (0 * nan = nan).
+    """
+    ok = torch.isfinite(out).all() and (out.abs() < 1e4).all()
+    if op in ("relu", "abs"):
+        ok = ok and (a.abs() > 1e-6).all()  # a one-ulp difference must not flip a kink
+    elif op == "log":
+        ok = ok and (a > 0.1).all()
+    elif op == "sqrt":
+        ok = ok and (a > 0.01).all()
+    elif op == "/":
+        ok = ok and (b.abs() > 0.1).all()
+    elif op == "**":  # d/dy x ** y = x ** y log(x) needs x > 0 when y is a Value
+        integer = not exponent_is_value and bool((b == b.round()).all())
+        ok = ok and ((a.abs() if integer else a) > 0.1).all()
+    return bool(ok)
+
+
+def _grow(rng, cs, ts, size):
+    """Add `size` random nodes to the lists cs (chaingrad) and ts (torch), building both alike.
+
+    Operands are drawn uniformly from all nodes so far, so nodes are shared many times.
+    """
+    while size:
+        op = rng.choice(OPS)
+        i, j = rng.randrange(len(cs)), rng.randrange(len(cs))
+        form = rng.randrange(3)  # for binary ops: Value op Value, Value op number, number op Value
+        if op in UNARY:
+            f = operator.neg if op == "neg" else methodcaller(op)
+            c, t, a, b = f(cs[i]), f(ts[i]), ts[i], None
+        elif op in BINARY:
+            k = rng.choice([2.0, 3.0, -1.0, 0.5, 1.5, -2.0, 0.25]) if op == "**" else rng.uniform(-3, 3)
+            x, y, tx, ty = [(cs[i], cs[j], ts[i], ts[j]), (cs[i], k, ts[i], k), (k, cs[j], k, ts[j])][form]
+            c, t, a, b = BINARY[op](x, y), BINARY[op](tx, ty), _t(tx).detach(), _t(ty).detach()
+        else:
+            idx = [rng.randrange(len(cs)) for _ in range(rng.randint(1, 5))]
+            consts = {p: rng.uniform(-3, 3) for p in range(len(idx)) if rng.random() < 0.2}
+            xs = [consts.get(p, cs[q]) for p, q in enumerate(idx)]
+            txs = [consts.get(p, ts[q]) for p, q in enumerate(idx)]
+            k = rng.randrange(len(idx))
+            c, t, a, b = FUSED[op][0](xs, k), FUSED[op][1](txs, k), None, None
+        if _valid(op, a, b, t.detach(), op == "**" and form != 1):
+            cs.append(c)
+            ts.append(t)
+            size -= 1
+
+
+def _random_graph_mismatches(seed, graphs, batch):
+    """Build `graphs` random graphs in both engines; return the ones whose value or a leaf grad differ."""
+    rng = random.Random(seed)
+    bad = []
+    for n in range(graphs):
+        leaves = []
+        for _ in range(rng.randint(2, 5)):
+            samples = [rng.uniform(-3, 3) for _ in range(batch)]
+            leaves.append(np.array(samples) if batch and rng.random() < 0.5 else rng.uniform(-3, 3))
+        cs = [Value(x) for x in leaves]
+        ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in leaves]
+        n_leaves = len(cs)
+        _grow(rng, cs, ts, rng.randint(5, 25))
+        # The root adds up the last few nodes (and a leaf, so every graph reaches one).
+        root, troot = cs[0], ts[0]
+        for c, t in zip(cs[-3:], ts[-3:]):
+            root, troot = root + c, troot + t
+        if batch:
+            root, troot = cg.batch_mean(root), troot.mean()
+        root.backward()
+        troot.backward()
+        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in ts[:n_leaves]]
+        try:
+            assert_close(root.data, troot.item(), abs_tol=1e-12)
+            for c, g in zip(cs, grads):
+                # A batch leaf that the root does not reach keeps its initial grad 0.0.
+                assert_close(np.broadcast_to(c.grad, g.shape), g.numpy(), abs_tol=1e-12)
+        except AssertionError as e:
+            bad.append((seed, n, str(e)))
+    return bad
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_graphs_match_torch(seed):
+    # 8 x 250 graphs of 5-25 random nodes over 2-5 leaves, every value and leaf
+    # gradient to 1e-12 (relative, or absolute for results near 0 after cancellation).
+    bad = _random_graph_mismatches(seed, 250, batch=0)
+    assert not bad, bad[:3]
+
+
+@pytest.mark.parametrize("seed", range(100, 102))
+def test_random_batched_graphs_match_torch(seed):
+    # The same graphs with some leaves a batch of 4 samples and the loss their mean.
+    bad = _random_graph_mismatches(seed, 100, batch=4)
+    assert not bad, bad[:3]
+
+
+# ---------------------------------------------------------------------------
+# Higher order: backward(create_graph=True)
+# ---------------------------------------------------------------------------
+
+
+def _cg_hessian(f, xs):
+    vs = [Value(x) for x in xs]
+    f(*vs).backward(create_graph=True)
+    grads = [v.grad for v in vs]
+    assert all(isinstance(g, Value) for g in grads), "create_graph=True gives Value gradients"
+    rows = []
+    for g in grads:
+        for v in vs:
+            v.grad = 0.0
+        g.backward()
+        rows.append([v.grad for v in vs])
+    return [g.data for g in grads], rows
+
+
+def _torch_hessian(f, xs):
+    ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in xs]
+    grads = torch.autograd.grad(f(*ts), ts, create_graph=True)
+    rows = []
+    for g in grads:
+        row = torch.autograd.grad(g, ts, retain_graph=True, allow_unused=True) if g.requires_grad else ()
+        rows.append([0.0 if r is None else r.item() for r in row] or [0.0] * len(ts))
+    return [g.item() for g in grads], rows
+
+
+def _vec(f_cg, f_torch):
+    return (lambda *xs: f_cg(list(xs))), (lambda *ts: f_torch(torch.stack(ts)))
+
+
+SECOND_ORDER = {
+    "tanh": (methodcaller("tanh"), methodcaller("tanh"), [0.7]),
+    "exp": (methodcaller("exp"), methodcaller("exp"), [0.3]),
+    "x**3": (lambda x: x**3, lambda x: x**3, [-1.3]),
+    "sigmoid": (methodcaller("sigmoid"), methodcaller("sigmoid"), [-0.4]),
+    "log": (methodcaller("log"), methodcaller("log"), [2.5]),
+    "sqrt": (methodcaller("sqrt"), methodcaller("sqrt"), [1.7]),
+    "1/x": (lambda x: 1 / x, lambda x: 1 / x, [-0.6]),
+    "x*y*y - x/y": (lambda x, y: x * y * y - x / y, lambda x, y: x * y * y - x / y, [0.5, -1.5]),
+    "x**y": (lambda x, y: x**y, lambda x, y: x**y, [1.3, 2.2]),
+    "2**x": (lambda x: 2**x, lambda x: 2**x, [0.9]),
+    "softplus": (SOFTPLUS, F.softplus, [0.35]),
+    "logsumexp": (*_vec(cg.logsumexp, lambda z: torch.logsumexp(z, 0)), [0.2, -1.0, 1.5]),
+    "cross_entropy": (
+        *_vec(lambda xs: cg.cross_entropy(xs, 1), lambda z: F.cross_entropy(z[None], torch.tensor([1]))),
+        [0.2, -1.0, 1.5],
+    ),
+    "softmax": (*_vec(lambda xs: cg.softmax(xs)[0], lambda z: torch.softmax(z, 0)[0]), [0.4, 1.1, -0.3]),
+    "log_softmax": (
+        *_vec(lambda xs: cg.log_softmax(xs)[2], lambda z: torch.log_softmax(z, 0)[2]),
+        [0.4, 1.1, -0.3],
+    ),
+    "dot": (*_vec(lambda xs: cg.dot(xs, xs[::-1], start=1.0), lambda z: z @ z.flip(0) + 1), [0.5, 2.0, -1.0]),
+}
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+def test_second_derivatives_match_torch(name):
+    f, tf, xs = SECOND_ORDER[name]
+    grads, hessian = _cg_hessian(f, xs)
+    want_grads, want_hessian = _torch_hessian(tf, xs)
+    assert_close(grads, want_grads, what="gradient")
+    for row, want in zip(hessian, want_hessian):
+        assert_close(row, want, abs_tol=1e-15, what="hessian row")
+
+
+def test_third_derivative_of_tanh():
+    x = Value(0.3)
+    x.tanh().backward(create_graph=True)
+    g1, x.grad = x.grad, 0.0
+    g1.backward(create_graph=True)
+    g2, x.grad = x.grad, 0.0
+    g2.backward()
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    (d1,) = torch.autograd.grad(t.tanh(), t, create_graph=True)
+    (d2,) = torch.autograd.grad(d1, t, create_graph=True)
+    (d3,) = torch.autograd.grad(d2, t)
+    assert_close([g1.data, g2.data, x.grad], [d1.item(), d2.item(), d3.item()])
+
+
+# ---------------------------------------------------------------------------
+# Grad modes
+# ---------------------------------------------------------------------------
+
+
+def test_no_grad_as_context_manager_and_decorator():
+    x = Value(2.0)
+    with cg.no_grad():
+        assert not cg.is_grad_enabled()
+        ys = [x * 3, 1 - x, x**2, x.exp(), -x, x + Value(1.0)]
+    assert cg.is_grad_enabled()
+    assert all(y._prev == () for y in ys)
+    assert [y.data for y in ys] == [6.0, -1.0, 4.0, math.exp(2.0), -2.0, 3.0]
+
+    @cg.no_grad()
+    def double(v):
+        """Docstring kept."""
+        return v * 2
+
+    assert double(x)._prev == () and double.__doc__ == "Docstring kept."
+    assert (x * 2)._prev == (x,)
+
+
+def test_enable_grad_inside_no_grad_and_nesting():
+    x = Value(2.0)
+    with cg.no_grad():
+        a = x * 2
+        with cg.enable_grad():
+            b = x * 2
+            with cg.no_grad():
+                c = x * 2
+            d = x * 2
+        e = x * 2
+    f = x * 2
+    assert [len(v._prev) for v in (a, b, c, d, e, f)] == [0, 1, 0, 1, 0, 1]
+
+    @cg.enable_grad()
+    def build(v):
+        return v * 2
+
+    with cg.no_grad():
+        assert build(x)._prev == (x,)
+
+
+def test_a_no_grad_object_can_be_reused_and_is_restored_after_an_error():
+    ng = cg.no_grad()
+    with ng:
+        with ng:
+            pass
+        assert not cg.is_grad_enabled()
+    assert cg.is_grad_enabled()
+    with pytest.raises(ZeroDivisionError), cg.no_grad():
+        1 / 0
+    assert cg.is_grad_enabled()
+
+
+def test_no_grad_is_per_thread():
+    inside, built = threading.Event(), threading.Event()
+    seen = {}
+
+    def quiet():
+        with cg.no_grad():
+            inside.set()
+            assert built.wait(10)  # the other thread builds while this one is inside no_grad
+            seen["quiet"] = (cg.is_grad_enabled(), Value(1.0) * 2)
+
+    def busy():
+        assert inside.wait(10)
+        seen["busy"] = (cg.is_grad_enabled(), Value(1.0) * 2)
+        built.set()
+
+    threads = [threading.Thread(target=quiet), threading.Thread(target=busy)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen["quiet"][0] is False and seen["quiet"][1]._prev == ()
+    assert seen["busy"][0] is True and len(seen["busy"][1]._prev) == 1
+    assert cg.is_grad_enabled()
+
+
+def test_a_new_thread_does_not_inherit_no_grad():
+    seen = []
+    with cg.no_grad():
+        t = threading.Thread(target=lambda: seen.append(len((Value(1.0) * 2)._prev)))
+        t.start()
+        t.join(10)
+    assert seen == [1]
+
+
+# ---------------------------------------------------------------------------
+# Anomaly mode
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: Value(0.0, label="z").log(), ["'log'", "-inf", "z=0.0"]),
+        (lambda: Value(1.0, label="a") / Value(0.0, label="b"), ["'/'", "inf", "a=1.0", "b=0.0"]),
+        (lambda: Value(-1.0, label="neg") ** 0.5, ["'**'", "nan", "neg=-1.0", "0.5"]),
+        (lambda: (Value(2.0, label="w") * 500).exp(), ["'exp'", "inf", "1000.0"]),
+        (lambda: Value(-4.0, label="q").sqrt(), ["'sqrt'", "nan", "q=-4.0"]),
+        (lambda: 1 - Value(inf, label="i"), ["'-'", "-inf", "i=inf"]),
+        (lambda: cg.sum([Value(1e308, label="big"), 1e308]), ["'sum'", "inf", "big=1e+308"]),
+    ],
+)
+def test_anomaly_in_forward_names_the_op_and_inputs(build, words):
+    with cg.detect_anomaly(), pytest.raises(cg.AnomalyError) as info:
+        build()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    value = build()  # outside the context: IEEE values, no error
+    assert not math.isfinite(value.data)
+
+
+def test_anomaly_in_backward_names_the_op():
+    x = Value(0.0, label="x")
+    with cg.detect_anomaly():
+        y = x.sqrt() * 2  # forward is finite: sqrt(0) = 0
+        with pytest.raises(cg.AnomalyError, match=r"backward of op 'sqrt'.*x=0\.0"):
+            y.backward()
+    z = x.sqrt() * 2
+    z.backward()
+    assert x.grad == inf
+    with cg.detect_anomaly(), pytest.raises(cg.AnomalyError, match="'sqrt'"):
+        z.backward()  # a graph built outside the context is checked too
+
+
+def test_anomaly_mode_is_off_after_the_context():
+    with pytest.raises(cg.AnomalyError), cg.detect_anomaly():
+        Value(-1.0).log()
+    assert math.isnan(Value(-1.0).log().data)
+
+
+# ---------------------------------------------------------------------------
+# Memory: small nodes, no closures, no reference cycles
+# ---------------------------------------------------------------------------
+
+
+def _every_kind_of_node():
+    x, w = Value(0.5, label="x"), Value(-1.5, label="w")
+    b = Value(np.array([0.1, -0.2, 0.3]), label="batch")
+    h = SOFTPLUS(x * w + 2.0)
+    h.label = "h"
+    probs = cg.softmax([h, x, 1.0])
+    terms = [
+        cg.cross_entropy([h, x, w.tanh()], 0),
+        2**x - 1 / w + x**2 + (-w).relu() + abs(w) + x.sigmoid() + x.sqrt() + w.exp().log(),
+        cg.dot([x, w], [w, 3.0], start=0.5) + cg.mean([x, x, w]) + cg.logsumexp([x, w]),
+        probs[0] * cg.log_softmax([h, w])[1],
+        cg.batch_mean(b * w + x),
+        cg.batch_sum((b - x) ** 2),
+    ]
+    loss = cg.sum(terms)
+    loss.label = "loss"
+    return x, w, b, loss
+
+
+def test_graph_is_freed_at_once_after_del():
+    gc.collect()
+    gc.collect()
+    values = sum(type(o) is Value for o in gc.get_objects())
+    gc.disable()  # so that only reference counting can free the graph
+    try:
+        x, w, b, loss = _every_kind_of_node()
+        loss.backward()
+        del x, w, b, loss
+        assert gc.collect() == 0, "the graph had reference cycles"
+    finally:
+        gc.enable()
+    assert sum(type(o) is Value for o in gc.get_objects()) == values
+
+
+def test_nodes_have_slots_and_store_no_closures():
+    *_, loss = _every_kind_of_node()
+    loss.backward()
+    nodes = _nodes(loss)
+    ops = {}
+    for node in nodes:
+        assert not hasattr(node, "__dict__")
+        for name in Value.__slots__:
+            stored = getattr(node, name)
+            items = stored if isinstance(stored, tuple) else (stored,)
+            assert not any(callable(i) and not isinstance(i, (Value, cg.Op)) for i in items), (name, stored)
+        assert type(node._prev) is tuple and type(node._local) is tuple
+        ops.setdefault(str(node._op), set()).add(id(node._op))
+    assert all(len(ids) == 1 for ids in ops.values()), "nodes of one op share one Op object"
+    assert {"test_softplus", "cross_entropy", "dot", "batch_mean", "**", "tanh"} <= set(ops)
+
+
+# ---------------------------------------------------------------------------
+# Pickle and deepcopy
+# ---------------------------------------------------------------------------
+
+
+def _structure(root):
+    nodes = _nodes(root)
+    index = {n: i for i, n in enumerate(nodes)}
+    return [
+        (
+            n.data.tolist() if isinstance(n.data, np.ndarray) else n.data,
+            n.grad.tolist() if isinstance(n.grad, np.ndarray) else n.grad,
+            n.label,
+            str(n._op),
+            tuple(index[p] for p in n._prev),
+        )
+        for n in nodes
+    ]
+
+
+CLONES = {"pickle": lambda v: pickle.loads(pickle.dumps(v)), "deepcopy": copy.deepcopy}
+
+
+@pytest.mark.parametrize("how", CLONES)
+def test_a_graph_round_trips(how):
+    x, w, b, loss = _every_kind_of_node()
+    loss.backward()
+    twin = CLONES[how](loss)
+    assert _structure(twin) == _structure(loss)
+    assert not set(map(id, _nodes(twin))) & set(map(id, _nodes(loss))), "a copy shares no node"
+
+    leaves = [n for n in _nodes(twin) if not n._prev]
+    assert sorted(n.label for n in leaves) == ["batch", "w", "x"]
+    before = [np.copy(n.grad) for n in leaves]
+    original = (x.grad, w.grad, b.grad.copy())
+    twin.backward()  # backward still works on the copy, and adds the same again
+    for leaf, g in zip(leaves, before):
+        assert_close(leaf.grad, 2 * np.asarray(g), what=leaf.label)
+    assert (x.grad, w.grad) == original[:2] and (b.grad == original[2]).all(), "the original is untouched"
+
+
+def test_a_deep_graph_pickles_without_recursion():
+    x = Value(1.0)
+    y = x
+    for _ in range(30_000):  # 60,000 nodes deep, far beyond any recursion limit
+        y = y * 1.0 + x
+    twin = pickle.loads(pickle.dumps(y))
+    twin.backward()
+    (leaf,) = [n for n in _nodes(twin) if not n._prev]
+    assert twin.data == leaf.grad == 30_001.0
+
+
+def test_ops_pickle_to_the_same_op():
+    for op in (cg.ops.ADD, cg.ops.CROSS_ENTROPY, SOFTPLUS):
+        assert pickle.loads(pickle.dumps(op)) is op
