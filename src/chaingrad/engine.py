@@ -375,6 +375,11 @@ def _topo(root: Value) -> list[Value]:
     """The non-leaf nodes that lead to root, each before the nodes it consumes."""
     if not root._prev:
         return []
+    return _postorder(root, leaves=False)[::-1]
+
+
+def _postorder(root: Value, leaves: bool) -> list[Value]:
+    """The nodes that lead to root (leaves only if asked), inputs first; no recursion."""
     order = []
     seen = set()
     stack = [(root, False)]
@@ -386,9 +391,8 @@ def _topo(root: Value) -> list[Value]:
             seen.add(node)
             stack.append((node, True))
             for child in node._prev:
-                if child._prev and child not in seen:
+                if (leaves or child._prev) and child not in seen:
                     stack.append((child, False))
-    order.reverse()
     return order
 
 
@@ -438,12 +442,14 @@ _PLAIN = (float, int)
 def _binary(op: Any, x: Any, y: Any) -> Value:
     """Apply a two-input op; one side may be a plain number or a batch."""
     # The fast path: single numbers, at most one of them a constant.
-    if type(x) is Value and type(y) is Value:
-        xd, yd, const = x.data, y.data, -1
-    elif type(x) is Value and type(y) in _PLAIN:
-        xd, yd, const = x.data, float(y), 1
-    elif type(y) is Value and type(x) in _PLAIN:
-        xd, yd, const = float(x), y.data, 0
+    if type(x) is Value:
+        xd = x.data
+        if type(y) is Value:
+            yd, const = y.data, -1
+        else:
+            yd, const = (y if type(y) is float else _constant(y)), 1
+    elif type(y) is Value:
+        xd, yd, const = (x if type(x) is float else _constant(x)), y.data, 0
     else:
         return _binary_general(op, x, y)
     if type(xd) is not float or type(yd) is not float or _mode_get():
@@ -624,20 +630,7 @@ def _rebuild(rows: list[tuple[Any, ...]]) -> Value:
 
 def _all_nodes(root: Value) -> list[Value]:
     """Every node that leads to root (leaves too), inputs before the nodes using them."""
-    order = []
-    seen = set()
-    stack = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-        elif node not in seen:
-            seen.add(node)
-            stack.append((node, True))
-            for child in node._prev:
-                if child not in seen:
-                    stack.append((child, False))
-    return order
+    return _postorder(root, leaves=True)
 
 
 def walk(root: Value) -> Iterator[Value]:

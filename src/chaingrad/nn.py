@@ -255,10 +255,11 @@ class Layer(Module):
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""
         ns = self.neurons
-        if any(type(getattr(xi, "data", xi)) is not float for xi in x):
-            # A batch: the same math as the neurons, as one affine node (three matrix products backward).
-            return affine([n.w for n in ns], x, [n.b for n in ns], ns[0].activation)
-        return [n(x) for n in ns]
+        if len(x) != len(ns[0].w):
+            raise ValueError(f"{self!r} takes {len(ns[0].w)} inputs, got {len(x)}")
+        # The neurons' math for all of them at once: one dot node (+ activation) per neuron, or on a
+        # batch one affine node for the layer (three matrix products backward).
+        return affine([n.w for n in ns], x, [n.b for n in ns], ns[0].activation)
 
     def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
         out = self.outputs(x)

@@ -20,7 +20,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Value, accumulate, apply, as_args, check_batches, is_grad_enabled, node, numpy, record
+from .engine import (
+    Value,
+    _output,
+    accumulate,
+    apply,
+    as_args,
+    check_batches,
+    is_grad_enabled,
+    node,
+    numpy,
+    record,
+)
 
 inf, nan = math.inf, math.nan
 
@@ -224,6 +235,8 @@ class Op(str):
             raise TypeError(f"an op needs a non-empty name, got {name!r}")
         if not callable(forward) or not (callable(local) or callable(backward)):
             raise TypeError(f"op {name!r}: forward and local must be callables")
+        if name in _REGISTRY:  # a node names its op; two ops of one name would be confused (pickle)
+            raise ValueError(f"an op named {name!r} already exists; give the new op another name")
         op = super().__new__(cls, name)
         op.forward = forward
         op.local = local
@@ -334,16 +347,23 @@ def _onehot(t: Any, j: int) -> Any:
     return (t == j) * 1.0
 
 
+def _dot_value(a: Sequence[Any], b: Sequence[Any], start: Any) -> Any:
+    return builtins.sum(map(operator.mul, a, b), start)
+
+
+def _dot_grads(a: Sequence[Any], b: Sequence[Any], has_start: bool) -> tuple[Any, ...]:
+    # d/da_i = b_i, d/db_i = a_i, d/dstart = 1
+    return (*b, *a, 1.0) if has_start else (*b, *a)
+
+
 def _dot_forward(*args: Any) -> Any:  # args: *a, *b[, start]
     n = len(args) // 2
-    start = args[-1] if len(args) % 2 else 0.0
-    return builtins.sum(map(operator.mul, args[:n], args[n : 2 * n]), start)
+    return _dot_value(args[:n], args[n : 2 * n], args[-1] if len(args) % 2 else 0.0)
 
 
 def _dot_local(*args: Any) -> tuple[Any, ...]:  # args: *a, *b[, start], out
     n = (len(args) - 1) // 2
-    ab = (*args[n : 2 * n], *args[:n])  # d/da_i = b_i, d/db_i = a_i
-    return ab if len(args) % 2 else (*ab, 1.0)
+    return _dot_grads(args[:n], args[n : 2 * n], len(args) % 2 == 0)
 
 
 def _logsumexp_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, out
@@ -462,10 +482,39 @@ def mean(values: Sequence[Any]) -> Value:
 
 def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
     """sum(a[i] * b[i]) + start, as one node; `start` is where a neuron's bias goes."""
+    if type(a) in _SEQUENCES and type(b) in _SEQUENCES and _dot_is_plain(a, b, start):
+        return _dot_node(a, b, start if type(start) is Value else None)
     a, b = _sequence(a, "dot"), _sequence(b, "dot")
     if len(a) != len(b):
         raise ValueError(f"dot(): the sequences differ in length ({len(a)} and {len(b)})")
     return apply(DOT, a + b + _start(start, "dot"))
+
+
+_SEQUENCES = (list, tuple)
+_JUST_VALUE = {Value}
+_JUST_FLOAT = {float}
+_data_of = operator.attrgetter("data")
+
+
+def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Value:
+    """The dot node of Values a and b (+ start), unchecked: a neuron's case, the hottest node there is."""
+    ad, bd = list(map(_data_of, a)), list(map(_data_of, b))
+    if start is None:
+        return node(DOT, (*a, *b), _output(_dot_value(ad, bd, 0.0)), _dot_grads(ad, bd, False))
+    return node(DOT, (*a, *b, start), _output(_dot_value(ad, bd, start.data)), _dot_grads(ad, bd, True))
+
+
+def _all_values(*seqs: Sequence[Any]) -> bool:
+    return all(set(map(type, seq)) == _JUST_VALUE for seq in seqs)
+
+
+def _dot_is_plain(a: Sequence[Any], b: Sequence[Any], start: Any) -> bool:
+    """Whether dot(a, b, start) has Values only (start a Value or the number 0) of equal, nonzero length."""
+    return (
+        len(a) == len(b) > 0
+        and (type(start) is Value or (type(start) in (int, float) and start == 0))
+        and _all_values(a, b)
+    )
 
 
 def _start(start: Any, name: str) -> tuple[Any, ...]:
@@ -608,6 +657,11 @@ def affine(
     """[activation(dot(w, xs) + b) for each row w of weights, b of biases]."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"affine(): activation must be one of {list(ACTIVATIONS)}, not {activation!r}")
+    act = ACTIVATIONS[activation]
+    if _plain_layer(weights, xs, biases):  # single numbers and Values only: the checks are done
+        bs = (None,) * len(weights) if biases is None else biases
+        outs = [_dot_node(w, xs, b) for w, b in zip(weights, bs)]
+        return outs if act is None else [act(o) for o in outs]
     xs = _sequence(xs, "affine")
     rows = [_sequence(w, "affine") for w in weights]
     if not rows:
@@ -620,11 +674,25 @@ def affine(
         raise ValueError(f"affine(): {len(bs)} biases for {len(rows)} rows of weights")
     datas = [_data(x) for x in xs]
     if not _is_batch(datas):
-        act = ACTIVATIONS[activation]
-        outs = [apply(DOT, w + xs + _start(b, "affine")) for w, b in zip(rows, bs)]
+        outs = [dot(w, xs, b) for w, b in zip(rows, bs)]
         return outs if act is None else [act(o) for o in outs]
     check_batches(datas, "affine()")
     return _affine_batch(rows, xs, bs, activation)
+
+
+def _plain_layer(weights: Any, xs: Any, biases: Any) -> bool:
+    """Whether affine's arguments are lists of Values of single numbers, of matching lengths."""
+    seqs = (list, tuple)
+    if type(xs) not in seqs or type(weights) not in seqs or not weights or not xs:
+        return False
+    if biases is not None and (type(biases) not in seqs or len(biases) != len(weights)):
+        return False
+    n = len(xs)
+    return (
+        all(type(w) in seqs and len(w) == n for w in weights)
+        and _all_values(xs, *weights, *(() if biases is None else (biases,)))
+        and set(map(type, map(_data_of, xs))) == _JUST_FLOAT
+    )
 
 
 def _affine_batch(
