@@ -25,6 +25,7 @@ WORKLOADS = [
     "chain",
     "softmax_ce",
     "gpt",
+    "moons",
 ]
 
 RATIO = "ratio: how many times better chaingrad is (costs: baseline / chaingrad; rates: chaingrad / baseline)"

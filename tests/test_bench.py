@@ -185,3 +185,15 @@ def test_profiles_prints_chaingrads_functions(capsys, monkeypatch):
 def test_bad_sizes_are_refused(bad):
     with pytest.raises(ValueError, match="positive int"):
         softmax_ce.run(count=bad)
+
+
+def test_moons_sides_agree_step_by_step():
+    from bench import moons
+
+    results = moons.train(steps=2, micrograd_steps=1)
+    assert set(results) == {"micrograd", "chaingrad", "chaingrad batch", "pytorch"}
+    assert len(results["micrograd"]) == 1 and len(results["pytorch"]) == 2
+    first = {name: r[0][0] for name, r in results.items()}
+    assert max(first.values()) - min(first.values()) < 1e-9
+    rows = moons.run(steps=2, micrograd_steps=1)
+    assert [r.target for r in rows] == [">= 60x", ">= 800x", ">= 0.5x"]

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -76,20 +76,25 @@ def _activation(name: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _groups(obj: Any, prefix: str) -> Iterator[tuple[str, Value | list[Value]]]:
+_JUST_VALUE = {Value}
+
+
+def _groups(obj: Any, prefix: str = "", out: list | None = None) -> list[tuple[str, Value | list[Value]]]:
     """The parameter groups under obj: (dotted name, a Value or a list of Values), in attribute order."""
+    out = [] if out is None else out
     if isinstance(obj, Value):
-        yield prefix, obj
+        out.append((prefix, obj))
     elif isinstance(obj, Module):
         for name, attr in vars(obj).items():
             if not name.startswith("_"):
-                yield from _groups(attr, f"{prefix}.{name}" if prefix else name)
+                _groups(attr, f"{prefix}.{name}" if prefix else name, out)
     elif isinstance(obj, (list, tuple)):
-        if obj and all(isinstance(v, Value) for v in obj):
-            yield prefix, list(obj)
+        if obj and set(map(type, obj)) == _JUST_VALUE:
+            out.append((prefix, list(obj)))
         else:
             for i, item in enumerate(obj):
-                yield from _groups(item, f"{prefix}.{i}" if prefix else str(i))
+                _groups(item, f"{prefix}.{i}" if prefix else str(i), out)
+    return out
 
 
 def _number(x: Any, name: str) -> float:
@@ -112,7 +117,7 @@ class Module:
     def named_parameters(self) -> list[tuple[str, Value]]:
         """Every parameter with its dotted name, e.g. ('layers.0.neurons.3.w.1', Value)."""
         out = []
-        for name, group in _groups(self, ""):
+        for name, group in _groups(self):
             if isinstance(group, Value):
                 out.append((name, group))
             else:
@@ -122,7 +127,7 @@ class Module:
     def parameters(self) -> list[Value]:
         """Every parameter, layer by layer, neuron by neuron, weights before bias."""
         out = []
-        for _, group in _groups(self, ""):
+        for _, group in _groups(self):
             if isinstance(group, Value):
                 out.append(group)
             else:
@@ -138,14 +143,14 @@ class Module:
         """The parameters' data as plain floats: one entry per Value or list of Values."""
         return {
             name: float(g.data) if isinstance(g, Value) else [float(p.data) for p in g]
-            for name, g in _groups(self, "")
+            for name, g in _groups(self)
         }
 
     def _checked(self, d: Any) -> list[tuple[Value | list[Value], Any]]:
         """Pair each parameter group with its entry of d, or raise naming what does not fit."""
         if not isinstance(d, Mapping):
             raise TypeError(f"a state dict must be a dict, not {type(d).__name__}")
-        groups = dict(_groups(self, ""))
+        groups = dict(_groups(self))
         missing, extra = groups.keys() - d.keys(), d.keys() - groups.keys()
         if missing or extra:
             parts = [

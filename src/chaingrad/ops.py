@@ -14,6 +14,7 @@ pass and Value local gradients for `backward(create_graph=True)`.
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 import operator
 import sys
@@ -623,11 +624,15 @@ def _affine_backward(node: Value, g: Any) -> None:
     W, X, slope, kinds = node._local
     if slope is not None:
         g = g * slope  # through the activation: d act / d z, elementwise
+    # d/dW = g X^T, d/db = g's row sums, d/dX = W^T g
     grads = [*(g @ X.T).ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
     if kinds is not None:
-        grads = [d for d, is_value in zip(grads, kinds) if is_value]
+        grads = list(itertools.compress(grads, kinds))
     for child, d in zip(node._prev, grads):
-        accumulate(child, d)
+        if type(d) is float:  # a weight or bias: a single number
+            child.grad += d
+        else:
+            accumulate(child, d)
 
 
 def _row_backward(node: Value, g: Any) -> None:
@@ -699,22 +704,24 @@ def _affine_batch(
     rows: list[tuple[Any, ...]], xs: tuple[Any, ...], bs: tuple[Any, ...], activation: str | None
 ) -> list[Value]:
     np = numpy()
-    params = [w for row in rows for w in row] + list(bs)
-    W = np.array([_data(w) for w in params[: -len(bs)]], dtype=np.float64)
-    if W.ndim != 1:
+    args = (*(w for row in rows for w in row), *bs, *xs)
+    plain = set(map(type, args)) == _JUST_VALUE
+    datas = list(map(_data_of, args)) if plain else [_data(a) for a in args]
+    nw = len(rows) * len(xs)
+    W = np.array(datas[:nw], dtype=np.float64)
+    b = np.array(datas[nw : nw + len(bs)], dtype=np.float64)
+    if W.ndim != 1 or b.ndim != 1:
         raise ValueError("affine(): weights and biases must be single numbers, not batches")
     W = W.reshape(len(rows), len(xs))
-    b = np.array([_data(v) for v in bs], dtype=np.float64)
     X = _matrix(xs)
     with np.errstate(all="ignore"):
         Z = W @ X + b[:, None]
         act = ACTIVATIONS[activation]
         Y = Z if act is None else act.forward(Z)
         slope = None if act is None else act.local(Z, Y)[0]
-    args = (*params, *xs)
-    kinds = [isinstance(a, Value) for a in args]
-    prev = tuple(a for a in args if isinstance(a, Value))
-    layer = node(AFFINE, prev, Y, (W, X, slope, None if all(kinds) else kinds))
+    kinds = None if plain else [isinstance(a, Value) for a in args]
+    prev = args if plain else tuple(itertools.compress(args, kinds))
+    layer = node(AFFINE, prev, Y, (W, X, slope, kinds))
     if not layer._prev:  # no_grad: plain rows
         return [node(ROW, (), Y[k], ()) for k in range(len(rows))]
     return [node(ROW, (layer,), Y[k], (k,)) for k in range(len(rows))]

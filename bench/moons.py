@@ -1,0 +1,179 @@
+"""micrograd's moons demo, one training step at a time: micrograd, chaingrad (per sample, batched), PyTorch.
+
+The demo: make_moons(n_samples=100, noise=0.1) after numpy.random.seed(1337),
+MLP(2, [16, 16, 1]), hinge loss + 1e-4 * L2, SGD with lr = 1.0 - 0.9 * k / 100.
+Every side starts from micrograd's own initial weights, and every step's loss
+must agree across sides (to 1e-9) before any time counts.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from bench.common import CLOCK, Mismatch, faster, size
+
+STEPS = 100  # the demo's schedule length, for the learning rate
+
+
+def _data() -> tuple[list[list[float]], list[float]]:
+    import numpy as np
+    from sklearn.datasets import make_moons
+
+    np.random.seed(1337)
+    X, y = make_moons(n_samples=100, noise=0.1)
+    return X.tolist(), [float(2 * v - 1) for v in y]
+
+
+def _lr(k: int) -> float:
+    return 1.0 - 0.9 * k / STEPS
+
+
+class Micrograd:
+    """micrograd 0.1.0's demo, as its notebook runs it (samples one at a time)."""
+
+    def __init__(self, X: list[list[float]], y: list[float]):
+        from micrograd import nn
+
+        random.seed(1337)
+        self.model, self.X, self.y = nn.MLP(2, [16, 16, 1]), X, y
+
+    def step(self, k: int) -> float:
+        from micrograd.engine import Value
+
+        scores = [self.model(list(map(Value, row))) for row in self.X]
+        losses = [(1 + -yi * s).relu() for yi, s in zip(self.y, scores)]
+        loss = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in self.model.parameters())
+        self.model.zero_grad()
+        loss.backward()
+        for p in self.model.parameters():
+            p.data -= _lr(k) * p.grad
+        return loss.data
+
+
+class Chaingrad:
+    """The same demo with chaingrad's nn, losses and optim; `batch` runs all 100 samples as one batch."""
+
+    def __init__(self, X: list[list[float]], y: list[float], weights: list[float], batch: bool):
+        import chaingrad as cg
+
+        self.cg = cg
+        self.model = cg.nn.MLP(2, [16, 16, 1])
+        for p, w in zip(self.model.parameters(), weights):
+            p.data = w
+        self.opt = cg.optim.SGD(self.model.parameters(), lr=1.0)
+        if batch:
+            import numpy as np
+
+            self.inputs = [cg.data.columns(np.array(X))]
+            self.y = np.array(y)
+        else:
+            self.inputs = [[cg.Value(a), cg.Value(b)] for a, b in X]
+            self.y = y
+
+    def step(self, k: int) -> float:
+        cg = self.cg
+        scores = [self.model(x) for x in self.inputs]
+        scores = scores[0] if len(scores) == 1 else scores
+        loss = cg.losses.hinge(scores, self.y) + 1e-4 * cg.losses.l2(self.model.parameters())
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.lr = _lr(k)
+        self.opt.step()
+        return loss.data
+
+
+class Torch:
+    """The same demo in PyTorch 2.13 eager mode: CPU, float64, one thread."""
+
+    def __init__(self, X: list[list[float]], y: list[float], weights: list[float]):
+        import torch
+
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.layers = []
+        it = iter(weights)
+        for nin, nout in [(2, 16), (16, 16), (16, 1)]:
+            rows = [[next(it) for _ in range(nin + 1)] for _ in range(nout)]  # each neuron: weights, bias
+            W = torch.tensor([r[:-1] for r in rows], dtype=torch.float64, requires_grad=True)
+            b = torch.tensor([r[-1] for r in rows], dtype=torch.float64, requires_grad=True)
+            self.layers.append((W, b))
+        self.params = [t for pair in self.layers for t in pair]
+        self.X = torch.tensor(X, dtype=torch.float64)
+        self.y = torch.tensor(y, dtype=torch.float64)
+
+    def step(self, k: int) -> float:
+        torch = self.torch
+        h = self.X
+        for i, (W, b) in enumerate(self.layers):
+            h = h @ W.T + b
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        loss = torch.relu(1 - self.y * h[:, 0]).mean() + 1e-4 * sum((p * p).sum() for p in self.params)
+        for p in self.params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in self.params:
+                p -= _lr(k) * p.grad
+        return loss.item()
+
+
+def sides(micrograd: bool = True) -> dict[str, object]:
+    """Every side of the demo, all starting from micrograd's initial weights."""
+    import gc
+
+    X, y = _data()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    mg = Micrograd(X, y)
+    weights = [p.data for p in mg.model.parameters()]
+    out: dict[str, object] = {"micrograd": mg} if micrograd else {}
+    out["chaingrad"] = Chaingrad(X, y, weights, batch=False)
+    out["chaingrad batch"] = Chaingrad(X, y, weights, batch=True)
+    out["pytorch"] = Torch(X, y, weights)
+    gc.collect()
+    return out
+
+
+def train(steps: int, micrograd_steps: int) -> dict[str, list[tuple[float, float]]]:
+    """(loss, seconds) per step for each side; micrograd only for its first few steps, it is slow."""
+    import gc
+
+    all_sides = sides()
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in all_sides}
+    names = list(all_sides)
+    for k in range(steps):
+        order = names if k % 2 == 0 else names[::-1]
+        for name in order:
+            if name == "micrograd" and k >= micrograd_steps:
+                continue
+            gc.collect()
+            t0 = CLOCK()
+            loss = all_sides[name].step(k)
+            results[name].append((loss, CLOCK() - t0))
+        losses = {name: r[k][0] for name, r in results.items() if len(r) > k}
+        ref = losses["pytorch"]
+        for name, loss in losses.items():
+            if abs(loss - ref) > 1e-9 * max(1.0, abs(ref)):
+                raise Mismatch(f"moons step {k}: {name} loss {loss!r} but pytorch {ref!r}")
+    return results
+
+
+def run(quick: bool = False, steps: int | None = None, micrograd_steps: int | None = None) -> list:
+    """Rows: per-step time of chaingrad (per sample and batched) against micrograd and PyTorch."""
+    import statistics
+
+    steps = size(steps, 10 if quick else 40)
+    micrograd_steps = min(steps, size(micrograd_steps, 1 if quick else 3))
+    results = train(steps, micrograd_steps)
+    t = {name: statistics.median(s for _, s in r) for name, r in results.items()}
+    ms = 1e3
+    note = f"per step ({micrograd_steps} micrograd steps, {steps} others; losses agree to 1e-9)"
+    return [
+        faster("moons", f"ms {note}", t["chaingrad"] * ms, t["micrograd"] * ms, "micrograd 0.1.0",
+               target=">= 60x"),
+        faster("moons", "ms per step, chaingrad batch of 100", t["chaingrad batch"] * ms,
+               t["micrograd"] * ms, "micrograd 0.1.0", target=">= 800x"),
+        faster("moons", "ms per step, chaingrad batch of 100", t["chaingrad batch"] * ms,
+               t["pytorch"] * ms, "PyTorch 2.13 eager, 1 thread", target=">= 0.5x"),
+    ]  # fmt: skip
