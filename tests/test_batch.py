@@ -174,3 +174,22 @@ def test_affine_errors():
         cg.affine([[1.0, 2.0]], x, activation="gelu")
     with pytest.raises(ValueError, match="1 biases for 2 rows"):
         cg.affine([[1.0, 2.0], [3.0, 4.0]], x, [0.0])
+
+
+def test_the_scalar_engine_runs_where_numpy_cannot_be_imported():
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"  # any `import numpy` now raises ImportError
+        "import chaingrad as cg\n"
+        "m = cg.nn.MLP(2, [4, 1], seed=0)\n"
+        "scores = [m([0.5, -1.0]), m([1.0, 2.0])]\n"
+        "loss = cg.losses.hinge(scores, [1.0, -1.0]) + 1e-4 * cg.losses.l2(m.parameters())\n"
+        "loss.backward()\n"
+        "cg.optim.SGD(m.parameters(), lr=0.1).step()\n"
+        "print(cg.softmax([1.0, 2.0])[0].data, cg.autodiff.grad(lambda x: x.tanh())(0.0).data)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [repr(1 / (1 + np.e)), "1.0"]
