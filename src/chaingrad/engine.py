@@ -216,12 +216,11 @@ class Value:
     def __pos__(self) -> Value:
         return self
 
-    def __abs__(self) -> Value:
-        return _unary(ABS, self)
-
     def abs(self) -> Value:
         """|x|; its gradient at 0 is 0, as in PyTorch."""
         return _unary(ABS, self)
+
+    __abs__ = abs  # noqa: A003 - the method above, so abs(v) and v.abs() are one op
 
     def exp(self) -> Value:
         """e ** x."""
@@ -434,9 +433,6 @@ def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
 # ---------------------------------------------------------------------------
 # Recording nodes
 # ---------------------------------------------------------------------------
-
-
-_PLAIN = (float, int)
 
 
 def _binary(op: Any, x: Any, y: Any) -> Value:

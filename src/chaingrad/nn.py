@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
-from .engine import Value, no_grad
+from .engine import _VALUES_ONLY, Value, no_grad
 from .ops import affine, cross_entropy, dot, mean, softmax
 
 __all__ = [
@@ -76,9 +76,6 @@ def _activation(name: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-_JUST_VALUE = {Value}
-
-
 def _groups(obj: Any, prefix: str = "", out: list | None = None) -> list[tuple[str, Value | list[Value]]]:
     """The parameter groups under obj: (dotted name, a Value or a list of Values), in attribute order."""
     out = [] if out is None else out
@@ -89,7 +86,7 @@ def _groups(obj: Any, prefix: str = "", out: list | None = None) -> list[tuple[s
             if not name.startswith("_"):
                 _groups(attr, f"{prefix}.{name}" if prefix else name, out)
     elif isinstance(obj, (list, tuple)):
-        if obj and set(map(type, obj)) == _JUST_VALUE:
+        if obj and set(map(type, obj)) == _VALUES_ONLY:
             out.append((prefix, list(obj)))
         else:
             for i, item in enumerate(obj):

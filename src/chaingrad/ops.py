@@ -22,7 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .engine import (
+    _VALUES_ONLY,
     Value,
+    _data,
+    _data_of,
     _output,
     accumulate,
     apply,
@@ -180,10 +183,6 @@ def _abs(x: Any) -> Any:
 def _sign(x: Any) -> Any:
     # As PyTorch's sgn: 0 at 0 and at nan. Comparisons keep it a constant.
     return (x > 0) * 1.0 - (x < 0)
-
-
-def _data(x: Any) -> Any:
-    return x.data if isinstance(x, Value) else x
 
 
 def _pow_local(x: Any, y: Any, out: Any) -> tuple[Any, Any]:
@@ -492,9 +491,7 @@ def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
 
 
 _SEQUENCES = (list, tuple)
-_JUST_VALUE = {Value}
 _JUST_FLOAT = {float}
-_data_of = operator.attrgetter("data")
 
 
 def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Value:
@@ -506,7 +503,7 @@ def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Va
 
 
 def _all_values(*seqs: Sequence[Any]) -> bool:
-    return all(set(map(type, seq)) == _JUST_VALUE for seq in seqs)
+    return all(set(map(type, seq)) == _VALUES_ONLY for seq in seqs)
 
 
 def _dot_is_plain(a: Sequence[Any], b: Sequence[Any], start: Any) -> bool:
@@ -705,7 +702,7 @@ def _affine_batch(
 ) -> list[Value]:
     np = numpy()
     args = (*(w for row in rows for w in row), *bs, *xs)
-    plain = set(map(type, args)) == _JUST_VALUE
+    plain = set(map(type, args)) == _VALUES_ONLY
     datas = list(map(_data_of, args)) if plain else [_data(a) for a in args]
     nw = len(rows) * len(xs)
     W = np.array(datas[:nw], dtype=np.float64)
