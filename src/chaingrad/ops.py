@@ -176,10 +176,6 @@ _BATCH: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _abs(x: Any) -> Any:
-    return abs(x)
-
-
 def _sign(x: Any) -> Any:
     # As PyTorch's sgn: 0 at 0 and at nan. Comparisons keep it a constant.
     return (x > 0) * 1.0 - (x < 0)
@@ -277,7 +273,7 @@ TANH    = Op("tanh",    tanh,                lambda x, out: (1.0 - out * out,))
 SIGMOID = Op("sigmoid", sigmoid,             lambda x, out: (out * (1.0 - out),))
 RELU    = Op("relu",    relu,                lambda x, out: (1.0 - (x <= 0),))  # relu'(0) = 0
 SQRT    = Op("sqrt",    sqrt,                lambda x, out: (div(0.5, out),))
-ABS     = Op("abs",     _abs,                lambda x, out: (_sign(x),))         # abs'(0) = 0
+ABS     = Op("abs",     abs,                 lambda x, out: (_sign(x),))         # abs'(0) = 0
 # fmt: on
 
 
