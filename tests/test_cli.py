@@ -189,7 +189,7 @@ def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_pat
 def test_version_and_help(capsys):
     assert run(["--version"], capsys)[:2] == (0, f"chaingrad {cg.__version__}\n")
     code, out, _ = run(["--help"], capsys)
-    assert code == 0 and out.startswith("usage: chaingrad") and "graph" in out
+    assert code == 0 and out.startswith("usage: chaingrad") and "graph" in out and "demo" in out
     code, out, _ = run(["graph", "--help"], capsys)
     assert code == 0 and "--var NAME=NUMBER" in out
 

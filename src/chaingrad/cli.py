@@ -1,4 +1,5 @@
-"""The `chaingrad` command: `chaingrad graph EXPR` draws an expression's graph with its gradients.
+"""The `chaingrad` command: `chaingrad graph EXPR` draws an expression's graph with its gradients;
+`chaingrad demo moons|digits|names` trains a small model and draws what it learned.
 
 Each subcommand is a subparser that sets `run(args, parser)` (its work) and
 `parser` (itself, for error messages), so more subcommands (the demos) plug in
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import keyword
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from math import inf
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, demos
 from .engine import Value
 from .ops import div, exp, log, power, relu, sigmoid, sqrt, tanh
 from .viz import FORMATS, RANKDIRS, RenderError, draw_dot
@@ -153,6 +156,36 @@ def _variable(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"the value of {name} is not a number: {number!r}") from None
 
 
+def _whole(text: str, low: int, high: int | None = None) -> int:
+    """text as an int in low .. high (unbounded above when high is None)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < low or (high is not None and n > high):
+        bounds = f"at least {low}" if high is None else f"in {low} .. {high}"
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {n}")
+    return n
+
+
+def _count(text: str) -> int:
+    """A positive integer, as given to --steps."""
+    return _whole(text, 1)
+
+
+def _seed(text: str) -> int:
+    """A seed in 0 .. 2**32 - 1, the range NumPy's generators take."""
+    return _whole(text, 0, 2**32 - 1)
+
+
+def _folder(text: str) -> Path:
+    """A folder, which need not exist yet."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return path
+
+
 def _picture(text: str) -> Path:
     """A file name ending in .svg or .png."""
     path = Path(text)
@@ -223,6 +256,72 @@ def _add_graph(commands: Any) -> None:
     graph.set_defaults(run=_graph, parser=graph)
 
 
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    missing = demos.missing_packages()
+    if missing:
+        print(
+            f'{parser.prog}: error: the demos need {", ".join(missing)}: pip install "chaingrad[demo]"',
+            file=sys.stderr,
+        )
+        return 1
+    try:  # find out now, not after training, whether the pictures can be written
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as e:
+        print(f"{parser.prog}: error: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    options = {name: getattr(args, name) for name in args.options}
+    try:
+        run = demos.DEMOS[args.demo](**options)
+    except KeyboardInterrupt:  # outside training (loading data, drawing): nothing more to show
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    print(run.summary())
+    return 130 if run.interrupted else 0  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="train a small model and draw what it learned",
+        description="Train a small model with a progress bar, print a summary and write pictures. "
+        "Ctrl-C stops training early and still writes them.",
+    )
+    kinds = demo.add_subparsers(dest="demo", metavar="DEMO", required=True)
+    for name, fn in demos.DEMOS.items():
+        defaults = inspect.signature(fn).parameters
+        doc = inspect.getdoc(fn) or name  # python -OO drops docstrings
+        sub = kinds.add_parser(name, help=doc.splitlines()[0], description=doc)
+        sub.add_argument(
+            "--steps",
+            type=_count,
+            default=defaults["steps"].default,
+            help="training steps (default: %(default)s)",
+        )
+        sub.add_argument(
+            "--seed", type=_seed, default=defaults["seed"].default, help="random seed (default: %(default)s)"
+        )
+        sub.add_argument(
+            "--out",
+            type=_folder,
+            default=defaults["out"].default,
+            metavar="DIR",
+            help="folder for the pictures, created if needed (default: %(default)s)",
+        )
+        options = ["steps", "seed", "out"]
+        if "batch" in defaults:
+            sub.add_argument(
+                "--batch",
+                action="store_true",
+                help="train on all samples at once through the batch axis (default: one sample at a time)",
+            )
+            options.append("batch")
+        sub.set_defaults(run=_demo, parser=sub, options=options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `chaingrad` command."""
     top = argparse.ArgumentParser(
@@ -231,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"chaingrad {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_graph(commands)
+    _add_demo(commands)
     return top
 
 

@@ -1,0 +1,346 @@
+"""The demos behind `chaingrad demo`: train a small model under a progress bar, then draw what it learned.
+
+- `moons`: micrograd's demo, an MLP separating two half moons (hinge loss, SGD).
+- `digits`: a classifier of the 8x8 handwritten digits (cross-entropy, Adam, mini-batches).
+- `names`: microgpt, a character-level GPT trained on a list of names, which then invents new ones.
+
+Ctrl-C stops training cleanly: a demo still draws what it has learned so far.
+Every picture is written atomically (a temp file in the same folder, then
+`os.replace`), so a folder never holds a half-written PNG. NumPy, scikit-learn,
+matplotlib and tqdm (the `demo` extra) are imported when a demo runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import data, losses, nn, optim
+from .engine import no_grad
+
+__all__ = ["DEMOS", "Run", "digits", "missing_packages", "moons", "names"]
+
+REQUIRED = {"numpy": "numpy", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+FIGSIZE, DPI = (6.4, 4.8), 100  # every picture is 640 x 480 pixels
+
+
+def missing_packages() -> list[str]:
+    """The packages of the `demo` extra that are not installed."""
+    return [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
+
+
+@dataclass
+class Run:
+    """What a demo did: its per-step metrics, how long training took, what it found and wrote."""
+
+    name: str
+    steps: int  # asked for
+    history: list[dict[str, float]]  # one entry per completed step
+    seconds: float
+    lines: list[str] = field(default_factory=list)  # the results, one line each
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def losses(self) -> list[float]:
+        """The training loss at each completed step."""
+        return [h["loss"] for h in self.history]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether Ctrl-C stopped training before the last step."""
+        return len(self.history) < self.steps
+
+    def summary(self) -> str:
+        """A few lines for the terminal: how training went, the results, and the files written."""
+        done = len(self.history)
+        per_step = f" ({1000 * self.seconds / done:.1f} ms per step)" if done else ""
+        head = f"{self.name}: {done} steps in {self.seconds:.2f} s{per_step}"
+        if self.interrupted:
+            head = (
+                f"{self.name}: stopped by Ctrl-C at step {done} of {self.steps}, after {self.seconds:.2f} s"
+            )
+        written = [f"  {p}" for p in self.paths]
+        return "\n".join([head, *self.lines, "wrote:", *written])
+
+
+def _progress(steps: int, desc: str) -> Any:
+    """A tqdm progress bar over range(steps), on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True)
+
+
+def _train(name: str, steps: int, step: Callable[[int], dict[str, float]]) -> Run:
+    """Call step(k) for k = 0 .. steps - 1 under a progress bar showing its metrics; Ctrl-C ends early."""
+    history: list[dict[str, float]] = []
+    bar = _progress(steps, name)
+    start = time.perf_counter()
+    try:
+        for k in bar:
+            history.append(step(k))
+            bar.set_postfix_str(" ".join(f"{m}={v:.4f}" for m, v in history[-1].items()), refresh=False)
+    except KeyboardInterrupt:
+        pass  # keep the completed steps; the caller draws what the model has learned so far
+    finally:
+        seconds = time.perf_counter() - start
+        bar.close()
+    return Run(name, steps, history, seconds)
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------
+
+
+def _figure() -> tuple[Any, Any]:
+    # A bare Figure renders with Agg and touches no pyplot state or GUI backend.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="tight")
+    return fig, fig.add_subplot()
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write fig to path as a PNG atomically: a temp file in the same folder, then os.replace."""
+    # Made with open(mode "x") rather than mkstemp, so the picture gets the usual permissions (umask).
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _loss_curve(run: Run, path: Path, smooth: int = 0) -> Path:
+    """The loss at each step; with smooth > 0 also its mean over the last `smooth` steps."""
+    fig, ax = _figure()
+    ys = run.losses
+    ax.plot(range(1, len(ys) + 1), ys, lw=1, alpha=0.4 if smooth else 1, label="loss")
+    if smooth:
+        ax.plot(
+            range(1, len(ys) + 1), _running_means(ys, smooth), lw=2, label=f"mean of the last {smooth} steps"
+        )
+        ax.legend()
+    if not ys:
+        ax.text(0.5, 0.5, "stopped before the first step", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="step", ylabel="loss", title=f"{run.name}: training loss")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _running_means(xs: Iterable[float], n: int) -> list[float]:
+    """The mean of the last n values (fewer at the start), at each position."""
+    window: deque[float] = deque(maxlen=n)
+    means = []
+    for x in xs:
+        window.append(x)
+        means.append(sum(window) / len(window))
+    return means
+
+
+# ---------------------------------------------------------------------------
+# moons: micrograd's demo
+# ---------------------------------------------------------------------------
+
+
+def moons(steps: int = 100, seed: int = 1337, out: Path = Path("chaingrad-out"), batch: bool = False) -> Run:
+    """micrograd's demo: an MLP(2, [16, 16, 1]) learns to separate two half moons.
+
+    100 points, hinge loss + 1e-4 * L2, SGD with the learning rate going
+    linearly from 1.0 to 0.1. Per-sample mode runs the model on one sample at
+    a time, as micrograd does; batch mode runs it once on all the samples
+    through the batch axis. Both are the same math and give the same losses. With
+    seed 1337 the data and the initial weights are micrograd's. Writes the
+    decision boundary and the loss curve.
+    """
+    import numpy as np
+
+    X, y = data.make_moons(n_samples=100, noise=0.1, seed=seed)
+    y = 2.0 * y - 1  # labels -1, +1 for the hinge loss
+    model = nn.MLP(2, [16, 16, 1], seed=seed)
+    params = model.parameters()
+    opt = optim.SGD(params, lr=1.0)
+    inputs = data.columns(X) if batch else X.tolist()
+    targets = y if batch else y.tolist()
+
+    def step(k: int) -> dict[str, float]:
+        s = model(inputs) if batch else [model(x) for x in inputs]
+        loss = losses.hinge(s, targets) + 1e-4 * losses.l2(params)
+        opt.zero_grad()
+        loss.backward()
+        opt.lr = 1.0 - 0.9 * k / steps
+        opt.step()
+        predicted = s.data if batch else np.array([si.data for si in s])
+        return {"loss": loss.data, "accuracy": float(np.mean((predicted > 0) == (y > 0)))}
+
+    run = _train("moons", steps, step)
+    mode = "batch mode: all samples at once on the batch axis" if batch else "per-sample mode, as micrograd"
+    run.lines.append(mode)
+    if run.history:
+        last = run.history[-1]
+        run.lines.append(f"final loss {last['loss']:.4f}, training accuracy {last['accuracy']:.0%}")
+    run.paths.append(_decision_boundary(model, X, y, out / "moons-boundary.png"))
+    run.paths.append(_loss_curve(run, out / "moons-loss.png"))
+    return run
+
+
+def _decision_boundary(model: nn.MLP, X: Any, y: Any, path: Path) -> Path:
+    """The data points over the regions the model scores as positive and negative."""
+    import numpy as np
+
+    (x0, y0), (x1, y1) = X.min(axis=0) - 1, X.max(axis=0) + 1
+    xx, yy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    with no_grad():  # the whole grid as one batch: a single forward pass, no graph
+        scores = model(data.columns(np.c_[xx.ravel(), yy.ravel()])).data
+    fig, ax = _figure()
+    ax.contourf(xx, yy, (scores > 0).reshape(xx.shape), cmap="Spectral", alpha=0.8)
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap="Spectral", edgecolors="black", linewidths=0.5)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), title="moons: the MLP's decision boundary")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# digits: a cross-entropy classifier
+# ---------------------------------------------------------------------------
+
+
+def digits(steps: int = 1000, seed: int = 0, out: Path = Path("chaingrad-out"), batch_size: int = 32) -> Run:
+    """A classifier of 8x8 handwritten digits: an MLP(64, [32, 10]) with cross-entropy.
+
+    Adam with a cosine learning-rate decay, mini-batches of 32 on the batch
+    axis, a quarter of the 1797 digits held out for testing. Prints the test
+    accuracy; writes the loss curve and the confusion matrix.
+    """
+    import numpy as np
+
+    X, y = data.load_digits()
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=0.25, seed=seed)
+    model = nn.MLP(64, [32, 10], seed=seed)
+    for layer in model.layers:  # uniform(-1, 1) / sqrt(fan_in): PyTorch's range, which suits 64 inputs
+        for p in layer.parameters():
+            p.data /= math.sqrt(len(layer.neurons[0].w))
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    schedule = optim.CosineAnnealingLR(opt, T_max=steps)
+    stream = _epochs(X_train, y_train, batch_size, random.Random(seed))
+
+    def step(k: int) -> dict[str, float]:
+        Xb, yb = next(stream)
+        logits = model(data.columns(Xb))
+        loss = losses.cross_entropy(logits, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        return {"loss": loss.data, "accuracy": float(np.mean(_argmax(logits) == yb))}
+
+    run = _train("digits", steps, step)
+    with no_grad():
+        predicted = _argmax(model(data.columns(X_test)))
+    accuracy = float(np.mean(predicted == y_test))
+    per_epoch = math.ceil(len(X_train) / batch_size)
+    run.lines.append(f"{len(run.history) / per_epoch:.1f} epochs of mini-batches of {batch_size}")
+    run.lines.append(f"test accuracy {accuracy:.1%} ({np.sum(predicted == y_test)} of {len(y_test)})")
+    if run.history:
+        run.lines.append(f"final training loss {run.losses[-1]:.4f}")
+    run.paths.append(_loss_curve(run, out / "digits-loss.png", smooth=per_epoch))
+    run.paths.append(_confusion(y_test, predicted, accuracy, out / "digits-confusion.png"))
+    return run
+
+
+def _epochs(X: Any, y: Any, batch_size: int, rng: random.Random) -> Iterator[tuple[Any, Any]]:
+    """Mini-batches, epoch after epoch, each epoch in a new random order."""
+    while True:
+        yield from data.batches(X, y, batch_size, seed=rng.getrandbits(32))
+
+
+def _argmax(logits: list[Any]) -> Any:
+    """The predicted class of each sample in a batch, from one batched Value per class."""
+    import numpy as np
+
+    return np.stack([v.data for v in logits]).argmax(axis=0)
+
+
+def _confusion(truth: Any, predicted: Any, accuracy: float, path: Path) -> Path:
+    """The 10 x 10 counts of (true digit, predicted digit) on the test set."""
+    import numpy as np
+
+    counts = np.zeros((10, 10), dtype=int)
+    np.add.at(counts, (truth, predicted), 1)
+    fig, ax = _figure()
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, n, ha="center", va="center", color="white" if n > counts.max() / 2 else "black")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true digit")
+    ax.set_title(f"digits: confusion matrix on the test set (accuracy {accuracy:.1%})")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# names: microgpt
+# ---------------------------------------------------------------------------
+
+
+def names(
+    steps: int = 1000,
+    seed: int = 42,
+    out: Path = Path("chaingrad-out"),
+    samples: int = 20,
+    temperature: float = 0.5,
+) -> Run:
+    """microgpt: a tiny character-level GPT learns names, then invents new ones.
+
+    1 layer, 16 channels, 4 heads, block size 16; one name per step from the
+    shuffled list of names shipped with chaingrad; Adam with the learning
+    rate decaying linearly from 0.01 to 0. Prints names sampled at
+    temperature 0.5; writes the loss curve.
+    """
+    docs = data.load_names()
+    tok = data.CharTokenizer(docs)
+    rng = random.Random(seed)
+    rng.shuffle(docs)
+    model = nn.GPT(tok.vocab_size, n_embd=16, n_head=4, n_layer=1, block_size=16, seed=rng)
+    lr = 0.01
+    opt = optim.Adam(model.parameters(), lr=lr, betas=(0.85, 0.99), eps=1e-8)
+    recent: deque[float] = deque(maxlen=100)
+
+    def step(k: int) -> dict[str, float]:
+        tokens = tok.encode(docs[k % len(docs)])[: model.block_size + 1]
+        loss = model.loss(tokens)
+        opt.zero_grad()
+        loss.backward()
+        opt.lr = lr * (1 - k / steps)
+        opt.step()
+        recent.append(loss.data)
+        return {"loss": loss.data, "mean100": sum(recent) / len(recent)}
+
+    run = _train("names", steps, step)
+    if run.history:
+        run.lines.append(
+            f"final loss {run.history[-1]['mean100']:.4f} (mean of the last {len(recent)} steps)"
+        )
+    run.paths.append(_loss_curve(run, out / "names-loss.png", smooth=100))
+    known = set(docs)
+    sampled = [
+        tok.decode(model.generate(tok.bos, temperature, rng=rng, stop=tok.bos)) for _ in range(samples)
+    ]
+    run.lines.append(f"{samples} names sampled at temperature {temperature} (* = not in the training list):")
+    run.lines.extend(
+        f"  {i:2d}. {name or '(empty)'}{'' if name in known else ' *'}" for i, name in enumerate(sampled, 1)
+    )
+    return run
+
+
+DEMOS: dict[str, Callable[..., Run]] = {"moons": moons, "digits": digits, "names": names}

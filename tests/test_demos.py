@@ -1,0 +1,177 @@
+"""`chaingrad demo`: each demo trains end to end, prints a summary, writes valid PNGs atomically, stops
+cleanly on Ctrl-C, and rejects bad options with exit code 2."""
+
+import pytest
+from PIL import Image
+
+from chaingrad import cli, demos, optim
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FILES = {
+    "moons": ["moons-boundary.png", "moons-loss.png"],
+    "digits": ["digits-loss.png", "digits-confusion.png"],
+    "names": ["names-loss.png"],
+}
+FEW = {"moons": 5, "digits": 10, "names": 3}  # steps: enough to show training works, quick to run
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder lands here, never in the repo
+
+
+def run(argv, capsys):
+    """(exit code, stdout, stderr) of `chaingrad *argv`, in this process."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def written(out):
+    """The paths listed after 'wrote:' in a summary."""
+    return [line.strip() for line in out.split("wrote:\n", 1)[1].splitlines()]
+
+
+def assert_pictures(folder, names):
+    """Exactly these PNGs are in folder (no temp files), each a valid 640 x 480 image that anyone
+    may read whom the umask allows (a bare mkstemp file would be private)."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+    (folder / "plain").touch()
+    mode = (folder / "plain").stat().st_mode
+    (folder / "plain").unlink()
+    for name in names:
+        path = folder / name
+        assert path.stat().st_mode == mode
+        assert path.read_bytes()[:8] == PNG
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.size == (640, 480)
+
+
+@pytest.mark.parametrize("demo", list(FILES))
+def test_each_demo_trains_and_writes_its_pictures(demo, tmp_path, capsys):
+    code, out, _ = run(["demo", demo, "--steps", str(FEW[demo]), "--out", "pics"], capsys)
+    assert code == 0
+    assert out.startswith(f"{demo}: {FEW[demo]} steps in ") and " ms per step)" in out
+    assert written(out) == [str(tmp_path.joinpath("pics", f).relative_to(tmp_path)) for f in FILES[demo]]
+    assert_pictures(tmp_path / "pics", FILES[demo])
+
+
+def test_moons_default_folder_and_seed_are_micrograds_demo(tmp_path, capsys):
+    code, out, _ = run(["demo", "moons", "--steps", "1"], capsys)
+    assert code == 0
+    assert "per-sample mode" in out
+    assert "final loss 0.8958, training accuracy 50%" in out  # micrograd's demo notebook, step 0
+    assert_pictures(tmp_path / "chaingrad-out", FILES["moons"])
+
+
+def test_moons_batch_mode_is_the_same_math_as_per_sample_mode(tmp_path):
+    per_sample = demos.moons(steps=5, seed=3, out=tmp_path)
+    batched = demos.moons(steps=5, seed=3, out=tmp_path, batch=True)
+    assert per_sample.losses[0] != per_sample.losses[-1]  # it trained
+    assert batched.losses == pytest.approx(per_sample.losses, rel=0, abs=1e-9)
+    assert [h["accuracy"] for h in batched.history] == [h["accuracy"] for h in per_sample.history]
+    assert "batch mode" in batched.summary() and "per-sample mode" in per_sample.summary()
+    assert demos.moons(steps=5, seed=4, out=tmp_path).losses != per_sample.losses  # the seed matters
+
+
+def test_names_samples_names_and_digits_reports_test_accuracy(capsys):
+    code, out, _ = run(["demo", "names", "--steps", "2", "--out", "."], capsys)
+    assert code == 0
+    samples = [line for line in out.splitlines() if line[:5].strip().rstrip(".").isdigit()]
+    assert len(samples) == 20
+    code, out, _ = run(["demo", "digits", "--steps", "2", "--out", "."], capsys)
+    assert code == 0
+    assert "test accuracy " in out and " of 450)" in out
+
+
+OPTIMIZER = {"moons": optim.SGD, "digits": optim.Adam, "names": optim.Adam}
+
+
+@pytest.mark.parametrize("demo", list(FILES))
+@pytest.mark.parametrize("at", [0, 2])
+def test_ctrl_c_in_training_stops_cleanly_and_still_draws(demo, at, tmp_path, capsys, monkeypatch):
+    step = OPTIMIZER[demo].step
+    calls = []
+
+    def interrupted_step(self):
+        calls.append(1)
+        if len(calls) > at:  # as if Ctrl-C came in the middle of step `at`
+            raise KeyboardInterrupt
+        step(self)
+
+    monkeypatch.setattr(OPTIMIZER[demo], "step", interrupted_step)
+    code, out, err = run(["demo", demo, "--steps", "50", "--out", "pics"], capsys)
+    assert code == 130
+    assert out.startswith(f"{demo}: stopped by Ctrl-C at step {at} of 50")
+    assert "Traceback" not in err
+    assert_pictures(tmp_path / "pics", FILES[demo])
+
+
+def test_ctrl_c_while_saving_leaves_no_file(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+
+    def interrupted(f, **kwargs):
+        f.write(PNG)  # half a picture, then Ctrl-C
+        raise KeyboardInterrupt
+
+    fig.savefig = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        demos._save(fig, tmp_path / "a.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "moons", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        (["demo", "moons", "--steps", "-5"], "argument --steps: must be at least 1, got -5"),
+        (["demo", "names", "--steps", "1.5"], "argument --steps: '1.5' is not a whole number"),
+        (["demo", "digits", "--steps", "ten"], "argument --steps: 'ten' is not a whole number"),
+        (["demo", "moons", "--steps"], "expected one argument"),
+        (["demo", "moons", "--seed", "-1"], "argument --seed: must be in 0 .. 4294967295, got -1"),
+        (["demo", "moons", "--seed", str(2**32)], "argument --seed: must be in 0 .. 4294967295"),
+        (["demo", "moons", "--out", "a-file"], "argument --out: 'a-file' exists and is not a folder"),
+        (["demo", "digits", "--batch"], "unrecognized arguments: --batch"),
+        (["demo", "mnist"], "invalid choice: 'mnist'"),
+        (["demo"], "required: DEMO"),
+    ],
+)
+def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("keep")
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert err.startswith("usage: chaingrad") and "error: " in err and message in err
+    assert out == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]  # nothing written
+
+
+def test_an_unwritable_folder_fails_before_training(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("keep")
+    code, out, err = run(["demo", "names", "--out", "a-file/pics"], capsys)
+    assert code == 1
+    assert err.startswith("chaingrad demo names: error: cannot write to a-file/pics")
+    assert out == ""
+
+
+def test_missing_demo_packages_say_how_to_install_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demos, "missing_packages", lambda: ["matplotlib", "tqdm"])
+    code, out, err = run(["demo", "moons"], capsys)
+    assert (code, out) == (1, "")
+    assert "need matplotlib, tqdm" in err and 'pip install "chaingrad[demo]"' in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_demos_and_their_defaults(capsys):
+    code, out, _ = run(["demo", "--help"], capsys)
+    assert code == 0 and all(demo in out for demo in FILES)
+    code, out, _ = run(["demo", "names", "--help"], capsys)
+    assert code == 0 and "(default: 1000)" in out and "(default: 42)" in out and "--batch" not in out
+    code, out, _ = run(["demo", "moons", "--help"], capsys)
+    assert code == 0 and "(default: 100)" in out and "--batch" in out
