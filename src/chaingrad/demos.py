@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import random
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +24,7 @@ from typing import Any
 
 from . import data, losses, nn, optim
 from .engine import no_grad
+from .files import atomic_write
 
 __all__ = ["DEMOS", "Run", "digits", "missing_packages", "moons", "names"]
 
@@ -111,15 +110,7 @@ def _figure() -> tuple[Any, Any]:
 
 def _save(fig: Any, path: Path) -> Path:
     """Write fig to path as a PNG atomically: a temp file in the same folder, then os.replace."""
-    # Made with open(mode "x") rather than mkstemp, so the picture gets the usual permissions (umask).
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
 
 

@@ -14,12 +14,12 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
 from .engine import _VALUES_ONLY, Value, no_grad
+from .files import atomic_write
 from .ops import affine, cross_entropy, dot, mean, softmax
 
 __all__ = [
@@ -187,17 +187,7 @@ class Module:
         text = json.dumps(
             {"format": "chaingrad", "version": 1, "module": type(self).__name__, "state": state}
         )
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".chaingrad-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
     def load(self, path: str | os.PathLike[str]) -> Module:
         """Load a file written by `save` into this model in place; return it. A bad file changes nothing."""
