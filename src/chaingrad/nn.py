@@ -374,9 +374,7 @@ class Linear(Module):
     def __call__(self, x: Sequence[Any]) -> list[Value]:
         if len(x) != len(self.weight[0]):
             raise ValueError(f"Linear({len(self.weight[0])}, {len(self.weight)}) got {len(x)} inputs")
-        if self.bias is None:
-            return [dot(row, x) for row in self.weight]
-        return [dot(row, x, b) for row, b in zip(self.weight, self.bias)]
+        return affine(self.weight, x, self.bias)
 
     def __repr__(self) -> str:
         return f"Linear({len(self.weight[0])}, {len(self.weight)}, bias={self.bias is not None})"
