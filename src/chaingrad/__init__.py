@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .autodiff import grad, hessian, hvp, value_and_grad
 from .engine import AnomalyError, Value, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .nn import manual_seed
@@ -51,7 +52,10 @@ __all__ = [
     "dot",
     "enable_grad",
     "exp",
+    "grad",
     "gradcheck",
+    "hessian",
+    "hvp",
     "is_grad_enabled",
     "log",
     "log_softmax",
@@ -65,6 +69,7 @@ __all__ = [
     "sqrt",
     "sum",
     "tanh",
+    "value_and_grad",
 ]
 
 _SUBMODULES = {"nn", "optim", "losses", "data", "viz", "autodiff", "cli"}
