@@ -193,3 +193,71 @@ def test_the_scalar_engine_runs_where_numpy_cannot_be_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [repr(1 / (1 + np.e)), "1.0"]
+
+
+def _torch_twin(model):
+    """The same MLP in PyTorch float64, and its parameters in chaingrad's order (weights row by row, bias)."""
+    net = model.to_torch()
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    return net, linears
+
+
+def _torch_grads_in_our_order(linears):
+    out = []
+    for lin in linears:
+        for row, b in zip(lin.weight.grad.tolist(), lin.bias.grad.tolist()):
+            out += [*row, b]
+    return out
+
+
+def test_moons_demo_in_batch_form_matches_torch_step_by_step():
+    X, y = cg.data.make_moons(100, noise=0.1, seed=5)
+    y = 2.0 * y - 1
+    model = cg.nn.MLP(2, [16, 16, 1], seed=5)
+    net, linears = _torch_twin(model)
+    tparams = [p for lin in linears for p in (lin.weight, lin.bias)]
+    tX, ty = torch.tensor(X), torch.tensor(y)
+    for k in range(5):
+        lr = 1.0 - 0.9 * k / 100
+        loss = cg.losses.hinge(model(cg.data.columns(X)), y) + 1e-4 * cg.losses.l2(model.parameters())
+        model.zero_grad()
+        loss.backward()
+        tloss = torch.relu(1 - ty * net(tX)[:, 0]).mean() + 1e-4 * sum((p * p).sum() for p in tparams)
+        net.zero_grad()
+        tloss.backward()
+        assert loss.data == pytest.approx(tloss.item(), rel=1e-12)
+        assert [p.grad for p in model.parameters()] == pytest.approx(
+            _torch_grads_in_our_order(linears), rel=1e-10, abs=1e-14
+        )
+        for p in model.parameters():
+            p.data -= lr * p.grad
+        with torch.no_grad():
+            for p in tparams:
+                p -= lr * p.grad
+
+
+def test_digits_classifier_in_batch_form_matches_torch_with_adam():
+    X, y = cg.data.load_digits()
+    X, y = X[:64], y[:64]
+    model = cg.nn.MLP(64, [32, 10], seed=2)
+    net, linears = _torch_twin(model)
+    opt = cg.optim.Adam(model.parameters(), lr=0.01)
+    topt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for Xb, yb in cg.data.batches(X, y, batch_size=32, shuffle=True, seed=0):
+        loss = cg.losses.cross_entropy(model(cg.data.columns(Xb)), yb)
+        opt.zero_grad()
+        loss.backward()
+        tloss = torch.nn.functional.cross_entropy(net(torch.tensor(Xb)), torch.tensor(yb))
+        topt.zero_grad()
+        tloss.backward()
+        assert loss.data == pytest.approx(tloss.item(), rel=1e-12)
+        assert [p.grad for p in model.parameters()] == pytest.approx(
+            _torch_grads_in_our_order(linears), rel=1e-9, abs=1e-14
+        )
+        opt.step()
+        topt.step()
+    ours = [p.data for p in model.parameters()]
+    theirs = [
+        v for lin in linears for row, b in zip(lin.weight.tolist(), lin.bias.tolist()) for v in (*row, b)
+    ]
+    assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-12)
