@@ -26,6 +26,7 @@ WORKLOADS = [
     "softmax_ce",
     "gpt",
     "moons",
+    "scalar_cost",
 ]
 
 RATIO = "ratio: how many times better chaingrad is (costs: baseline / chaingrad; rates: chaingrad / baseline)"

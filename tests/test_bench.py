@@ -197,3 +197,11 @@ def test_moons_sides_agree_step_by_step():
     assert max(first.values()) - min(first.values()) < 1e-9
     rows = moons.run(steps=2, micrograd_steps=1)
     assert [r.target for r in rows] == [">= 60x", ">= 800x", ">= 0.5x"]
+
+
+def test_scalar_cost_compares_two_copies_that_compute_the_same():
+    from bench import scalar_cost
+
+    rows = scalar_cost.run(steps=20, repeats=1)
+    assert [r.measure.split(",")[0] for r in rows] == ["forward", "backward"]
+    assert all(r.ours > 0 and r.baseline > 0 for r in rows)
