@@ -510,6 +510,7 @@ def _unary(op: Any, x: Value) -> Value:
 
 _VALUES_ONLY = {Value}
 _VALUES_AND_FLOATS = {Value, float}
+_NUMBERS = {float, int}
 _data_of = operator.attrgetter("data")
 
 
@@ -543,12 +544,13 @@ def apply(op: Any, args: tuple[Any, ...]) -> Value:
     """Compute op's value and local gradients from its arguments' data and record the node."""
     only_values = set(map(type, args)) == _VALUES_ONLY
     datas = list(map(_data_of, args)) if only_values else [_data(a) for a in args]
-    try:
-        out = op.forward(*datas)
-    except ValueError:
-        check_batches(datas, op)
-        raise
-    local = () if _mode_get() & _NO_GRAD else op.local(*datas, out)
+    with contextlib.nullcontext() if set(map(type, datas)) <= _NUMBERS else _quiet_numpy():
+        try:
+            out = op.forward(*datas)
+        except ValueError:
+            check_batches(datas, op)
+            raise
+        local = () if _mode_get() & _NO_GRAD else op.local(*datas, out)
     if only_values:
         return node(op, args, _output(out), tuple(local))
     return record(op, args, out, local)
@@ -591,8 +593,10 @@ def node(op: Any, prev: tuple[Value, ...], out: Any, local: Any, ctx: Any = None
 # ---------------------------------------------------------------------------
 
 
-def _flatten(root: Value) -> list[tuple[Any, ...]]:
-    """Every node under root as (data, grad, label, op, prev indices, local, ctx)."""
+def _flatten(root: Value) -> list[Any]:
+    """Every node under root, inputs first: a leaf as itself (so that pickle's memo shares a leaf
+    copied together with the graph, such as a model's parameter), any other node as
+    (data, grad, label, op, prev indices, local, ctx)."""
     nodes = _all_nodes(root)
     index = {id(n): i for i, n in enumerate(nodes)}
 
@@ -600,7 +604,9 @@ def _flatten(root: Value) -> list[tuple[Any, ...]]:
         return ("v", index[id(a)]) if isinstance(a, Value) else ("c", a)
 
     return [
-        (
+        n
+        if not n._prev and n is not root
+        else (
             n.data,
             n.grad,
             n.label,
@@ -613,9 +619,13 @@ def _flatten(root: Value) -> list[tuple[Any, ...]]:
     ]
 
 
-def _rebuild(rows: list[tuple[Any, ...]]) -> Value:
+def _rebuild(rows: list[Any]) -> Value:
     nodes: list[Value] = []
-    for data, grad, label, op, prev, local, ctx in rows:
+    for row in rows:
+        if isinstance(row, Value):
+            nodes.append(row)
+            continue
+        data, grad, label, op, prev, local, ctx = row
         node = _new(Value)
         node.data, node.grad, node.label, node._op, node._local = data, grad, label, op, local
         node._prev = tuple(nodes[i] for i in prev)

@@ -97,13 +97,17 @@ def _groups(obj: Any, prefix: str = "", out: list | None = None) -> list[tuple[s
 def _number(x: Any, name: str) -> float:
     if isinstance(x, bool) or not isinstance(x, Real):
         raise ValueError(f"state dict entry {name!r} holds {type(x).__name__} {x!r:.40}, not a number")
-    if not math.isfinite(x):
-        raise ValueError(f"state dict entry {name!r} holds {x!r}, not a finite number")
-    return float(x)
+    try:
+        value = float(x)
+    except OverflowError:  # an int beyond float's range
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"state dict entry {name!r} holds {x!r:.40}, not a finite number")
+    return value
 
 
-def _names(names: set[str]) -> str:
-    shown = sorted(names)[:10]
+def _names(names: set[Any]) -> str:
+    shown = sorted(names, key=str)[:10]
     more = f" and {len(names) - 10} more" if len(names) > 10 else ""
     return ", ".join(map(repr, shown)) + more
 
@@ -195,7 +199,7 @@ class Module:
             raw = f.read()
         try:
             doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, absurd nesting or digits
             what = "empty" if not raw.strip() else f"not valid JSON, perhaps truncated ({e})"
             raise ValueError(f"{os.fspath(path)}: not a chaingrad model file: {what}") from None
         if not isinstance(doc, dict) or doc.get("format") != "chaingrad" or "state" not in doc:

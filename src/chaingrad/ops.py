@@ -52,8 +52,17 @@ def _elsewise(x: Any, name: str) -> Any:
         return getattr(x, name)()
     if isinstance(x, (int, float)):
         return _SCALAR[name](float(x))
+    _check_batch(x, name)
     with numpy().errstate(all="ignore"):  # IEEE results as for floats, without warnings
         return _BATCH[name](x)
+
+
+def _check_batch(x: Any, name: str) -> None:
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name}() takes a number, a NumPy batch or a Value, not {type(x).__name__} {x!r:.40}"
+        )
 
 
 def _elsewise2(
@@ -64,6 +73,9 @@ def _elsewise2(
         return value_op(x, y)
     if isinstance(x, (int, float)) and isinstance(y, (int, float)):
         return scalar(float(x), float(y))
+    for v in (x, y):
+        if not isinstance(v, (int, float)):
+            _check_batch(v, scalar.__name__)
     with numpy().errstate(all="ignore"):
         return batch(x, y)
 
@@ -264,7 +276,7 @@ def _op_named(name: str) -> Op:
 ADD     = Op("+",       lambda x, y: x + y,  lambda x, y, out: (1.0, 1.0))
 SUB     = Op("-",       lambda x, y: x - y,  lambda x, y, out: (1.0, -1.0))
 MUL     = Op("*",       lambda x, y: x * y,  lambda x, y, out: (y, x))
-DIV     = Op("/",       div,                 lambda x, y, out: (div(1.0, y), div(-x, y * y)))
+DIV     = Op("/",       div,                 lambda x, y, out: (div(1.0, y), div(-out, y)))
 POW     = Op("**",      power,               _pow_local)
 NEG     = Op("neg",     lambda x: -x,        lambda x, out: (-1.0,))
 EXP     = Op("exp",     exp,                 lambda x, out: (out,))
@@ -293,35 +305,49 @@ def _stacked(xs: Sequence[Any]) -> Any:
     return np.stack(np.broadcast_arrays(*xs))
 
 
-def _shift(xs: Sequence[float]) -> float:
-    # PyTorch's choice: shift by the max, unless the max is infinite.
-    m = max(xs)
-    return m if -inf < m < inf else 0.0
+def _shift(xs: Sequence[Any], finite: bool) -> Any:
+    """The max of xs (per sample for batches), which every exp is shifted by so none overflows.
+
+    As PyTorch: logsumexp shifts by 0 where the max is infinite (finite=True), so
+    logsumexp([inf, 1]) = inf; softmax and log_softmax shift by the max itself, so
+    an infinite logit makes every output nan.
+    """
+    if not _is_batch(xs):
+        m = max(xs)
+        return m if not finite or -inf < m < inf else 0.0
+    np = numpy()
+    m = _stacked(xs).max(axis=0)
+    return np.where(np.isfinite(m), m, 0.0) if finite else m
+
+
+def _logsumexp_parts(xs: Sequence[Any], finite: bool = True) -> tuple[Any, Any]:
+    """(m, log(sum(exp(x - m)))) for the shift m, so that logsumexp(xs) = m + the second part.
+
+    Keeping the parts apart lets log_softmax compute (x - m) - log(...) without
+    the cancellation of x - logsumexp(xs) at large |x|.
+    """
+    m = _shift(xs, finite)
+    if not _is_batch(xs):
+        return m, log(math.fsum(exp(x - m) for x in xs))
+    np = numpy()
+    with np.errstate(all="ignore"):
+        return m, np.log(np.exp(_stacked(xs) - m).sum(axis=0))
 
 
 def _logsumexp_data(xs: Sequence[Any]) -> Any:
-    if not _is_batch(xs):
-        m = _shift(xs)
-        return m + log(math.fsum(exp(x - m) for x in xs))
-    np = numpy()
-    with np.errstate(all="ignore"):
-        z = _stacked(xs)
-        m = z.max(axis=0)
-        m = np.where(np.isfinite(m), m, 0.0)
-        return m + np.log(np.exp(z - m).sum(axis=0))
+    m, s = _logsumexp_parts(xs)
+    return m + s
 
 
 def _softmax_data(xs: Sequence[Any]) -> list[Any]:
+    m = _shift(xs, finite=False)
     if not _is_batch(xs):
-        m = _shift(xs)
         e = [exp(x - m) for x in xs]
         total = math.fsum(e)
         return [div(v, total) for v in e]
     np = numpy()
     with np.errstate(all="ignore"):
-        z = _stacked(xs)
-        m = z.max(axis=0)
-        e = np.exp(z - np.where(np.isfinite(m), m, 0.0))
+        e = np.exp(_stacked(xs) - m)
         return list(e / e.sum(axis=0))
 
 
@@ -384,7 +410,8 @@ def _softmax_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, i, out
 
 def _log_softmax_forward(*args: Any) -> Any:  # args: *xs, i
     *xs, i = args
-    return xs[i] - _logsumexp_data(xs)
+    m, s = _logsumexp_parts(xs, finite=False)
+    return (xs[i] - m) - s
 
 
 def _log_softmax_row(s: Sequence[Any], i: int) -> tuple[Any, ...]:
@@ -399,7 +426,8 @@ def _log_softmax_local(*args: Any) -> tuple[Any, ...]:  # args: *xs, i, out
 
 def _cross_entropy_forward(*args: Any) -> Any:  # args: *logits, target
     *xs, t = args
-    return _logsumexp_data(xs) - _pick(xs, t)
+    m, s = _logsumexp_parts(xs, finite=False)
+    return s - (_pick(xs, t) - m)
 
 
 def _cross_entropy_local(*args: Any) -> tuple[Any, ...]:  # args: *logits, target, out
@@ -493,9 +521,15 @@ _JUST_FLOAT = {float}
 def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Value:
     """The dot node of Values a and b (+ start), unchecked: a neuron's case, the hottest node there is."""
     ad, bd = list(map(_data_of, a)), list(map(_data_of, b))
+    s = 0.0 if start is None else start.data
+    try:
+        out = _dot_value(ad, bd, s)
+    except ValueError:  # batches that do not broadcast: say which sizes
+        check_batches([*ad, *bd, s], "dot()")
+        raise
     if start is None:
-        return node(DOT, (*a, *b), _output(_dot_value(ad, bd, 0.0)), _dot_grads(ad, bd, False))
-    return node(DOT, (*a, *b, start), _output(_dot_value(ad, bd, start.data)), _dot_grads(ad, bd, True))
+        return node(DOT, (*a, *b), _output(out), _dot_grads(ad, bd, False))
+    return node(DOT, (*a, *b, start), _output(out), _dot_grads(ad, bd, True))
 
 
 def _all_values(*seqs: Sequence[Any]) -> bool:
@@ -503,11 +537,13 @@ def _all_values(*seqs: Sequence[Any]) -> bool:
 
 
 def _dot_is_plain(a: Sequence[Any], b: Sequence[Any], start: Any) -> bool:
-    """Whether dot(a, b, start) has Values only (start a Value or the number 0) of equal, nonzero length."""
+    """Whether dot(a, b, start) has Values of single numbers only (start a Value or the number 0),
+    of equal, nonzero length: no batch, whose NumPy arithmetic needs the general path."""
     return (
         len(a) == len(b) > 0
         and (type(start) is Value or (type(start) in (int, float) and start == 0))
         and _all_values(a, b)
+        and set(map(type, map(_data_of, a))) == set(map(type, map(_data_of, b))) == _JUST_FLOAT
     )
 
 
@@ -542,8 +578,8 @@ def log_softmax(values: Sequence[Any]) -> list[Value]:
     xs = _sequence(values, "log_softmax")
     datas = [_data(x) for x in xs]
     check_batches(datas, "log_softmax()")
-    lse = _logsumexp_data(datas)
-    return _each_output(LOG_SOFTMAX, xs, [x - lse for x in datas], _log_softmax_row)
+    m, s = _logsumexp_parts(datas, finite=False)
+    return _each_output(LOG_SOFTMAX, xs, [(x - m) - s for x in datas], _log_softmax_row)
 
 
 def _class_index(target: Any, n: int, batch: int | None) -> Any:
@@ -615,10 +651,18 @@ def _matrix(xs: Sequence[Any]) -> Any:
 
 def _affine_backward(node: Value, g: Any) -> None:
     W, X, slope, kinds = node._local
+    np = numpy()
+    # An output nothing consumed sends no gradient at all (as each neuron's own node would
+    # not), not 0 * its slope or inputs, which is nan where those are infinite.
+    used = (g != 0).any(axis=1)
     if slope is not None:
         g = g * slope  # through the activation: d act / d z, elementwise
+    if not used.all():
+        g = np.where(used[:, None], g, 0.0)
+    gw = g @ X.T
+    gw[~used] = 0.0
     # d/dW = g X^T, d/db = g's row sums, d/dX = W^T g
-    grads = [*(g @ X.T).ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
+    grads = [*gw.ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
     if kinds is not None:
         grads = list(itertools.compress(grads, kinds))
     for child, d in zip(node._prev, grads):
