@@ -105,6 +105,28 @@ def alternate(trials: dict[str, Trial], repeats: int) -> dict[str, dict[str, flo
     return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
 
+def in_blocks(
+    steps: dict[str, Callable[[int], Any]], count: int, limits: dict[str, int] | None = None, block: int = 5
+) -> dict[str, list[tuple[Any, float]]]:
+    """Run each side's steps(k) for k < count (or its limit), in turns of `block` steps; (result, seconds).
+
+    Each turn starts with gc.collect(), and the steps inside it run back to back as
+    a training loop runs them: collecting before every single step would time each
+    step just after the collector emptied Python's free lists.
+    """
+    limits = limits or {}
+    out: dict[str, list[tuple[Any, float]]] = {name: [] for name in steps}
+    names = list(steps)
+    for turn, first in enumerate(range(0, count, block)):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            gc.collect()
+            for k in range(first, min(first + block, limits.get(name, count))):
+                t0 = CLOCK()
+                result = steps[name](k)
+                out[name].append((result, CLOCK() - t0))
+    return out
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, or platform's guess where there is none."""
     try:

@@ -11,12 +11,13 @@ products a chain of + and * nodes, softmax from exp, + and /, the loss
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import chaingrad as cg
 
 from . import naive
-from .common import Mismatch, Row, count_nodes, faster, size, timed
+from .common import Mismatch, Row, count_nodes, faster, in_blocks, size
 
 N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE = 16, 4, 1, 16
 LR, BETAS, EPS = 0.01, (0.85, 0.99), 1e-8
@@ -165,15 +166,13 @@ def train_both(steps: int) -> tuple[dict[str, list[float]], dict[str, list[float
     docs, vocab = names_as_tokens(steps)
     model = cg.nn.GPT(vocab, N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE, seed=SEED)
     sides = {"chaingrad": FusedGPT(model), "naive": NaiveGPT.like(model)}
-    losses: dict[str, list[float]] = {name: [] for name in sides}
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    order = list(sides)
-    for step, tokens in enumerate(docs):
-        lr = LR * (1 - step / steps)
-        for name in order if step % 2 == 0 else order[::-1]:
-            loss, s = timed(lambda side=sides[name], tokens=tokens, lr=lr: side.train_step(tokens, lr))
-            losses[name].append(loss)
-            seconds[name].append(s)
+
+    def stepper(side: Any) -> Callable[[int], float]:
+        return lambda step: side.train_step(docs[step], LR * (1 - step / steps))
+
+    results = in_blocks({name: stepper(side) for name, side in sides.items()}, steps)
+    losses = {name: [loss for loss, _ in r] for name, r in results.items()}
+    seconds = {name: [s for _, s in r] for name, r in results.items()}
     return losses, seconds
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sys
 
-from bench.common import CLOCK, Mismatch, faster, size
+from bench.common import Mismatch, faster, in_blocks, size
 
 STEPS = 100  # the demo's schedule length, for the learning rate
 
@@ -61,7 +61,8 @@ class Chaingrad:
         self.model = cg.nn.MLP(2, [16, 16, 1])
         for p, w in zip(self.model.parameters(), weights):
             p.data = w
-        self.opt = cg.optim.SGD(self.model.parameters(), lr=1.0)
+        self.params = self.model.parameters()  # once, as the PyTorch side keeps its list
+        self.opt = cg.optim.SGD(self.params, lr=1.0)
         if batch:
             import numpy as np
 
@@ -75,7 +76,7 @@ class Chaingrad:
         cg = self.cg
         scores = [self.model(x) for x in self.inputs]
         scores = scores[0] if len(scores) == 1 else scores
-        loss = cg.losses.hinge(scores, self.y) + 1e-4 * cg.losses.l2(self.model.parameters())
+        loss = cg.losses.hinge(scores, self.y) + 1e-4 * cg.losses.l2(self.params)
         self.opt.zero_grad()
         loss.backward()
         self.opt.lr = _lr(k)
@@ -137,20 +138,11 @@ def sides(micrograd: bool = True) -> dict[str, object]:
 
 def train(steps: int, micrograd_steps: int) -> dict[str, list[tuple[float, float]]]:
     """(loss, seconds) per step for each side; micrograd only for its first few steps, it is slow."""
-    import gc
-
     all_sides = sides()
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in all_sides}
-    names = list(all_sides)
+    results = in_blocks(
+        {name: side.step for name, side in all_sides.items()}, steps, {"micrograd": micrograd_steps}
+    )
     for k in range(steps):
-        order = names if k % 2 == 0 else names[::-1]
-        for name in order:
-            if name == "micrograd" and k >= micrograd_steps:
-                continue
-            gc.collect()
-            t0 = CLOCK()
-            loss = all_sides[name].step(k)
-            results[name].append((loss, CLOCK() - t0))
         losses = {name: r[k][0] for name, r in results.items() if len(r) > k}
         ref = losses["pytorch"]
         for name, loss in losses.items():
