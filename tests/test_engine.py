@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import operator
 import pickle
-import random
 import threading
 from operator import methodcaller
 
@@ -17,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SOFTPLUS, assert_close
+from graphs import random_graph_mismatches
 
 import chaingrad as cg
 from chaingrad import Value
@@ -246,125 +245,18 @@ def test_a_node_used_many_times_gets_every_contribution():
 # ---------------------------------------------------------------------------
 
 
-def _t(x):
-    return x if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64)
-
-
-def _stack(xs):
-    return torch.stack(torch.broadcast_tensors(*map(_t, xs)))
-
-
-UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs"]
-BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
-FUSED = {  # name: (chaingrad, torch), each given the argument list and an index k
-    "sum": (lambda xs, k: cg.sum(xs, start=k), lambda xs, k: _stack(xs).sum(0) + k),
-    "mean": (lambda xs, k: cg.mean(xs), lambda xs, k: _stack(xs).mean(0)),
-    "dot": (lambda xs, k: cg.dot(xs, xs[::-1]), lambda xs, k: (_stack(xs) * _stack(xs[::-1])).sum(0)),
-    "logsumexp": (lambda xs, k: cg.logsumexp(xs), lambda xs, k: torch.logsumexp(_stack(xs), 0)),
-    "softmax": (lambda xs, k: cg.softmax(xs)[k], lambda xs, k: torch.softmax(_stack(xs), 0)[k]),
-    "log_softmax": (lambda xs, k: cg.log_softmax(xs)[k], lambda xs, k: torch.log_softmax(_stack(xs), 0)[k]),
-    "cross_entropy": (
-        lambda xs, k: cg.cross_entropy(xs, k),
-        lambda xs, k: -torch.log_softmax(_stack(xs), 0)[k],
-    ),
-}
-OPS = [*UNARY, *BINARY, *BINARY, *FUSED]
-
-
-def _valid(op, a, b, out, exponent_is_value=False):
-    """Keep the graph where both engines are well conditioned: finite, bounded, off kinks and poles.
-
-    Gradients must stay finite too: PyTorch's relu backward selects (a nan gradient
-    into relu at x < 0 gives 0), where a local-gradient engine multiplies (0 * nan = nan).
-    """
-    ok = torch.isfinite(out).all() and (out.abs() < 1e4).all()
-    if op in ("relu", "abs"):
-        ok = ok and (a.abs() > 1e-6).all()  # a one-ulp difference must not flip a kink
-    elif op == "log":
-        ok = ok and (a > 0.1).all()
-    elif op == "sqrt":
-        ok = ok and (a > 0.01).all()
-    elif op == "/":
-        ok = ok and (b.abs() > 0.1).all()
-    elif op == "**":  # d/dy x ** y = x ** y log(x) needs x > 0 when y is a Value
-        integer = not exponent_is_value and bool((b == b.round()).all())
-        ok = ok and ((a.abs() if integer else a) > 0.1).all()
-    return bool(ok)
-
-
-def _grow(rng, cs, ts, size):
-    """Add `size` random nodes to the lists cs (chaingrad) and ts (torch), building both alike.
-
-    Operands are drawn uniformly from all nodes so far, so nodes are shared many times.
-    """
-    while size:
-        op = rng.choice(OPS)
-        i, j = rng.randrange(len(cs)), rng.randrange(len(cs))
-        form = rng.randrange(3)  # for binary ops: Value op Value, Value op number, number op Value
-        if op in UNARY:
-            f = operator.neg if op == "neg" else methodcaller(op)
-            c, t, a, b = f(cs[i]), f(ts[i]), ts[i], None
-        elif op in BINARY:
-            k = rng.choice([2.0, 3.0, -1.0, 0.5, 1.5, -2.0, 0.25]) if op == "**" else rng.uniform(-3, 3)
-            x, y, tx, ty = [(cs[i], cs[j], ts[i], ts[j]), (cs[i], k, ts[i], k), (k, cs[j], k, ts[j])][form]
-            c, t, a, b = BINARY[op](x, y), BINARY[op](tx, ty), _t(tx).detach(), _t(ty).detach()
-        else:
-            idx = [rng.randrange(len(cs)) for _ in range(rng.randint(1, 5))]
-            consts = {p: rng.uniform(-3, 3) for p in range(len(idx)) if rng.random() < 0.2}
-            xs = [consts.get(p, cs[q]) for p, q in enumerate(idx)]
-            txs = [consts.get(p, ts[q]) for p, q in enumerate(idx)]
-            k = rng.randrange(len(idx))
-            c, t, a, b = FUSED[op][0](xs, k), FUSED[op][1](txs, k), None, None
-        if _valid(op, a, b, t.detach(), op == "**" and form != 1):
-            cs.append(c)
-            ts.append(t)
-            size -= 1
-
-
-def _random_graph_mismatches(seed, graphs, batch):
-    """Build `graphs` random graphs in both engines; return the ones whose value or a leaf grad differ."""
-    rng = random.Random(seed)
-    bad = []
-    for n in range(graphs):
-        leaves = []
-        for _ in range(rng.randint(2, 5)):
-            samples = [rng.uniform(-3, 3) for _ in range(batch)]
-            leaves.append(np.array(samples) if batch and rng.random() < 0.5 else rng.uniform(-3, 3))
-        cs = [Value(x) for x in leaves]
-        ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in leaves]
-        n_leaves = len(cs)
-        _grow(rng, cs, ts, rng.randint(5, 25))
-        # The root adds up the last few nodes (and a leaf, so every graph reaches one).
-        root, troot = cs[0], ts[0]
-        for c, t in zip(cs[-3:], ts[-3:]):
-            root, troot = root + c, troot + t
-        if batch:
-            root, troot = cg.batch_mean(root), troot.mean()
-        root.backward()
-        troot.backward()
-        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in ts[:n_leaves]]
-        try:
-            assert_close(root.data, troot.item(), abs_tol=1e-12)
-            for c, g in zip(cs, grads):
-                # A batch leaf that the root does not reach keeps its initial grad 0.0.
-                assert_close(np.broadcast_to(c.grad, g.shape), g.numpy(), abs_tol=1e-12)
-        except AssertionError as e:
-            bad.append((seed, n, str(e)))
-    return bad
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_random_graphs_match_torch(seed):
     # 8 x 250 graphs of 5-25 random nodes over 2-5 leaves, every value and leaf
     # gradient to 1e-12 (relative, or absolute for results near 0 after cancellation).
-    bad = _random_graph_mismatches(seed, 250, batch=0)
+    bad = random_graph_mismatches(seed, 250, batch=0)
     assert not bad, bad[:3]
 
 
 @pytest.mark.parametrize("seed", range(100, 102))
 def test_random_batched_graphs_match_torch(seed):
     # The same graphs with some leaves a batch of 4 samples and the loss their mean.
-    bad = _random_graph_mismatches(seed, 100, batch=4)
+    bad = random_graph_mismatches(seed, 100, batch=4)
     assert not bad, bad[:3]
 
 
