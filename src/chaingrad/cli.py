@@ -132,7 +132,7 @@ def _kind(node: ast.AST) -> str:
         ast.JoinedStr: "an f-string",
         ast.NamedExpr: "assignment",
     }
-    return kinds.get(type(node), f"a {type(node).__name__.lower()}")
+    return kinds.get(type(node), f"the syntax {type(node).__name__!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -312,7 +312,7 @@ class Value:
         try:
             order = _topo(self)
             for node in order:
-                node.grad = 0.0
+                node.grad = _UNREACHED
             if not order:
                 self.grad += 1.0  # a leaf: d(self)/d(self), accumulated like any leaf
                 return
@@ -320,10 +320,13 @@ class Value:
             with _quiet_numpy():  # batched nodes may meet inf - inf or 0 * inf
                 if _mode_get() & _ANOMALY:
                     for node in order:
-                        _push_checked(node, node.grad)
+                        if node.grad is not _UNREACHED:
+                            _push_checked(node, node.grad)
                     return
                 for node in order:
                     g = node.grad
+                    if g is _UNREACHED:
+                        continue
                     if type(g) is float:
                         for child, local in zip(node._prev, node._local):
                             child.grad += local * g
@@ -332,6 +335,12 @@ class Value:
         finally:
             if reenable:
                 gc.enable()
+
+
+# An intermediate node's grad at the start of backward: equal to 0.0, but its own object, so
+# that a node no gradient ever reached (behind a batched layer's unused output) is skipped
+# rather than passing on 0 * its local gradients, which is nan where those are infinite.
+_UNREACHED = float("0.0")
 
 
 def _data(x: Any) -> Any:

@@ -27,6 +27,7 @@ from .engine import (
     _data,
     _data_of,
     _output,
+    _quiet,
     accumulate,
     apply,
     as_args,
@@ -201,7 +202,7 @@ def _pow_local(x: Any, y: Any, out: Any) -> tuple[Any, Any]:
         np = numpy()
         with np.errstate(all="ignore"):
             return (
-                np.where(yd == 0, 0.0, yd * np.power(xd, yd - 1.0)),
+                np.where(yd == 0, 0.0, yd * _batch_power(xd, yd - 1.0)),
                 np.where((xd == 0) & (yd >= 0), 0.0, out * np.log(xd)),
             )
     return (
@@ -579,7 +580,9 @@ def log_softmax(values: Sequence[Any]) -> list[Value]:
     datas = [_data(x) for x in xs]
     check_batches(datas, "log_softmax()")
     m, s = _logsumexp_parts(datas, finite=False)
-    return _each_output(LOG_SOFTMAX, xs, [(x - m) - s for x in datas], _log_softmax_row)
+    with _quiet(*datas):
+        outs = [(x - m) - s for x in datas]
+    return _each_output(LOG_SOFTMAX, xs, outs, _log_softmax_row)
 
 
 def _class_index(target: Any, n: int, batch: int | None) -> Any:
@@ -649,34 +652,40 @@ def _matrix(xs: Sequence[Any]) -> Any:
     return _stacked([_data(x) for x in xs])
 
 
-def _affine_backward(node: Value, g: Any) -> None:
+def _affine_backward(node: Value, rows: list[Any]) -> None:
+    # rows: each output's gradient, None for an output nothing consumed. As each neuron's own
+    # node would, such an output sends nothing: no 0 * inf from its slope, inputs or weights.
     W, X, slope, kinds = node._local
     np = numpy()
-    # An output nothing consumed sends no gradient at all (as each neuron's own node would
-    # not), not 0 * its slope or inputs, which is nan where those are infinite.
-    used = (g != 0).any(axis=1)
+    used = np.array([r is not None for r in rows])
+    g = np.stack([np.broadcast_to(0.0 if r is None else r, X.shape[1:]) for r in rows])
     if slope is not None:
         g = g * slope  # through the activation: d act / d z, elementwise
-    if not used.all():
-        g = np.where(used[:, None], g, 0.0)
-    gw = g @ X.T
-    gw[~used] = 0.0
-    # d/dW = g X^T, d/db = g's row sums, d/dX = W^T g
-    grads = [*gw.ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
+    if used.all():
+        # d/dW = g X^T, d/db = g's row sums, d/dX = W^T g
+        grads = [*(g @ X.T).ravel().tolist(), *g.sum(axis=1).tolist(), *(W.T @ g)]
+    else:
+        g[~used] = 0.0
+        per_row = np.repeat(used, W.shape[1])
+        grads = [
+            *(d if u else None for d, u in zip((g @ X.T).ravel().tolist(), per_row)),
+            *(d if u else None for d, u in zip(g.sum(axis=1).tolist(), used)),
+            *(W[used].T @ g[used]),
+        ]
     if kinds is not None:
         grads = list(itertools.compress(grads, kinds))
     for child, d in zip(node._prev, grads):
         if type(d) is float:  # a weight or bias: a single number
             child.grad += d
-        else:
+        elif d is not None:
             accumulate(child, d)
 
 
 def _row_backward(node: Value, g: Any) -> None:
     (layer,), (k,) = node._prev, node._local
-    if type(layer.grad) is float:
-        layer.grad = numpy().zeros_like(layer.data)
-    layer.grad[k] += g
+    if type(layer.grad) is float:  # the first of the layer's rows to arrive in this backward
+        layer.grad = [None] * len(layer.data)
+    layer.grad[k] = g  # a layer has one row node per output, so each arrives once
 
 
 def _unbatched(what: str) -> Callable[..., Any]:
