@@ -1,6 +1,6 @@
 """Where chaingrad's time goes: cProfile of chaingrad's side of a workload, top functions by own time.
 
-    python bench/profiles.py chain        # or softmax_ce, gpt
+    python bench/profiles.py chain        # or softmax_ce, gpt, moons, moons_batch
 
 cProfile adds a cost to every Python call, so read the shares, not the totals.
 """
@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: import `bench` from the reposi
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # no bench/ module shadow the stdlib
 
 import chaingrad as cg
-from bench import chain, gpt, softmax_ce
+from bench import chain, gpt, moons, softmax_ce
 
 # Each target prepares its inputs (not profiled) and returns the work to profile.
 
@@ -38,10 +38,20 @@ def _gpt() -> Callable[[], None]:
     return lambda: [side.train_step(tokens, gpt.LR) for tokens in docs]
 
 
+def _moons(batch: bool) -> Callable[[], Callable[[], None]]:
+    def prepare() -> Callable[[], None]:
+        side = moons.sides(micrograd=False)["chaingrad batch" if batch else "chaingrad"]
+        return lambda: [side.step(k) for k in range(200 if batch else 5)]
+
+    return prepare
+
+
 TARGETS: dict[str, Callable[[], Callable[[], object]]] = {
     "chain": _chain,
     "softmax_ce": _softmax_ce,
     "gpt": _gpt,
+    "moons": _moons(batch=False),
+    "moons_batch": _moons(batch=True),
 }
 
 

@@ -658,7 +658,9 @@ def _affine_backward(node: Value, rows: list[Any]) -> None:
     W, X, slope, kinds = node._local
     np = numpy()
     used = np.array([r is not None for r in rows])
-    g = np.stack([np.broadcast_to(0.0 if r is None else r, X.shape[1:]) for r in rows])
+    g = np.zeros((len(rows), X.shape[1]))
+    for k in np.flatnonzero(used):
+        g[k] = rows[k]
     if slope is not None:
         g = g * slope  # through the activation: d act / d z, elementwise
     if used.all():
