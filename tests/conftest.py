@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 import chaingrad as cg
@@ -51,3 +52,22 @@ def cg_value_and_grads(f: Callable[..., Any], xs: Sequence[float]) -> tuple[floa
 # A user-defined op, shared by the tests of ops, engine and gradcheck:
 # softplus(x) = log(1 + e^x), whose derivative is sigmoid(x).
 SOFTPLUS = cg.Op("test_softplus", lambda x: cg.log(1.0 + cg.exp(x)), lambda x, out: (cg.sigmoid(x),))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder of the test's own, so what a command writes by default lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_command(argv, capsys):
+    """(exit code, stdout, stderr) of `chaingrad *argv`, run in this process."""
+    from chaingrad import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -6,25 +6,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
+from conftest import run_command
 from PIL import Image
 
 import chaingrad as cg
 from chaingrad import cli, viz
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default output graph.svg lands here, never in the repo
-
-
-def run(argv, capsys):
-    """(exit code, stdout, stderr) of `chaingrad *argv`, in this process."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("in_tmp")  # default outputs land in a tmp folder
 
 
 def printed(out):
@@ -41,7 +29,7 @@ def torch_grads(f, **values):
 
 def test_graph_prints_value_and_gradients_and_draws_them(tmp_path, capsys):
     argv = ["graph", "tanh(x*w + b)", "--var", "x=0.5", "--var", "w=-1", "--var", "b=2", "-o", "g.svg"]
-    code, out, err = run(argv, capsys)
+    code, out, err = run_command(argv, capsys)
     assert (code, err) == (0, "")
     value, grads = torch_grads(lambda x, w, b: torch.tanh(x * w + b), x=0.5, w=-1.0, b=2.0)
     numbers = printed(out)
@@ -58,11 +46,11 @@ def test_graph_prints_value_and_gradients_and_draws_them(tmp_path, capsys):
 
 
 def test_png_output_and_the_default_name(tmp_path, capsys):
-    assert run(["graph", "x.exp()", "--var", "x=1", "-o", "g.png", "--rankdir", "TB"], capsys)[0] == 0
+    assert run_command(["graph", "x.exp()", "--var", "x=1", "-o", "g.png", "--rankdir", "TB"], capsys)[0] == 0
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(tmp_path / "g.png") as image:
         image.verify()
-    assert run(["graph", "x * 2", "--var", "x=1"], capsys)[0] == 0
+    assert run_command(["graph", "x * 2", "--var", "x=1"], capsys)[0] == 0
     ET.parse(tmp_path / "graph.svg")
 
 
@@ -72,7 +60,7 @@ METHODS = "x.exp() + x.log() + x.tanh() + x.sigmoid() + x.relu() + x.sqrt() + (-
 
 @pytest.mark.parametrize("expression", [FUNCTIONS, METHODS])
 def test_every_value_method_works_as_a_function_and_as_a_method(expression, capsys):
-    code, out, _ = run(["graph", expression, "--var", "x=0.7", "-o", "g.svg"], capsys)
+    code, out, _ = run_command(["graph", expression, "--var", "x=0.7", "-o", "g.svg"], capsys)
     assert code == 0
 
     def f(x):
@@ -85,7 +73,7 @@ def test_every_value_method_works_as_a_function_and_as_a_method(expression, caps
 
 def test_operators_and_constants(capsys):
     expression = "(x - 2) / y ** 2 + -x * +y - 3 ** x + 1e-1"
-    code, out, _ = run(["graph", expression, "--var", "x=1.5", "--var", "y=-0.5"], capsys)
+    code, out, _ = run_command(["graph", expression, "--var", "x=1.5", "--var", "y=-0.5"], capsys)
     assert code == 0
     value, grads = torch_grads(lambda x, y: (x - 2) / y**2 + -x * +y - 3**x + 1e-1, x=1.5, y=-0.5)
     numbers = printed(out)
@@ -95,13 +83,13 @@ def test_operators_and_constants(capsys):
 
 
 def test_overflow_and_division_by_zero_give_ieee_results(capsys):
-    code, out, _ = run(["graph", "x / 0 + 10 ** 400 + 9 ** 9 ** 9", "--var", "x=1"], capsys)
+    code, out, _ = run_command(["graph", "x / 0 + 10 ** 400 + 9 ** 9 ** 9", "--var", "x=1"], capsys)
     assert code == 0
     assert printed(out)["d/dx"] == float("inf")
 
 
 def test_a_leading_space_passes_an_expression_that_starts_with_minus(capsys):
-    code, out, _ = run(["graph", " -x", "--var", "x=2"], capsys)
+    code, out, _ = run_command(["graph", " -x", "--var", "x=2"], capsys)
     assert code == 0
     assert printed(out) == {"-x": -2.0, "d/dx": -1.0}
 
@@ -180,23 +168,23 @@ def test_anything_outside_the_whitelist_is_rejected(expression, tmp_path, capfd)
     ],
 )
 def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_path, capsys):
-    code, _, err = run(argv, capsys)
+    code, _, err = run_command(argv, capsys)
     assert code == 2
     assert "error:" in err and message in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_version_and_help(capsys):
-    assert run(["--version"], capsys)[:2] == (0, f"chaingrad {cg.__version__}\n")
-    code, out, _ = run(["--help"], capsys)
+    assert run_command(["--version"], capsys)[:2] == (0, f"chaingrad {cg.__version__}\n")
+    code, out, _ = run_command(["--help"], capsys)
     assert code == 0 and out.startswith("usage: chaingrad") and "graph" in out and "demo" in out
-    code, out, _ = run(["graph", "--help"], capsys)
+    code, out, _ = run_command(["graph", "--help"], capsys)
     assert code == 0 and "--var NAME=NUMBER" in out
 
 
 def test_no_renderer_exits_1_with_advice_after_printing_the_gradients(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(viz.shutil, "which", lambda *args, **kwargs: None)
-    code, out, err = run(["graph", "x * 3", "--var", "x=1"], capsys)
+    code, out, err = run_command(["graph", "x * 3", "--var", "x=1"], capsys)
     assert code == 1
     assert printed(out)["d/dx"] == 3.0
     assert 'pip install "chaingrad[viz]"' in err

@@ -2,9 +2,10 @@
 cleanly on Ctrl-C, and rejects bad options with exit code 2."""
 
 import pytest
+from conftest import run_command
 from PIL import Image
 
-from chaingrad import cli, demos, optim
+from chaingrad import demos, optim
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = {
@@ -15,19 +16,7 @@ FILES = {
 FEW = {"moons": 5, "digits": 10, "names": 3}  # steps: enough to show training works, quick to run
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default output folder lands here, never in the repo
-
-
-def run(argv, capsys):
-    """(exit code, stdout, stderr) of `chaingrad *argv`, in this process."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("in_tmp")  # default outputs land in a tmp folder
 
 
 def written(out):
@@ -54,7 +43,7 @@ def assert_pictures(folder, names):
 
 @pytest.mark.parametrize("demo", list(FILES))
 def test_each_demo_trains_and_writes_its_pictures(demo, tmp_path, capsys):
-    code, out, _ = run(["demo", demo, "--steps", str(FEW[demo]), "--out", "pics"], capsys)
+    code, out, _ = run_command(["demo", demo, "--steps", str(FEW[demo]), "--out", "pics"], capsys)
     assert code == 0
     assert out.startswith(f"{demo}: {FEW[demo]} steps in ") and " ms per step)" in out
     assert written(out) == [str(tmp_path.joinpath("pics", f).relative_to(tmp_path)) for f in FILES[demo]]
@@ -62,7 +51,7 @@ def test_each_demo_trains_and_writes_its_pictures(demo, tmp_path, capsys):
 
 
 def test_moons_default_folder_and_seed_are_micrograds_demo(tmp_path, capsys):
-    code, out, _ = run(["demo", "moons", "--steps", "1"], capsys)
+    code, out, _ = run_command(["demo", "moons", "--steps", "1"], capsys)
     assert code == 0
     assert "per-sample mode" in out
     assert "final loss 0.8958, training accuracy 50%" in out  # micrograd's demo notebook, step 0
@@ -80,11 +69,11 @@ def test_moons_batch_mode_is_the_same_math_as_per_sample_mode(tmp_path):
 
 
 def test_names_samples_names_and_digits_reports_test_accuracy(capsys):
-    code, out, _ = run(["demo", "names", "--steps", "2", "--out", "."], capsys)
+    code, out, _ = run_command(["demo", "names", "--steps", "2", "--out", "."], capsys)
     assert code == 0
     samples = [line for line in out.splitlines() if line[:5].strip().rstrip(".").isdigit()]
     assert len(samples) == 20
-    code, out, _ = run(["demo", "digits", "--steps", "2", "--out", "."], capsys)
+    code, out, _ = run_command(["demo", "digits", "--steps", "2", "--out", "."], capsys)
     assert code == 0
     assert "test accuracy " in out and " of 450)" in out
 
@@ -105,7 +94,7 @@ def test_ctrl_c_in_training_stops_cleanly_and_still_draws(demo, at, tmp_path, ca
         step(self)
 
     monkeypatch.setattr(OPTIMIZER[demo], "step", interrupted_step)
-    code, out, err = run(["demo", demo, "--steps", "50", "--out", "pics"], capsys)
+    code, out, err = run_command(["demo", demo, "--steps", "50", "--out", "pics"], capsys)
     assert code == 130
     assert out.startswith(f"{demo}: stopped by Ctrl-C at step {at} of 50")
     assert "Traceback" not in err
@@ -145,7 +134,7 @@ def test_ctrl_c_while_saving_leaves_no_file(tmp_path):
 )
 def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_path, capsys):
     (tmp_path / "a-file").write_text("keep")
-    code, out, err = run(argv, capsys)
+    code, out, err = run_command(argv, capsys)
     assert code == 2
     assert err.startswith("usage: chaingrad") and "error: " in err and message in err
     assert out == ""
@@ -154,7 +143,7 @@ def test_bad_options_are_argparse_errors_with_exit_code_2(argv, message, tmp_pat
 
 def test_an_unwritable_folder_fails_before_training(tmp_path, capsys):
     (tmp_path / "a-file").write_text("keep")
-    code, out, err = run(["demo", "names", "--out", "a-file/pics"], capsys)
+    code, out, err = run_command(["demo", "names", "--out", "a-file/pics"], capsys)
     assert code == 1
     assert err.startswith("chaingrad demo names: error: cannot write to a-file/pics")
     assert out == ""
@@ -162,16 +151,16 @@ def test_an_unwritable_folder_fails_before_training(tmp_path, capsys):
 
 def test_missing_demo_packages_say_how_to_install_them(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demos, "missing_packages", lambda: ["matplotlib", "tqdm"])
-    code, out, err = run(["demo", "moons"], capsys)
+    code, out, err = run_command(["demo", "moons"], capsys)
     assert (code, out) == (1, "")
     assert "need matplotlib, tqdm" in err and 'pip install "chaingrad[demo]"' in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_the_demos_and_their_defaults(capsys):
-    code, out, _ = run(["demo", "--help"], capsys)
+    code, out, _ = run_command(["demo", "--help"], capsys)
     assert code == 0 and all(demo in out for demo in FILES)
-    code, out, _ = run(["demo", "names", "--help"], capsys)
+    code, out, _ = run_command(["demo", "names", "--help"], capsys)
     assert code == 0 and "(default: 1000)" in out and "(default: 42)" in out and "--batch" not in out
-    code, out, _ = run(["demo", "moons", "--help"], capsys)
+    code, out, _ = run_command(["demo", "moons", "--help"], capsys)
     assert code == 0 and "(default: 100)" in out and "--batch" in out
