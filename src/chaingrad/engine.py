@@ -16,7 +16,7 @@ import gc
 import math
 import operator
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 __all__ = [
@@ -646,11 +646,6 @@ def _rebuild(rows: list[Any]) -> Value:
 def _all_nodes(root: Value) -> list[Value]:
     """Every node that leads to root (leaves too), inputs before the nodes using them."""
     return _postorder(root, leaves=True)
-
-
-def walk(root: Value) -> Iterator[Value]:
-    """Every node that leads to root, leaves included, inputs first."""
-    return iter(_all_nodes(root))
 
 
 # The op table refers to Value, so it is imported after Value is defined.
