@@ -28,6 +28,7 @@ from .engine import (
     _data_of,
     _output,
     _quiet,
+    _unary,
     accumulate,
     apply,
     as_args,
@@ -255,6 +256,8 @@ class Op(str):
 
     def __call__(self, *args: Any) -> Value:
         """Apply the op to Values and numbers, recording one node."""
+        if len(args) == 1 and type(args[0]) is Value:
+            return _unary(self, args[0])  # the fast path Value.exp() and friends take
         return apply(self, as_args(args, self))
 
     def __reduce__(self):
