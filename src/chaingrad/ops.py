@@ -520,6 +520,7 @@ def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
 
 _SEQUENCES = (list, tuple)
 _JUST_FLOAT = {float}
+_SEQUENCE_TYPES = {list, tuple}
 
 
 def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Value:
@@ -537,7 +538,7 @@ def _dot_node(a: Sequence[Value], b: Sequence[Value], start: Value | None) -> Va
 
 
 def _all_values(*seqs: Sequence[Any]) -> bool:
-    return all(set(map(type, seq)) == _VALUES_ONLY for seq in seqs)
+    return set(map(type, itertools.chain.from_iterable(seqs))) == _VALUES_ONLY  # one pass in C
 
 
 def _dot_is_plain(a: Sequence[Any], b: Sequence[Any], start: Any) -> bool:
@@ -717,7 +718,7 @@ def affine(
     if _plain_layer(weights, xs, biases):  # single numbers and Values only: the checks are done
         bs = (None,) * len(weights) if biases is None else biases
         outs = [_dot_node(w, xs, b) for w, b in zip(weights, bs)]
-        return outs if act is None else [act(o) for o in outs]
+        return outs if act is None else [_unary(act, o) for o in outs]
     xs = _sequence(xs, "affine")
     rows = [_sequence(w, "affine") for w in weights]
     if not rows:
@@ -743,9 +744,9 @@ def _plain_layer(weights: Any, xs: Any, biases: Any) -> bool:
         return False
     if biases is not None and (type(biases) not in seqs or len(biases) != len(weights)):
         return False
-    n = len(xs)
     return (
-        all(type(w) in seqs and len(w) == n for w in weights)
+        set(map(type, weights)) <= _SEQUENCE_TYPES
+        and set(map(len, weights)) == {len(xs)}
         and _all_values(xs, *weights, *(() if biases is None else (biases,)))
         and set(map(type, map(_data_of, xs))) == _JUST_FLOAT
     )
