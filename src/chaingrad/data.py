@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
 from typing import Any
 
+from .checks import positive_int
 from .engine import Value, numpy
 
 __all__ = [
@@ -31,17 +32,11 @@ __all__ = [
 ]
 
 
-def _count(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return n
-
-
 def make_moons(n_samples: int = 100, noise: float = 0.1, seed: int | None = None) -> tuple[Any, Any]:
     """Two interleaving half circles (scikit-learn's make_moons); y in {0, 1}."""
     from sklearn.datasets import make_moons as sk_make_moons
 
-    return sk_make_moons(n_samples=_count(n_samples, "n_samples"), noise=noise, random_state=seed)
+    return sk_make_moons(n_samples=positive_int(n_samples, "n_samples"), noise=noise, random_state=seed)
 
 
 def make_blobs(
@@ -55,7 +50,7 @@ def make_blobs(
     from sklearn.datasets import make_blobs as sk_make_blobs
 
     return sk_make_blobs(
-        n_samples=_count(n_samples, "n_samples"),
+        n_samples=positive_int(n_samples, "n_samples"),
         centers=centers,
         n_features=n_features,
         cluster_std=cluster_std,
@@ -69,7 +64,7 @@ def make_spirals(
     """Two interleaved spirals of `turns` turns each; sample i belongs to spiral y = i % 2."""
     np = numpy()
     rng = np.random.default_rng(seed)
-    y = np.arange(_count(n_samples, "n_samples")) % 2
+    y = np.arange(positive_int(n_samples, "n_samples")) % 2
     t = rng.uniform(0.1, 1.0, n_samples)  # how far along its spiral, also its radius
     angle = 2 * np.pi * turns * t + np.pi * y
     X = np.stack([t * np.cos(angle), t * np.sin(angle)], axis=1)
@@ -122,7 +117,7 @@ def batches(
     """(X_batch, y_batch) pairs covering every sample once; the last batch may be smaller."""
     np = numpy()
     X, y = _arrays(X, y, "batches()")
-    _count(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     order = np.random.default_rng(seed).permutation(len(X)) if shuffle else np.arange(len(X))
     for start in range(0, len(X), batch_size):
         idx = order[start : start + batch_size]

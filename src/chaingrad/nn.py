@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
+from .checks import positive_int
 from .engine import _VALUES_ONLY, Value, no_grad
 from .files import atomic_write
 from .ops import affine, cross_entropy, dot, mean, softmax
@@ -53,12 +54,6 @@ def _generator(seed: int | random.Random | None) -> random.Random:
     if isinstance(seed, int) and not isinstance(seed, bool):
         return random.Random(seed)
     raise TypeError(f"seed must be an int, a random.Random or None, not {type(seed).__name__}")
-
-
-def _positive_int(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return n
 
 
 _ACTIVATIONS = {"relu": Value.relu, "tanh": Value.tanh, "sigmoid": Value.sigmoid, None: None}
@@ -223,7 +218,7 @@ class Neuron(Module):
 
     def __init__(self, nin: int, activation: str | None = "relu", seed: int | random.Random | None = None):
         rng = _generator(seed)
-        self.w = [Value(rng.uniform(-1, 1)) for _ in range(_positive_int(nin, "nin"))]
+        self.w = [Value(rng.uniform(-1, 1)) for _ in range(positive_int(nin, "nin"))]
         self.b = Value(0.0)
         self.activation = _activation(activation)
         self._act = _ACTIVATIONS[activation]
@@ -246,7 +241,7 @@ class Layer(Module):
         self, nin: int, nout: int, activation: str | None = "relu", seed: int | random.Random | None = None
     ):
         rng = _generator(seed)
-        self.neurons = [Neuron(nin, activation, rng) for _ in range(_positive_int(nout, "nout"))]
+        self.neurons = [Neuron(nin, activation, rng) for _ in range(positive_int(nout, "nout"))]
 
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""
@@ -281,7 +276,7 @@ class MLP(Module):
         if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence) or not nouts:
             raise ValueError(f"nouts must be a non-empty list of layer widths, got {nouts!r}")
         rng = _generator(seed)
-        sizes = [_positive_int(nin, "nin")] + [_positive_int(n, "each layer width") for n in nouts]
+        sizes = [positive_int(nin, "nin")] + [positive_int(n, "each layer width") for n in nouts]
         last = len(nouts) - 1
         self.layers = [
             Layer(sizes[i], sizes[i + 1], activation if i != last else None, rng) for i in range(len(nouts))
@@ -372,7 +367,7 @@ class Linear(Module):
         std: float = 0.08,
         seed: int | random.Random | None = None,
     ):
-        self.weight = _matrix(_positive_int(nout, "nout"), _positive_int(nin, "nin"), std, _generator(seed))
+        self.weight = _matrix(positive_int(nout, "nout"), positive_int(nin, "nin"), std, _generator(seed))
         self.bias = [Value(0.0) for _ in range(nout)] if bias else None
 
     def __call__(self, x: Sequence[Any]) -> list[Value]:
@@ -388,7 +383,7 @@ class Embedding(Module):
     """A table of `num` learned vectors of size `dim`; calling it with an index returns that row."""
 
     def __init__(self, num: int, dim: int, std: float = 0.08, seed: int | random.Random | None = None):
-        self.weight = _matrix(_positive_int(num, "num"), _positive_int(dim, "dim"), std, _generator(seed))
+        self.weight = _matrix(positive_int(num, "num"), positive_int(dim, "dim"), std, _generator(seed))
 
     def __call__(self, i: int) -> list[Value]:
         if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < len(self.weight):
@@ -403,7 +398,7 @@ class RMSNorm(Module):
     """x / sqrt(mean(x^2) + eps), without a learnable weight (as microgpt)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
-        self.dim = _positive_int(dim, "dim")
+        self.dim = positive_int(dim, "dim")
         self.eps = eps
 
     def __call__(self, x: Sequence[Value]) -> list[Value]:
@@ -420,7 +415,7 @@ class CausalSelfAttention(Module):
     """Multi-head attention of one position over itself and all earlier ones (kept in a cache)."""
 
     def __init__(self, n_embd: int, n_head: int, seed: int | random.Random | None = None):
-        if _positive_int(n_embd, "n_embd") % _positive_int(n_head, "n_head"):
+        if positive_int(n_embd, "n_embd") % positive_int(n_head, "n_head"):
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
         rng = _generator(seed)
         self.n_head = n_head
@@ -478,12 +473,12 @@ class GPT(Module):
         seed: int | random.Random | None = None,
     ):
         rng = _generator(seed)
-        self.vocab_size = _positive_int(vocab_size, "vocab_size")
-        self.block_size = _positive_int(block_size, "block_size")
+        self.vocab_size = positive_int(vocab_size, "vocab_size")
+        self.block_size = positive_int(block_size, "block_size")
         self.wte = Embedding(vocab_size, n_embd, seed=rng)
         self.wpe = Embedding(block_size, n_embd, seed=rng)
         self.norm = RMSNorm(n_embd)
-        self.layers = [Block(n_embd, n_head, rng) for _ in range(_positive_int(n_layer, "n_layer"))]
+        self.layers = [Block(n_embd, n_head, rng) for _ in range(positive_int(n_layer, "n_layer"))]
         self.lm_head = Linear(n_embd, vocab_size, seed=rng)
 
     def __repr__(self) -> str:

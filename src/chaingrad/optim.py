@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from numbers import Real
 from typing import Any
 
+from .checks import positive_int
 from .engine import Value
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LinearLR", "Optimizer", "StepLR"]
@@ -181,12 +182,6 @@ class LRScheduler:
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
-def _count(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return n
-
-
 class LinearLR(LRScheduler):
     """lr goes linearly from base_lr * start_factor to base_lr * end_factor over total_iters steps, then
     stays. micrograd's demo, lr = 1.0 - 0.9 * k / 100, is LinearLR(opt, 1.0, 0.1, 100) with lr=1.0."""
@@ -198,7 +193,7 @@ class LinearLR(LRScheduler):
         if self.start_factor == 0:
             raise ValueError("start_factor must be > 0")
         self.end_factor = _number(end_factor, "end_factor", high=1.0)
-        self.total_iters = _count(total_iters, "total_iters")
+        self.total_iters = positive_int(total_iters, "total_iters")
         super().__init__(optimizer)
 
     def lr_at(self, t: int) -> float:
@@ -211,7 +206,7 @@ class CosineAnnealingLR(LRScheduler):
     """lr follows half a cosine from base_lr down to eta_min over T_max steps."""
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
-        self.T_max = _count(T_max, "T_max")
+        self.T_max = positive_int(T_max, "T_max")
         self.eta_min = _number(eta_min, "eta_min")
         super().__init__(optimizer)
 
@@ -224,7 +219,7 @@ class StepLR(LRScheduler):
     """lr is multiplied by gamma every step_size steps."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        self.step_size = _count(step_size, "step_size")
+        self.step_size = positive_int(step_size, "step_size")
         self.gamma = _number(gamma, "gamma")
         super().__init__(optimizer)
 
