@@ -6,7 +6,6 @@ import datetime
 import gc
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +79,8 @@ CLOCK_NAME = "CPU time of the process (time.process_time)"
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    """Run fn once after a full collection, with the collector left on; return (result, seconds)."""
+    """Run fn once, the collector on as in any program; (result, seconds). The garbage that other
+    runs left is collected first, outside the timing: each run starts as a fresh program would."""
     gc.collect()
     t0 = CLOCK()
     result = fn()
@@ -91,18 +91,18 @@ Trial = Callable[[], dict[str, float]]
 
 
 def alternate(trials: dict[str, Trial], repeats: int) -> dict[str, dict[str, float]]:
-    """Run each side's trial `repeats` times, alternating which side goes first; median of each timing.
+    """Run each side's trial `repeats` times, alternating which side goes first; the total of each timing.
 
     A trial returns named timings in seconds (e.g. forward and backward), so
     a drift in the machine's speed hits both sides alike.
     """
-    samples: dict[str, dict[str, list[float]]] = {name: {} for name in trials}
+    totals: dict[str, dict[str, float]] = {name: {} for name in trials}
     names = list(trials)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             for key, seconds in trials[name]().items():
-                samples[name].setdefault(key, []).append(seconds)
-    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+                totals[name][key] = totals[name].get(key, 0.0) + seconds
+    return totals
 
 
 def in_blocks(

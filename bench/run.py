@@ -26,7 +26,7 @@ WORKLOADS = [
     "softmax_ce",
     "gpt",
     "moons",
-    "scalar_cost",
+    "microgpt",
 ]
 
 RATIO = "ratio: how many times better chaingrad is (costs: baseline / chaingrad; rates: chaingrad / baseline)"

@@ -63,7 +63,9 @@ def test_chain_node_counts_follow_each_engines_rules():
     nodes = chain.check_same(10)
     # chaingrad: one node per op plus the 5 leaves; micrograd adds a node for every
     # constant and builds -, / and unary minus from several (15 per step)
-    assert nodes == {"chaingrad": 9 * 10 + 5, chain.MICROGRAD: 15 * 10 + 5}
+    assert (
+        nodes[chain.REFERENCE] == nodes[chain.BEFORE] == 9 * 10 + 5 and nodes[chain.MICROGRAD] == 15 * 10 + 5
+    )
 
 
 def test_chain_check_catches_a_wrong_engine(monkeypatch):
@@ -199,9 +201,21 @@ def test_moons_sides_agree_step_by_step():
     assert [r.target for r in rows] == [">= 60x", ">= 800x", ">= 0.5x"]
 
 
-def test_scalar_cost_compares_two_copies_that_compute_the_same():
-    from bench import scalar_cost
+def test_microgpt_runs_the_same_program_on_each_value_class():
+    from bench import microgpt
 
-    rows = scalar_cost.run(steps=20, repeats=1)
-    assert [r.measure.split(",")[0] for r in rows] == ["forward", "backward"]
-    assert all(r.ours > 0 and r.baseline > 0 for r in rows)
+    own, _ = microgpt.train(microgpt.MicroValue, 2)
+    ours, _ = microgpt.train(cg.engine.Value, 2)
+    assert len(own) == 2 and all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(ours, own))
+    assert own[0] == pytest.approx(math.log(27), rel=0.05), "an untrained model guesses uniformly"
+    rows = microgpt.run(steps=2, turns=1)
+    assert_well_formed(rows, "microgpt")
+
+
+def test_microgpt_check_catches_a_difference(monkeypatch):
+    from bench import microgpt
+
+    log = microgpt.MicroValue.log
+    monkeypatch.setattr(microgpt.MicroValue, "log", lambda self: log(self) * 1.000001)
+    with pytest.raises(Mismatch, match="microgpt"):
+        microgpt.run(steps=2, turns=1)

@@ -525,10 +525,14 @@ def test_nodes_have_slots_and_store_no_closures():
     for node in nodes:
         assert not hasattr(node, "__dict__")
         for name in Value.__slots__:
-            stored = getattr(node, name)
+            stored = getattr(node, name, None)  # some slots are left unset on most nodes
             items = stored if isinstance(stored, tuple) else (stored,)
             assert not any(callable(i) and not isinstance(i, (Value, cg.Op)) for i in items), (name, stored)
-        assert type(node._prev) is tuple and type(node._local) is tuple
+        assert type(node._prev) is tuple
+        # local gradients, one per input, or None where the op has a rule of its own
+        assert (type(node._local) is tuple and len(node._local) == len(node._prev)) or (
+            node._local is None and node._op.rule is not None
+        ), node._op
         ops.setdefault(str(node._op), set()).add(id(node._op))
     assert all(len(ids) == 1 for ids in ops.values()), "nodes of one op share one Op object"
     assert {"test_softplus", "cross_entropy", "dot", "batch_mean", "**", "tanh"} <= set(ops)
@@ -587,5 +591,5 @@ def test_a_deep_graph_pickles_without_recursion():
 
 
 def test_ops_pickle_to_the_same_op():
-    for op in (cg.ops.ADD, cg.ops.CROSS_ENTROPY, SOFTPLUS):
+    for op in (cg.engine.OPS["+"], cg.fused.CROSS_ENTROPY, SOFTPLUS):
         assert pickle.loads(pickle.dumps(op)) is op

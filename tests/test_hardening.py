@@ -144,7 +144,7 @@ MISMATCHED = {
     "dot of Values": lambda a, b: cg.dot([a], [b]),
     "dot start": lambda a, b: cg.dot([a], [a], start=b),
     "affine": lambda a, b: cg.affine([[1.0, 2.0]], [a, b]),
-    "custom op": lambda a, b: cg.ops.ADD(a, b),
+    "custom op": lambda a, b: cg.engine.OPS["+"](a, b),
 }
 
 

@@ -8,36 +8,19 @@
 `cg.nn`, `cg.optim`, `cg.losses`, `cg.data` and `cg.viz` load on first use.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from .autodiff import grad, hessian, hvp, value_and_grad
-from .engine import AnomalyError, Value, detect_anomaly, enable_grad, is_grad_enabled, no_grad
+from . import pickling as _pickling  # noqa: F401 - registers how Values pickle
+from .autodiff import grad, gradients, hessian, hvp, value_and_grad
+from .engine import Op, Value
+from .fused import batch_mean, batch_sum, cross_entropy, dot, log_softmax, logsumexp, mean, softmax, sum
 from .gradcheck import GradcheckError, gradcheck
+from .layers import affine
+from .modes import AnomalyError, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .nn import manual_seed
-from .ops import (
-    Op,
-    affine,
-    batch_mean,
-    batch_sum,
-    cross_entropy,
-    dot,
-    exp,
-    log,
-    log_softmax,
-    logsumexp,
-    mean,
-    relu,
-    sigmoid,
-    softmax,
-    sqrt,
-    sum,
-    tanh,
-)
+from .numerics import exp, log, relu, sigmoid, sqrt, tanh
 
 __version__ = "0.1.0"
+
+backend = "python"
 
 __all__ = [
     "AnomalyError",
@@ -45,6 +28,7 @@ __all__ = [
     "Op",
     "Value",
     "affine",
+    "backend",
     "batch_mean",
     "batch_sum",
     "cross_entropy",
@@ -54,6 +38,7 @@ __all__ = [
     "exp",
     "grad",
     "gradcheck",
+    "gradients",
     "hessian",
     "hvp",
     "is_grad_enabled",
@@ -72,10 +57,16 @@ __all__ = [
     "value_and_grad",
 ]
 
-_SUBMODULES = {"nn", "optim", "losses", "data", "viz", "autodiff", "cli"}
+_SUBMODULES = ("nn", "optim", "losses", "data", "viz", "autodiff", "cli")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        from importlib import import_module
+
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'chaingrad' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES, "__version__"})

@@ -1,9 +1,10 @@
-"""Functional derivatives: grad, value_and_grad, Hessian-vector products.
+"""Functional derivatives: gradients, grad, value_and_grad, Hessian-vector products.
 
 These compute gradients without touching any `.grad`, and always build the
-gradient's own graph, so they nest: `grad(grad(f))` is the second derivative.
-A gradient that does not depend on the arguments comes back as a constant
-(a leaf Value); an argument that does not reach the output gets gradient 0.
+gradient's own graph (`backward(create_graph=True)`), so they nest:
+`grad(grad(f))` is the second derivative. A gradient that does not depend on
+the arguments comes back as a constant (a leaf Value); an argument that does
+not reach the output gets gradient 0.
 """
 
 from __future__ import annotations
@@ -11,10 +12,65 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Value, gradients
-from .ops import dot
+from . import engine
+from .engine import Op, Value, arguments
+from .fused import dot
 
-__all__ = ["grad", "hessian", "hvp", "value_and_grad"]
+__all__ = ["grad", "gradients", "hessian", "hvp", "value_and_grad"]
+
+
+def _chain_graph(node: Value) -> None:
+    """One node's step of backward(create_graph=True): its local gradients recomputed from the op's
+    formulas on the Values themselves, so that every gradient has a graph of its own."""
+    op, g = node._op, node.grad
+    if not isinstance(op, Op) or type(node.data) is not float:
+        raise NotImplementedError(
+            f"backward(create_graph=True) reached a node of op {str(op)!r} made with its own _backward, "
+            "or a batch: higher derivatives go through chaingrad's ops (and cg.Op's) on single numbers"
+        )
+    if op.rule is not None:
+        shares = op.rule(node, g, differentiable=True)
+    else:
+        args = node._ctx or node._prev
+        shares = [
+            local * g for a, local in zip(arguments(node), op.local(*args, node)) if isinstance(a, Value)
+        ]
+    for child, d in zip(node._prev, shares):
+        child.grad = d if type(child.grad) is float and child.grad == 0 else child.grad + d
+
+
+engine.HIGHER_ORDER.append(_chain_graph)
+
+
+def _nodes(root: Value) -> list[Value]:
+    """Every node that leads to root, root included; no recursion."""
+    seen, stack = {root}, [root]
+    while stack:
+        for child in stack.pop()._prev:
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return list(seen)
+
+
+def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
+    """d(root)/d(node) for every node that leads to root, in a dict; every .grad is left as it was.
+
+    With create_graph=True the gradients are Values (or constants) with graphs
+    of their own, ready to be differentiated again.
+    """
+    if type(root.data) is not float:
+        raise ValueError(f"gradients of a batch of {len(root.data)} samples; reduce it first")
+    nodes = _nodes(root)
+    saved = [n.grad for n in nodes]
+    try:
+        for n in nodes:
+            n.grad = 0.0
+        root.backward(create_graph=create_graph)
+        return {n: n.grad for n in nodes}
+    finally:
+        for n, g in zip(nodes, saved):
+            n.grad = g
 
 
 def _as_value(x: Any) -> Value:

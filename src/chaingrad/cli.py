@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, demos
 from .engine import Value
-from .ops import div, exp, log, power, relu, sigmoid, sqrt, tanh
+from .numerics import div, exp, log, power, relu, sigmoid, sqrt, tanh
 from .viz import FORMATS, RANKDIRS, RenderError, draw_dot
 
 __all__ = ["main"]

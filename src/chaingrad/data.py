@@ -17,7 +17,8 @@ from numbers import Integral
 from typing import Any
 
 from .checks import positive_int
-from .engine import Value, numpy
+from .engine import Value
+from .numerics import numpy
 
 __all__ = [
     "CharTokenizer",

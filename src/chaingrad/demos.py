@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import data, losses, nn, optim
-from .engine import no_grad
 from .files import atomic_write
+from .modes import no_grad
 
 __all__ = ["DEMOS", "Run", "digits", "missing_packages", "moons", "names"]
 

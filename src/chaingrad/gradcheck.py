@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Value, enable_grad, no_grad
+from .engine import Value
+from .modes import enable_grad, no_grad
 
 __all__ = ["GradcheckError", "gradcheck"]
 

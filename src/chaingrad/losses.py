@@ -12,9 +12,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Value, numpy
-from .ops import Op, batch_mean, dot, mean, relu, sigmoid
-from .ops import cross_entropy as _cross_entropy
+from .engine import Op, Value
+from .fused import batch_mean, dot, mean
+from .fused import cross_entropy as _cross_entropy
+from .numerics import numpy, relu, sigmoid
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
 

@@ -19,9 +19,11 @@ from numbers import Integral, Real
 from typing import Any
 
 from .checks import positive_int
-from .engine import _VALUES_ONLY, Value, no_grad
+from .engine import Value
 from .files import atomic_write
-from .ops import affine, cross_entropy, dot, mean, softmax
+from .fused import cross_entropy, dot, mean, softmax
+from .layers import affine
+from .modes import no_grad
 
 __all__ = [
     "GPT",
@@ -81,7 +83,7 @@ def _groups(obj: Any, prefix: str = "", out: list | None = None) -> list[tuple[s
             if not name.startswith("_"):
                 _groups(attr, f"{prefix}.{name}" if prefix else name, out)
     elif isinstance(obj, (list, tuple)):
-        if obj and set(map(type, obj)) == _VALUES_ONLY:
+        if obj and all(type(x) is Value for x in obj):
             out.append((prefix, list(obj)))
         else:
             for i, item in enumerate(obj):

@@ -30,7 +30,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from .engine import Value, _is_array
+from .engine import Value, arguments
+from .numerics import is_array as _is_array
 
 __all__ = ["FORMATS", "Drawing", "RenderError", "draw_dot", "render", "to_dot"]
 
@@ -192,7 +193,7 @@ def _op_lines(node: Value, number: dict[Value, int], nearby: dict[Value, int] | 
     uses: dict[Value, int] = {}  # a value used twice (x * x) gets one edge, marked x2
     constants = []
     hidden = 0
-    for arg in node._prev if node._ctx is None else node._ctx:
+    for arg in arguments(node):
         if isinstance(arg, Value):
             if arg in number:
                 uses[arg] = uses.get(arg, 0) + 1

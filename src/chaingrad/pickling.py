@@ -1,0 +1,102 @@
+"""Pickling and deep-copying graphs without recursion, however deep.
+
+Python's pickle and `copy.deepcopy` follow references recursively, so a chain
+of 60,000 nodes would exceed the recursion limit. Here a Value is saved as a
+flat table of every node under it, inputs before the nodes that use them, each
+referring to its inputs by position; loading rebuilds the nodes in that order.
+A leaf is saved as itself (data, grad and label), so that a parameter saved
+with its model and with a graph is one Value again after loading. A gradient
+that is a Value (after `backward(create_graph=True)`) is saved as its number.
+Registered with `copyreg`, so the engine itself knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import copyreg
+from typing import Any
+
+from .engine import Value, _node
+
+__all__: list[str] = []
+
+
+def _number(x: Any) -> Any:
+    return x.data if isinstance(x, Value) else x
+
+
+def _reduce(v: Value) -> tuple[Any, ...]:
+    if not v._prev:
+        return _leaf, (v.data, _number(v.grad), v.label)
+    if v._local is None and callable(v._ctx):
+        raise TypeError(
+            f"cannot pickle a Value made with its own _backward function (op {v._op!r}); "
+            "make the op with cg.Op instead"
+        )
+    nodes = _inputs_first(v)
+    index = {id(n): i for i, n in enumerate(nodes)}
+
+    def ref(a: Any) -> Any:
+        if isinstance(a, Value):
+            return ("v", index[id(a)])
+        if type(a) is tuple:
+            return ("t", tuple(map(ref, a)))
+        return ("c", a)
+
+    rows = [
+        n
+        if not n._prev
+        else (
+            n.data,
+            _number(n.grad),
+            n.label,
+            n._op,
+            tuple(index[id(p)] for p in n._prev),
+            n._local,
+            None if n._ctx is None else ref(n._ctx),
+        )
+        for n in nodes
+    ]
+    return _rebuild, (rows,)
+
+
+def _leaf(data: Any, grad: Any, label: str) -> Value:
+    v = Value(data, label=label)
+    v.grad = grad
+    return v
+
+
+def _rebuild(rows: list[Any]) -> Value:
+    nodes: list[Value] = []
+
+    def deref(r: Any) -> Any:
+        kind, x = r
+        return nodes[x] if kind == "v" else tuple(map(deref, x)) if kind == "t" else x
+
+    for row in rows:
+        if isinstance(row, Value):
+            nodes.append(row)
+            continue
+        data, grad, label, op, prev, local, ctx = row
+        n = _node(data, tuple(nodes[i] for i in prev), local, op, None if ctx is None else deref(ctx))
+        n.grad = grad
+        if label:
+            n.label = label
+        nodes.append(n)
+    return nodes[-1]
+
+
+def _inputs_first(root: Value) -> list[Value]:
+    """Every node under root (leaves too), each after its inputs; no recursion."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in node._prev if id(child) not in seen)
+    return order
+
+
+copyreg.pickle(Value, _reduce)
