@@ -373,6 +373,23 @@ def test_saving_through_a_chain_of_symlinks_and_onto_a_dangling_one(tmp_path):
     assert (tmp_path / "not yet").read_bytes() == b"created" and os.path.islink(tmp_path / "dangling")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_saving_onto_something_that_is_not_a_regular_file_is_refused_and_changes_nothing(tmp_path):
+    # Renaming over a FIFO or a device (think of /dev/null) would replace it with a regular file.
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    os.symlink(tmp_path / "fifo", tmp_path / "link")
+    for name, kind in [("fifo", "a FIFO"), ("folder", "a folder"), ("link", "a FIFO")]:
+        with pytest.raises(ValueError) as info:
+            atomic_write(tmp_path / name, lambda f: f.write(b"new"))
+        assert (
+            str(info.value)
+            == f"{tmp_path / name}: not a regular file ({kind}); only regular files are replaced"
+        )
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode) and os.listdir(tmp_path / "folder") == []
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "folder", "link"]
+
+
 # ---------------------------------------------------------------------------
 # Reading: regular files only, of bounded size
 # ---------------------------------------------------------------------------

@@ -126,6 +126,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
     A file already at path keeps its mode, its owner (where permitted) and its extended attributes.
     If path is a symlink, the file it points to is replaced (atomically, beside it) and the link stays.
+    Anything at path other than a regular file (a folder, a FIFO, a device) is refused with a ValueError
+    before anything is written.
     """
     target = os.path.realpath(os.fspath(path))
     folder, base = os.path.split(target)
@@ -135,6 +137,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
         old: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         old = None
+    if old is not None and not stat.S_ISREG(old.st_mode):
+        raise ValueError(
+            f"{os.fspath(path)}: not a regular file ({_kind(old.st_mode)}); only regular files are replaced"
+        )
     # A new file gets the usual permissions (0666 less the umask); a replacement starts private and
     # takes the old file's mode before anything is written into it.
     tmp, fd = _create_temp(folder, prefix, 0o666 if old is None else 0o600)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import reprlib
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -144,7 +145,7 @@ def _differences(file: Any, mine: Any, where: str = "") -> list[str]:
             if key not in file:
                 out.append(f"{path} is not in the file")
             elif key not in mine:
-                out.append(f"the file has {path}={file[key]!r:.40}, which this model does not")
+                out.append(f"the file has {path}={reprlib.repr(file[key])}, which this model does not")
             else:
                 out += _differences(file[key], mine[key], path)
         return out
@@ -152,9 +153,9 @@ def _differences(file: Any, mine: Any, where: str = "") -> list[str]:
         if len(file) != len(mine):
             return [f"{where} has {len(file)} entries in the file, {len(mine)} here"]
         return [d for i, (a, b) in enumerate(zip(file, mine)) for d in _differences(a, b, f"{where}.{i}")]
-    if json.dumps(file) == json.dumps(mine):
+    if type(file) is type(mine) and file == mine:  # mine's leaves are numbers, str or None: no recursion
         return []
-    return [f"{where or 'the architecture'} is {file!r:.60} in the file, {mine!r:.60} here"]
+    return [f"{where or 'the architecture'} is {reprlib.repr(file)} in the file, {reprlib.repr(mine)} here"]
 
 
 class _DuplicateKey(ValueError):
@@ -313,7 +314,7 @@ class Module:
         if not 1 <= version <= FORMAT_VERSION:
             newer = "; it was written by a newer chaingrad: upgrade" if version > FORMAT_VERSION else ""
             raise ValueError(
-                f"{name}: model file version {version}; "
+                f"{name}: model file version {version!r:.20}; "
                 f"this chaingrad reads versions 1 to {FORMAT_VERSION}{newer}"
             )
         if doc.get("module") != type(self).__name__:
