@@ -1,5 +1,6 @@
 """The `chaingrad` command: `graph` evaluates safely, prints gradients and draws; bad input exits with 2."""
 
+import argparse
 import subprocess
 import sys
 import time
@@ -276,3 +277,20 @@ def test_parsing_vars_takes_time_linear_in_their_number():
     small = min(_parse_time(3_000) for _ in range(3))
     big = _parse_time(30_000)
     assert big < 30 * max(small, 0.001), f"3,000 --var: {small:.3f} s, 30,000: {big:.3f} s"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["graph", "ｘ*y", "--var", "ｘ=2", "--va=y=3"],
+        ["graph", "x", "--var", "ｘ=1", "--var", "x=2"],
+        ["graph", "x", "--var", "x=1", "--var"],
+        ["graph", "x", "--var", "-1"],
+        ["graph", "--var=x=2", "--", "-x"],
+    ],
+    ids=["good", "collision", "no value", "negative number", "after --"],
+)
+def test_vars_mean_the_same_when_argparse_collects_them(argv, capsys, monkeypatch):
+    fast = run_command(argv, capsys)
+    monkeypatch.setattr(cli._Parser, "parse_known_args", argparse.ArgumentParser.parse_known_args)
+    assert run_command(argv, capsys) == fast

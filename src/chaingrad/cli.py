@@ -181,17 +181,18 @@ def _variables(texts: Sequence[str]) -> list[tuple[str, float]]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that can take one repeatable option out of the arguments itself, in one pass.
+    """An ArgumentParser that can collect one repeatable option itself, in one pass.
 
     argparse before Python 3.13 takes time quadratic in the number of options given (CPython issue
-    gh-116159): 30,000 `--var` took 23 s. A parser whose `repeated` is set to (option, convert) finds
-    that option (`--var X`, `--var=X` and unambiguous abbreviations) before argparse sees the rest,
-    and sets its destination to convert(the values, in order).
+    gh-116159): 30,000 `--var` took 23 s. A parser whose `repeated` is set to an option declared with
+    action="append" and no type takes that option (`--var X`, `--var=X`, unambiguous abbreviations)
+    out of the arguments before argparse sees the rest, and sets its destination to the values in
+    order, the strings argparse would have collected.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         self.long_options: list[str] = []
-        self.repeated: tuple[str, Callable[[list[str]], Any]] | None = None
+        self.repeated: str | None = None
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
@@ -212,7 +213,7 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if self.repeated is None or args is None:
             return super().parse_known_args(args, namespace)
-        option, convert = self.repeated
+        option = self.repeated
         args, rest, values, i = list(args), [], [], 0
         while i < len(args):
             arg = args[i]
@@ -233,10 +234,7 @@ class _Parser(argparse.ArgumentParser):
             i += 1
         namespace, extras = super().parse_known_args(rest, namespace)
         dest = option.lstrip("-").replace("-", "_")
-        try:
-            setattr(namespace, dest, convert(values + [v for v in getattr(namespace, dest) or []]))
-        except argparse.ArgumentTypeError as e:
-            self.error(str(e))
+        setattr(namespace, dest, values + list(getattr(namespace, dest) or []))
         return namespace, extras
 
 
@@ -284,11 +282,10 @@ def _picture(text: str) -> Path:
 
 
 def _graph(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    variables: dict[str, Value] = {}
-    for name, number in args.var:
-        if name in variables:
-            parser.error(f"--var {name} is given twice")
-        variables[name] = Value(number, label=name)
+    try:
+        variables = {name: Value(number, label=name) for name, number in _variables(args.var)}
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
     try:
         out = evaluate(args.expression, variables)
     except ExpressionError as e:
@@ -337,7 +334,7 @@ def _add_graph(commands: Any) -> None:
     )
     graph.add_argument("--rankdir", choices=RANKDIRS, default="LR", help="layout direction (default: LR)")
     graph.set_defaults(run=_graph, parser=graph)
-    graph.repeated = ("--var", _variables)  # parsed in one pass, each by _variable
+    graph.repeated = "--var"  # collected in one pass; _graph reads them with _variables
 
 
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
