@@ -318,7 +318,9 @@ class Module:
                 f"this chaingrad reads versions 1 to {FORMAT_VERSION}{newer}"
             )
         if doc.get("module") != type(self).__name__:
-            raise ValueError(f"{name}: holds a {doc.get('module')!r}, not a {type(self).__name__}")
+            raise ValueError(
+                f"{name}: holds a {reprlib.repr(doc.get('module'))}, not a {type(self).__name__}"
+            )
         if version >= 2:
             if not isinstance(doc.get("architecture"), dict):
                 raise ValueError(f"{name}: a version {version} model file without its architecture")
