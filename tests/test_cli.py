@@ -1,7 +1,9 @@
 """The `chaingrad` command: `graph` evaluates safely, prints gradients and draws; bad input exits with 2."""
 
+import argparse
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -199,3 +201,96 @@ def test_python_dash_m_chaingrad(tmp_path):
     assert done.returncode == 0, done.stderr
     assert printed(done.stdout) == {"x*y + 1": -5.0, "d/dx": -3.0, "d/dy": 2.0}
     ET.parse(tmp_path / "g.svg")
+
+
+# ---------------------------------------------------------------------------
+# --var: names as Python reads them (NFKC), and many of them in linear time
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression, var",
+    [("ｘ+1", "ｘ=2"), ("x+1", "ｘ=2"), ("ｘ+1", "x=2"), ("𝐱+1", "x=2")],
+    ids=["fullwidth in both", "fullwidth --var", "fullwidth EXPR", "bold EXPR"],
+)
+def test_var_names_are_nfkc_normalised_as_python_reads_the_expression(expression, var, capsys):
+    code, out, err = run_command(["graph", expression, "--var", var], capsys)
+    assert (code, err) == (0, "")
+    assert printed(out) == {expression: 3.0, "d/dx": 1.0}
+
+
+@pytest.mark.parametrize(
+    "vars_, message",
+    [
+        (["ｘ=1", "x=2"], "--var ｘ and --var x are the same variable 'x' (Python reads names in NFKC form)"),
+        (["x=1", "𝐱=2"], "--var x and --var 𝐱 are the same variable 'x' (Python reads names in NFKC form)"),
+        (["ｘ=1", "ｘ=2"], "--var ｘ is given twice"),
+        (["ｉｆ=1"], "argument --var: 'ｉｆ' is not a valid variable name"),
+        (["ｅｘｐ=1"], "argument --var: 'exp' is a function name; choose another variable name"),
+        (["x²=1"], "argument --var: 'x²' is not a valid variable name"),  # not an identifier as written
+    ],
+    ids=["fullwidth and plain", "plain and bold", "twice", "a keyword", "a function", "superscript"],
+)
+def test_vars_that_collide_after_normalisation_are_refused(vars_, message, capsys):
+    argv = ["graph", "x"] + [a for v in vars_ for a in ("--var", v)]
+    code, out, err = run_command(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == f"chaingrad graph: error: {message}"
+
+
+def test_abbreviations_and_double_dash_still_work(capsys):
+    for argv in (
+        ["graph", "x+y", "--va", "x=1", "--v=y=2"],
+        ["graph", "--var", "x=1", "--var=y=2", "--", "x+y"],
+    ):
+        code, out, _ = run_command(argv, capsys)
+        assert code == 0 and printed(out) == {"x+y": 3.0, "d/dx": 1.0, "d/dy": 1.0}
+    code, out, _ = run_command(["graph", "--var", "x=2", "--", "-x"], capsys)
+    assert code == 0 and printed(out) == {"-x": -2.0, "d/dx": -1.0}
+
+
+def test_thirty_thousand_vars_all_count_in_order(capsys):
+    n = 30_000
+    argv = ["graph", "x0 + 2*x29999"] + [a for i in range(n) for a in ("--var", f"x{i}={i}")]
+    code, out, _ = run_command(argv, capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"x0 + 2*x29999 = {2.0 * 29999}"
+    assert lines[1 : n + 1] == [
+        f"d/dx{i} = {1.0 if i == 0 else 2.0 if i == n - 1 else 0.0}" for i in range(n)
+    ]
+
+
+def _parse_time(n):
+    argv = ["graph", "x0"] + [a for i in range(n) for a in ("--var", f"x{i}=1")]
+    parser = cli.build_parser()
+    start = time.process_time()
+    args = parser.parse_args(argv)
+    elapsed = time.process_time() - start
+    assert len(args.var) == n
+    return elapsed
+
+
+def test_parsing_vars_takes_time_linear_in_their_number():
+    # argparse alone is quadratic here (CPython gh-116159): ten times the options took a hundred times
+    # as long, 23 s for 30,000. Linear is ten times; allow three times that for noise.
+    small = min(_parse_time(3_000) for _ in range(3))
+    big = _parse_time(30_000)
+    assert big < 30 * max(small, 0.001), f"3,000 --var: {small:.3f} s, 30,000: {big:.3f} s"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["graph", "ｘ*y", "--var", "ｘ=2", "--va=y=3"],
+        ["graph", "x", "--var", "ｘ=1", "--var", "x=2"],
+        ["graph", "x", "--var", "x=1", "--var"],
+        ["graph", "x", "--var", "-1"],
+        ["graph", "--var=x=2", "--", "-x"],
+    ],
+    ids=["good", "collision", "no value", "negative number", "after --"],
+)
+def test_vars_mean_the_same_when_argparse_collects_them(argv, capsys, monkeypatch):
+    fast = run_command(argv, capsys)
+    monkeypatch.setattr(cli._Parser, "parse_known_args", argparse.ArgumentParser.parse_known_args)
+    assert run_command(argv, capsys) == fast

@@ -23,6 +23,34 @@ def test_importing_chaingrad_needs_no_numpy_sklearn_or_torch():
     assert out.stdout.strip() == "[]"
 
 
+SKLEARN, NUMPY = ["sklearn", "sklearn.datasets"], ["numpy"]
+
+
+@pytest.mark.parametrize(
+    "name, call, missing, package, extra",
+    [
+        ("make_moons", lambda: data.make_moons(), SKLEARN, "scikit-learn", "demo"),
+        ("make_blobs", lambda: data.make_blobs(), SKLEARN, "scikit-learn", "demo"),
+        ("load_digits", lambda: data.load_digits(), SKLEARN, "scikit-learn", "demo"),
+        ("columns", lambda: data.columns([[1.0, 2.0]]), NUMPY, "NumPy", "batch"),
+        ("make_spirals", lambda: data.make_spirals(), NUMPY, "NumPy", "batch"),
+        ("train_test_split", lambda: data.train_test_split([1, 2], [0, 1]), NUMPY, "NumPy", "batch"),
+        ("batches", lambda: next(data.batches([1, 2], [0, 1], 1)), NUMPY, "NumPy", "batch"),
+    ],
+)
+def test_a_missing_optional_package_names_the_extra_to_install(
+    name, call, missing, package, extra, monkeypatch
+):
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(ModuleNotFoundError) as info:
+        call()
+    assert str(info.value) == (
+        f'cg.data.{name}() needs {package}, which the "{extra}" extra installs: pip install -e ".[{extra}]"'
+    )
+    assert info.value.name == missing[-1]
+
+
 def test_moons_with_numpys_global_seed_are_micrograds_data():
     state = np.random.get_state()
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import assert_close
 
 import chaingrad as cg
 from chaingrad import optim
@@ -100,6 +102,73 @@ def test_int_data_is_a_number_not_a_batch():
     p.grad = 2.0
     optim.SGD([p], lr=0.5).step()
     assert p.data == -1.0
+
+
+# ---------------------------------------------------------------------------
+# Steps after backward(create_graph=True), and eps = 0
+# ---------------------------------------------------------------------------
+
+COEFFICIENTS = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_step_after_create_graph_steps_on_the_gradients_values_as_torch_does(name):
+    # After backward(create_graph=True) each grad is a Value (torch: a tensor with a graph).
+    params, ours, tensor, theirs = pair(name)
+    for step in range(4):
+        ours.zero_grad()
+        theirs.zero_grad()
+        cg.sum([c * p**3 for c, p in zip(COEFFICIENTS, params)]).backward(create_graph=True)
+        (torch.tensor(COEFFICIENTS) * tensor**3).sum().backward(create_graph=True)
+        assert all(isinstance(p.grad, cg.Value) for p in params)
+        ours.step()
+        with torch.no_grad():
+            theirs.step()
+        assert all(type(p.data) is float for p in params), f"step {step} made a parameter a Value"
+        np.testing.assert_allclose(
+            [p.data for p in params], tensor.detach().numpy(), rtol=0, atol=1e-12, err_msg=f"step {step}"
+        )
+    assert all(
+        type(x) is float for x in ours.state_dict().get("exp_avg", ours.state_dict().get("momentum_buffer"))
+    )
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.AdamW(ps)])
+def test_a_model_steps_after_create_graph_then_runs_and_saves(make, tmp_path):
+    model = cg.nn.MLP(2, [4, 1], seed=1)
+    opt = make(model.parameters())
+    loss = model([0.5, -1.0]) ** 2
+    loss.backward(create_graph=True)
+    opt.step()
+    assert all(type(p.data) is float for p in model.parameters())
+    model.zero_grad()
+    (model([0.5, -1.0]) ** 2).backward()  # the next forward and backward work
+    opt.step()
+    model.save(tmp_path / "m.json")
+    assert cg.nn.MLP(2, [4, 1], seed=2).load(tmp_path / "m.json").state_dict() == model.state_dict()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_eps_0_gives_what_torch_gives_on_zero_and_underflowing_gradients(name):
+    # PyTorch accepts eps=0; a gradient that has always been 0 gives 0 / 0 = nan, one whose square
+    # underflows to 0 gives an infinity, and the others step as usual.
+    ours_cls, torch_cls, _ = OPTIMIZERS[name]
+    start = [1.0, 2.0, 3.0, -1.0, 0.5, -2.0]
+    params = [cg.Value(x) for x in start]
+    tensor = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    ours = ours_cls(params, lr=0.1, eps=0)
+    theirs = torch_cls([tensor], lr=0.1, eps=0)
+    for grads in (
+        [0.0, 1e-200, -1e-200, 0.5, -0.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0, 0.0, 2.0],
+        [1.0, 0.0, 0.0, -3.0, 0.0, 0.0],
+    ):
+        feed(params, tensor, grads)
+        ours.step()
+        theirs.step()
+        assert_close([p.data for p in params], tensor.detach().numpy(), rel=1e-12, what=str(grads))
+    assert math.isnan(params[0].data) and params[1].data == -math.inf and params[2].data == math.inf
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Datasets that work offline, splitting and mini-batching, and the names dataset for the GPT.
 
 NumPy and scikit-learn are imported inside the functions that need them, so
-`import chaingrad.data` needs neither. Arrays come as X of shape
+`import chaingrad.data` needs neither; without them those functions say which
+extra to install (`batch` for NumPy, `demo` for scikit-learn). Arrays come as X of shape
 (n_samples, n_features) and y of shape (n_samples,). The scikit-learn
 generators take `seed` as their random_state: None draws from NumPy's global
 generator as scikit-learn does, so after `numpy.random.seed(1337)`,
@@ -11,6 +12,7 @@ generator as scikit-learn does, so after `numpy.random.seed(1337)`,
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
@@ -18,7 +20,6 @@ from typing import Any
 
 from .checks import positive_int
 from .engine import Value
-from .numerics import numpy
 
 __all__ = [
     "CharTokenizer",
@@ -33,11 +34,30 @@ __all__ = [
 ]
 
 
+def _require(module: str, package: str, extra: str, what: str) -> Any:
+    """Import module, or raise ModuleNotFoundError naming the extra that installs its package."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            f'cg.data.{what} needs {package}, which the "{extra}" extra installs: '
+            f'pip install -e ".[{extra}]"',
+            name=module,
+        ) from e
+
+
+def _numpy(what: str) -> Any:
+    return _require("numpy", "NumPy", "batch", what)
+
+
+def _sklearn(what: str) -> Any:
+    return _require("sklearn.datasets", "scikit-learn", "demo", what)
+
+
 def make_moons(n_samples: int = 100, noise: float = 0.1, seed: int | None = None) -> tuple[Any, Any]:
     """Two interleaving half circles (scikit-learn's make_moons); y in {0, 1}."""
-    from sklearn.datasets import make_moons as sk_make_moons
-
-    return sk_make_moons(n_samples=positive_int(n_samples, "n_samples"), noise=noise, random_state=seed)
+    datasets = _sklearn("make_moons()")
+    return datasets.make_moons(n_samples=positive_int(n_samples, "n_samples"), noise=noise, random_state=seed)
 
 
 def make_blobs(
@@ -48,9 +68,7 @@ def make_blobs(
     seed: int | None = None,
 ) -> tuple[Any, Any]:
     """Gaussian clusters (scikit-learn's make_blobs); y in {0, ..., centers - 1}."""
-    from sklearn.datasets import make_blobs as sk_make_blobs
-
-    return sk_make_blobs(
+    return _sklearn("make_blobs()").make_blobs(
         n_samples=positive_int(n_samples, "n_samples"),
         centers=centers,
         n_features=n_features,
@@ -63,7 +81,7 @@ def make_spirals(
     n_samples: int = 100, noise: float = 0.1, turns: float = 1.5, seed: int | None = None
 ) -> tuple[Any, Any]:
     """Two interleaved spirals of `turns` turns each; sample i belongs to spiral y = i % 2."""
-    np = numpy()
+    np = _numpy("make_spirals()")
     rng = np.random.default_rng(seed)
     y = np.arange(positive_int(n_samples, "n_samples")) % 2
     t = rng.uniform(0.1, 1.0, n_samples)  # how far along its spiral, also its radius
@@ -74,14 +92,12 @@ def make_spirals(
 
 def load_digits() -> tuple[Any, Any]:
     """scikit-learn's bundled 8x8 handwritten digits (1797 samples): X scaled to [0, 1], y in 0..9."""
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    X, y = sk_load_digits(return_X_y=True)
-    return X / 16.0, y.astype(numpy().int64)
+    X, y = _sklearn("load_digits()").load_digits(return_X_y=True)
+    return X / 16.0, y.astype(_numpy("load_digits()").int64)
 
 
 def _arrays(X: Any, y: Any, name: str) -> tuple[Any, Any]:
-    np = numpy()
+    np = _numpy(name)
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim == 0 or y.ndim == 0 or len(X) != len(y):
         raise ValueError(f"{name}: X and y need one row per sample, got shapes {X.shape} and {y.shape}")
@@ -94,7 +110,7 @@ def train_test_split(
     X: Any, y: Any, test_size: float | int = 0.25, shuffle: bool = True, seed: int | None = None
 ) -> tuple[Any, Any, Any, Any]:
     """(X_train, X_test, y_train, y_test); test_size is a fraction (rounded up) or a count."""
-    np = numpy()
+    np = _numpy("train_test_split()")
     X, y = _arrays(X, y, "train_test_split()")
     n = len(X)
     if isinstance(test_size, float) and 0 < test_size < 1:
@@ -116,7 +132,7 @@ def batches(
     X: Any, y: Any, batch_size: int, shuffle: bool = True, seed: int | None = None
 ) -> Iterator[tuple[Any, Any]]:
     """(X_batch, y_batch) pairs covering every sample once; the last batch may be smaller."""
-    np = numpy()
+    np = _numpy("batches()")
     X, y = _arrays(X, y, "batches()")
     positive_int(batch_size, "batch_size")
     order = np.random.default_rng(seed).permutation(len(X)) if shuffle else np.arange(len(X))
@@ -127,7 +143,7 @@ def batches(
 
 def columns(X: Any) -> list[Value]:
     """An (n_samples, n_features) array as one batched Value per feature: the input a model takes."""
-    np = numpy()
+    np = _numpy("columns()")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"columns() takes an (n_samples, n_features) array, got shape {X.shape}")

@@ -14,19 +14,22 @@ import json
 import math
 import os
 import random
+import reprlib
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
 from .checks import positive_int
 from .engine import Value
-from .files import atomic_write
+from .files import atomic_write, read_regular
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import affine
 from .modes import no_grad
 
 __all__ = [
+    "FORMAT_VERSION",
     "GPT",
+    "MAX_FILE_BYTES",
     "MLP",
     "Block",
     "CausalSelfAttention",
@@ -103,6 +106,77 @@ def _number(x: Any, name: str) -> float:
     return value
 
 
+def _saved(p: Value, name: str) -> float:
+    """A parameter's data as the float a state dict holds, or an error naming the parameter."""
+    data = p.data
+    if isinstance(data, Real) or getattr(data, "shape", None) == ():  # a float, an int, a NumPy scalar
+        return float(data)
+    if getattr(data, "shape", None) is not None:
+        raise ValueError(
+            f"parameter {name!r} holds a batch (an array of shape {data.shape}), not one number: "
+            "parameters must be single numbers; only inputs carry the batch axis"
+        )
+    raise TypeError(f"parameter {name!r} holds {type(data).__name__} {data!r:.40}, not a number")
+
+
+def _wrong_inputs(x: Any, n: int, owner: str) -> None:
+    """Raise one short line saying what `owner` takes (n inputs) and what it got instead."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) == 2:
+        raise ValueError(
+            f"{owner} takes {n} inputs, got a {shape[0]}x{shape[1]} array; for a batch of {shape[0]} "
+            "samples pass cg.data.columns(X), one batched Value per feature"
+        )
+    try:
+        count = len(x)
+    except TypeError:
+        example = "[x]" if n == 1 else "[x1, x2]" if n == 2 else f"[x1, ..., x{n}]"
+        raise TypeError(
+            f"{owner} takes a list of {n} inputs (numbers or Values, e.g. {example}), "
+            f"got a {type(x).__name__}: {x!r:.30}"
+        ) from None
+    raise ValueError(f"{owner} takes {n} inputs, got {count}")
+
+
+def _differences(file: Any, mine: Any, where: str = "") -> list[str]:
+    """Where two architectures (JSON data) differ, as 'path: what the file has, what this model has'."""
+    if isinstance(file, dict) and isinstance(mine, dict):
+        out = []
+        for key in [*mine, *(k for k in file if k not in mine)]:
+            path = f"{where}.{key}" if where else str(key)
+            if key not in file:
+                out.append(f"{path} is not in the file")
+            elif key not in mine:
+                out.append(f"the file has {path}={reprlib.repr(file[key])}, which this model does not")
+            else:
+                out += _differences(file[key], mine[key], path)
+        return out
+    if isinstance(file, list) and isinstance(mine, list):
+        if len(file) != len(mine):
+            return [f"{where} has {len(file)} entries in the file, {len(mine)} here"]
+        return [d for i, (a, b) in enumerate(zip(file, mine)) for d in _differences(a, b, f"{where}.{i}")]
+    if type(file) is type(mine) and file == mine:  # mine's leaves are numbers, str or None: no recursion
+        return []
+    return [f"{where or 'the architecture'} is {reprlib.repr(file)} in the file, {reprlib.repr(mine)} here"]
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = {}
+    for key, value in pairs:
+        if key in d:
+            raise _DuplicateKey(key)
+        d[key] = value
+    return d
+
+
+FORMAT_VERSION = 2  # 2 adds the architecture; files of version 1 load with the checks they allow
+MAX_FILE_BYTES = 64 * 2**20  # about 3 million parameters (22 bytes each); load(max_bytes=) reads more
+
+
 def _names(names: set[Any]) -> str:
     shown = sorted(names, key=str)[:10]
     more = f" and {len(names) - 10} more" if len(names) > 10 else ""
@@ -140,9 +214,26 @@ class Module:
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data as plain floats: one entry per Value or list of Values."""
         return {
-            name: float(g.data) if isinstance(g, Value) else [float(p.data) for p in g]
+            name: _saved(g, name)
+            if isinstance(g, Value)
+            else [_saved(p, f"{name}.{i}") for i, p in enumerate(g)]
             for name, g in _groups(self)
         }
+
+    def architecture(self) -> dict[str, Any]:
+        """What this model is apart from its parameters' values, as JSON-able data: its class and what
+        its constructor was given (sizes, activations). `save` records it and `load` refuses a file
+        whose architecture differs. This default gives the class and the sub-modules' architectures;
+        a module of your own with settings of its own should add them."""
+        out: dict[str, Any] = {"class": type(self).__name__}
+        for name, attr in vars(self).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(attr, Module):
+                out[name] = attr.architecture()
+            elif isinstance(attr, (list, tuple)) and attr and all(isinstance(m, Module) for m in attr):
+                out[name] = [m.architecture() for m in attr]
+        return out
 
     def _checked(self, d: Any) -> list[tuple[Value | list[Value], Any]]:
         """Pair each parameter group with its entry of d, or raise naming what does not fit."""
@@ -182,31 +273,71 @@ class Module:
                     p.data = x
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the parameters to a JSON file atomically: a crash leaves the old file or the new one."""
+        """Write the architecture and the parameters to a JSON file atomically: a crash leaves the old
+        file or the new one. A file already there keeps its mode and owner; a symlink stays a link
+        and the file it points to is replaced."""
         state = self.state_dict()
         self._checked(state)  # refuse to write what load would refuse (nan, inf)
-        text = json.dumps(
-            {"format": "chaingrad", "version": 1, "module": type(self).__name__, "state": state}
-        )
+        doc = {
+            "format": "chaingrad",
+            "version": FORMAT_VERSION,
+            "module": type(self).__name__,
+            "architecture": self.architecture(),
+            "state": state,
+        }
+        text = json.dumps(doc)
         atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
-    def load(self, path: str | os.PathLike[str]) -> Module:
-        """Load a file written by `save` into this model in place; return it. A bad file changes nothing."""
-        with open(path, "rb") as f:
-            raw = f.read()
+    def load(self, path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> Module:
+        """Load a file written by `save` into this model in place; return it. A bad file changes nothing.
+
+        Only a regular file of at most max_bytes bytes is read (64 MiB by default, about 3 million
+        parameters). The file's architecture must be this model's: a file of an MLP with tanh does not
+        load into one with relu. Files of version 1 (before the architecture was recorded) still load
+        when their parameters fit; save again to record the architecture.
+        """
+        name = os.fspath(path)
+        raw = read_regular(path, max_bytes, advice="; load(path, max_bytes=...) reads a bigger file")
         try:
-            doc = json.loads(raw.decode("utf-8"))
+            doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as e:
+            raise ValueError(
+                f"{name}: not a chaingrad model file: the key {e.args[0]!r} appears twice"
+            ) from None
         except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, absurd nesting or digits
             what = "empty" if not raw.strip() else f"not valid JSON, perhaps truncated ({e})"
-            raise ValueError(f"{os.fspath(path)}: not a chaingrad model file: {what}") from None
+            raise ValueError(f"{name}: not a chaingrad model file: {what}") from None
         if not isinstance(doc, dict) or doc.get("format") != "chaingrad" or "state" not in doc:
-            raise ValueError(f"{os.fspath(path)}: not a chaingrad model file (no chaingrad header)")
+            raise ValueError(f"{name}: not a chaingrad model file (no chaingrad header)")
+        version = doc.get("version")
+        if "version" not in doc or isinstance(version, bool) or not isinstance(version, int):
+            what = "no version" if "version" not in doc else f"version {version!r:.40}, not a whole number"
+            raise ValueError(f"{name}: a chaingrad model file with {what}; it may be damaged")
+        if not 1 <= version <= FORMAT_VERSION:
+            newer = "; it was written by a newer chaingrad: upgrade" if version > FORMAT_VERSION else ""
+            raise ValueError(
+                f"{name}: model file version {version!r:.20}; "
+                f"this chaingrad reads versions 1 to {FORMAT_VERSION}{newer}"
+            )
         if doc.get("module") != type(self).__name__:
-            raise ValueError(f"{os.fspath(path)}: holds a {doc.get('module')!r}, not a {type(self).__name__}")
+            raise ValueError(
+                f"{name}: holds a {reprlib.repr(doc.get('module'))}, not a {type(self).__name__}"
+            )
+        if version >= 2:
+            if not isinstance(doc.get("architecture"), dict):
+                raise ValueError(f"{name}: a version {version} model file without its architecture")
+            mine = json.loads(json.dumps(self.architecture()))
+            differences = _differences(doc["architecture"], mine)
+            if differences:
+                raise ValueError(
+                    f"{name}: the file's architecture does not fit this {type(self).__name__}: "
+                    + "; ".join(differences[:5])
+                    + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+                )
         try:
             self.load_state_dict(doc["state"])
         except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{os.fspath(path)}: {e.args[0]}") from None
+            raise ValueError(f"{name}: {e.args[0]}") from None
         return self
 
 
@@ -226,13 +357,21 @@ class Neuron(Module):
         self._act = _ACTIVATIONS[activation]
 
     def __call__(self, x: Sequence[Any]) -> Value:
-        if len(x) != len(self.w):
-            raise ValueError(f"{self!r} takes {len(self.w)} inputs, got {len(x)}")
+        try:
+            fits = len(x) == len(self.w)
+        except TypeError:
+            fits = False
+        if not fits:
+            _wrong_inputs(x, len(self.w), repr(self))
         act = dot(self.w, x, self.b)
         return self._act(act) if self._act else act
 
     def __repr__(self) -> str:
         return f"{_ACTIVATION_NAMES[self.activation]}Neuron({len(self.w)})"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'Neuron', 'nin': ..., 'activation': ...}."""
+        return {"class": type(self).__name__, "nin": len(self.w), "activation": self.activation}
 
 
 class Layer(Module):
@@ -248,8 +387,12 @@ class Layer(Module):
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""
         ns = self.neurons
-        if len(x) != len(ns[0].w):
-            raise ValueError(f"{self!r} takes {len(ns[0].w)} inputs, got {len(x)}")
+        try:
+            fits = len(x) == len(ns[0].w)
+        except TypeError:
+            fits = False
+        if not fits:
+            _wrong_inputs(x, len(ns[0].w), f"Layer({len(ns[0].w)}, {len(ns)})")
         # The neurons' math for all of them at once: one dot node (+ activation) per neuron, or on a
         # batch one affine node for the layer (three matrix products backward).
         return affine([n.w for n in ns], x, [n.b for n in ns], ns[0].activation)
@@ -260,6 +403,16 @@ class Layer(Module):
 
     def __repr__(self) -> str:
         return f"Layer of [{', '.join(map(repr, self.neurons))}]"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'Layer', 'nin': ..., 'nout': ..., 'activation': ...} (a list if the neurons differ)."""
+        activations = [n.activation for n in self.neurons]
+        return {
+            "class": type(self).__name__,
+            "nin": len(self.neurons[0].w),
+            "nout": len(self.neurons),
+            "activation": activations[0] if len(set(activations)) == 1 else activations,
+        }
 
 
 _TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
@@ -285,12 +438,23 @@ class MLP(Module):
         ]
 
     def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
+        nin = len(self.layers[0].neurons[0].w)
+        try:
+            fits = len(x) == nin
+        except TypeError:
+            fits = False
+        if not fits:
+            _wrong_inputs(x, nin, f"MLP({nin}, {[len(layer.neurons) for layer in self.layers]})")
         for layer in self.layers[:-1]:
             x = layer.outputs(x)
         return self.layers[-1](x)
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(map(repr, self.layers))}]"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'MLP', 'layers': [each layer's architecture]}: sizes and activations, layer by layer."""
+        return {"class": type(self).__name__, "layers": [layer.architecture() for layer in self.layers]}
 
     def to_torch(self) -> Any:
         """An equivalent torch.nn.Sequential of float64 nn.Linear layers and activations."""
@@ -373,12 +537,25 @@ class Linear(Module):
         self.bias = [Value(0.0) for _ in range(nout)] if bias else None
 
     def __call__(self, x: Sequence[Any]) -> list[Value]:
-        if len(x) != len(self.weight[0]):
-            raise ValueError(f"Linear({len(self.weight[0])}, {len(self.weight)}) got {len(x)} inputs")
+        try:
+            fits = len(x) == len(self.weight[0])
+        except TypeError:
+            fits = False
+        if not fits:
+            _wrong_inputs(x, len(self.weight[0]), f"Linear({len(self.weight[0])}, {len(self.weight)})")
         return affine(self.weight, x, self.bias)
 
     def __repr__(self) -> str:
         return f"Linear({len(self.weight[0])}, {len(self.weight)}, bias={self.bias is not None})"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'Linear', 'nin': ..., 'nout': ..., 'bias': True or False}."""
+        return {
+            "class": type(self).__name__,
+            "nin": len(self.weight[0]),
+            "nout": len(self.weight),
+            "bias": self.bias is not None,
+        }
 
 
 class Embedding(Module):
@@ -395,6 +572,10 @@ class Embedding(Module):
     def __repr__(self) -> str:
         return f"Embedding({len(self.weight)}, {len(self.weight[0])})"
 
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'Embedding', 'num': ..., 'dim': ...}."""
+        return {"class": type(self).__name__, "num": len(self.weight), "dim": len(self.weight[0])}
+
 
 class RMSNorm(Module):
     """x / sqrt(mean(x^2) + eps), without a learnable weight (as microgpt)."""
@@ -404,13 +585,21 @@ class RMSNorm(Module):
         self.eps = eps
 
     def __call__(self, x: Sequence[Value]) -> list[Value]:
-        if len(x) != self.dim:
-            raise ValueError(f"RMSNorm({self.dim}) got {len(x)} inputs")
+        try:
+            fits = len(x) == self.dim
+        except TypeError:
+            fits = False
+        if not fits:
+            _wrong_inputs(x, self.dim, f"RMSNorm({self.dim})")
         scale = (dot(x, x) / self.dim + self.eps) ** -0.5
         return [xi * scale for xi in x]
 
     def __repr__(self) -> str:
         return f"RMSNorm({self.dim})"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'RMSNorm', 'dim': ..., 'eps': ...}."""
+        return {"class": type(self).__name__, "dim": self.dim, "eps": self.eps}
 
 
 class CausalSelfAttention(Module):
@@ -441,6 +630,10 @@ class CausalSelfAttention(Module):
     def __repr__(self) -> str:
         return f"CausalSelfAttention({len(self.q.weight)}, n_head={self.n_head})"
 
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'CausalSelfAttention', 'n_embd': ..., 'n_head': ...}."""
+        return {"class": type(self).__name__, "n_embd": len(self.q.weight), "n_head": self.n_head}
+
 
 class Block(Module):
     """One transformer layer: x + attn(norm(x)), then x + fc2(relu(fc1(norm(x))))."""
@@ -459,6 +652,10 @@ class Block(Module):
 
     def __repr__(self) -> str:
         return f"Block({self.attn!r}, mlp {len(self.fc1.weight[0])}-{len(self.fc1.weight)})"
+
+    def architecture(self) -> dict[str, Any]:
+        """{'class': 'Block', 'n_embd': ..., 'n_head': ...}."""
+        return {"class": type(self).__name__, "n_embd": len(self.fc1.weight[0]), "n_head": self.attn.n_head}
 
 
 class GPT(Module):
@@ -488,6 +685,17 @@ class GPT(Module):
             f"GPT(vocab_size={self.vocab_size}, n_embd={len(self.wte.weight[0])}, "
             f"n_head={self.layers[0].attn.n_head}, n_layer={len(self.layers)}, block_size={self.block_size})"
         )
+
+    def architecture(self) -> dict[str, Any]:
+        """The configuration: {'class': 'GPT', 'vocab_size', 'n_embd', 'n_head', 'n_layer', 'block_size'}."""
+        return {
+            "class": type(self).__name__,
+            "vocab_size": self.vocab_size,
+            "n_embd": len(self.wte.weight[0]),
+            "n_head": self.layers[0].attn.n_head,
+            "n_layer": len(self.layers),
+            "block_size": self.block_size,
+        }
 
     def _tokens(self, tokens: Any, name: str) -> list[int]:
         if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):

@@ -2,7 +2,9 @@
 
 The update rules are PyTorch's (`torch.optim`), written out per parameter, so
 the same gradients give the same parameters. A schedule sets `opt.lr` each
-time its `step()` is called, as `torch.optim.lr_scheduler` does.
+time its `step()` is called, as `torch.optim.lr_scheduler` does. After
+`backward(create_graph=True)` a grad is a Value: a step uses its data and
+leaves the parameters plain numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ def _number(x: Any, name: str, low: float = 0.0, high: float = math.inf, high_op
     if not (low <= x < high if high_open else low <= x <= high):
         raise ValueError(f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {x!r}")
     return float(x)
+
+
+def _grad(p: Value) -> float:
+    """p's gradient as a number (after backward(create_graph=True) it is a Value: step on its data)."""
+    g = p.grad
+    return g.data if isinstance(g, Value) else g
+
+
+def _divide(a: float, b: float) -> float:
+    """a / b, with IEEE-754's answer where b is 0 (nan for 0 / 0, else an infinity), as PyTorch gives."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0 or math.isnan(a):
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 class Optimizer:
@@ -86,7 +104,9 @@ class SGD(Optimizer):
         """p -= lr * g, where g is the gradient (plus weight decay), through the momentum buffer if any."""
         lr, mu, wd, buf = self.lr, self.momentum, self.weight_decay, self.momentum_buffer
         for i, p in enumerate(self.params):
-            g = p.grad + wd * p.data if wd else p.grad
+            g = _grad(p)
+            if wd:
+                g = g + wd * p.data
             if mu:
                 buf[i] = mu * buf[i] + g if self.steps else g  # PyTorch starts the buffer at g
                 g = g + mu * buf[i] if self.nesterov else buf[i]
@@ -95,7 +115,10 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam: steps by bias-corrected running means of the gradient and of its square."""
+    """Adam: steps by bias-corrected running means of the gradient and of its square.
+
+    eps may be 0, as in PyTorch: then a parameter whose gradients have all been 0 becomes nan (0 / 0),
+    and one whose squared gradients underflow to 0 becomes infinite, exactly as PyTorch's does."""
 
     _decoupled = False
 
@@ -130,14 +153,15 @@ class Adam(Optimizer):
         step_size = lr / (1 - b1**self.steps)
         bias_correction2_sqrt = math.sqrt(1 - b2**self.steps)
         for i, p in enumerate(self.params):
-            g = p.grad
+            g = _grad(p)
             if self._decoupled:
                 p.data *= 1 - lr * wd
             elif wd:
                 g = g + wd * p.data
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
-            p.data -= step_size * m[i] / (math.sqrt(v[i]) / bias_correction2_sqrt + eps)
+            # With eps = 0 and a zero gradient so far this is 0 / 0: nan, as in PyTorch.
+            p.data -= _divide(step_size * m[i], math.sqrt(v[i]) / bias_correction2_sqrt + eps)
 
 
 class AdamW(Adam):
