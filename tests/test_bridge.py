@@ -83,7 +83,9 @@ def test_every_module_goes_to_torch_and_back_unchanged(name):
     net = model.to_torch()
     assert isinstance(net, torch.nn.Module)
     assert all(p.dtype == torch.float64 for p in net.parameters())
+    rng, global_rng = nn._rng.getstate(), random.getstate()
     back = type(model).from_torch(net)
+    assert nn._rng.getstate() == rng and random.getstate() == global_rng  # from_torch draws no numbers
     assert type(back) is type(model) and repr(back) == repr(model)
     assert back.state_dict() == model.state_dict()  # exact: float64 holds every chaingrad number
     other = MODULES[name](2)  # in place, into a model with other weights
@@ -589,3 +591,23 @@ def test_the_example_trains_in_chaingrad_continues_in_torch_and_samples(capsys, 
     assert len(lines) == 9 and all(re.fullmatch(r"\s+\d\. \S+( \*)?", line) for line in lines[5:8])
     back, torch_back = map(float, re.findall(r"(?:chaingrad|PyTorch) (\d+\.\d+)", lines[8]))
     assert back == torch_back
+
+
+def test_the_readmes_ddp_snippet_trains_under_torchrun_with_two_processes(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"<!-- ddp-snippet -->\n```python\n(.*?)```", text, re.S)
+    assert "range(1000)" in snippet
+    (tmp_path / "train_ddp.py").write_text(snippet.replace("range(1000)", "range(3)"))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "train_ddp.py",
+    ]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    nn.GPT(TOK.vocab_size).load(
+        tmp_path / "gpt.json"
+    )  # rank 0 saved the trained weights in chaingrad's format
