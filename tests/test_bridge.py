@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_command
 
 import chaingrad as cg
-from chaingrad import bridge, data, nn
+from chaingrad import bridge, data, demos, nn
 
 ROOT = Path(__file__).resolve().parent.parent
 TOK = data.CharTokenizer(data.load_names())
@@ -613,3 +614,72 @@ def test_the_readmes_ddp_snippet_trains_under_torchrun_with_two_processes(tmp_pa
     nn.GPT(TOK.vocab_size).load(
         tmp_path / "gpt.json"
     )  # rank 0 saved the trained weights in chaingrad's format
+
+
+# ---------------------------------------------------------------------------
+# chaingrad demo names --continue-in-torch STEPS
+# ---------------------------------------------------------------------------
+
+
+def test_the_names_demo_continues_in_torch_and_samples_from_the_result(in_tmp, capsys):
+    code, out, _ = run_command(
+        ["demo", "names", "--steps", "3", "--continue-in-torch", "4", "--out", "."], capsys
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("names: 7 steps in ")
+    assert lines[2].startswith("the last 4 steps in PyTorch on cpu, 32 names each")
+    assert len([line for line in lines if re.fullmatch(r"\s*\d+\. .+", line)]) == 20
+    assert (in_tmp / "names-loss.png").stat().st_size > 0
+
+
+def test_the_torch_steps_of_the_names_demo_train_the_model(tmp_path, monkeypatch):
+    sampled = []
+    generate = nn.GPT.generate
+    monkeypatch.setattr(
+        nn.GPT, "generate", lambda self, *a, **k: sampled.append(self) or generate(self, *a, **k)
+    )
+    run = demos.names(steps=3, continue_in_torch=30, out=tmp_path, samples=1)
+    assert len(run.history) == 33 and not run.interrupted
+    torch_losses = run.losses[3:]
+    assert np.mean(torch_losses[-5:]) < np.mean(torch_losses[:5]) - 0.2
+    # the names come from the model PyTorch trained, back in chaingrad
+    (model,) = sampled
+    batch = bridge.pad_batch([TOK.encode(n) for n in NAMES], 16)
+    with torch.no_grad():
+        fresh = nn.GPT(TOK.vocab_size, seed=0).to_torch()(*batch).item()
+    assert model.to_torch()(*batch).item() < fresh - 0.3
+
+
+def test_ctrl_c_in_the_torch_steps_stops_cleanly(in_tmp, capsys, monkeypatch):
+    step, calls = torch.optim.Adam.step, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupted)
+    code, out, err = run_command(["demo", "names", "--steps", "3", "--continue-in-torch", "50"], capsys)
+    assert code == 130
+    assert out.startswith("names: stopped by Ctrl-C at step 5 of 53")
+    assert "the last 2 steps in PyTorch" in out and "Traceback" not in err
+    assert (in_tmp / "chaingrad-out" / "names-loss.png").exists()
+
+
+def test_continue_in_torch_without_torch_says_which_extra_to_install(in_tmp, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a)
+    )
+    code, out, err = run_command(["demo", "names", "--continue-in-torch", "5"], capsys)
+    assert (code, out) == (1, "")
+    assert 'needs PyTorch: pip install "chaingrad[torch]"' in err
+    assert list(in_tmp.iterdir()) == []  # failed before training or writing anything
+    code, _, err = run_command(["demo", "names", "--continue-in-torch", "0"], capsys)
+    assert code == 2 and "argument --continue-in-torch: must be at least 1, got 0" in err
+    code, _, err = run_command(["demo", "moons", "--continue-in-torch", "5"], capsys)
+    assert code == 2 and "unrecognized arguments: --continue-in-torch" in err
