@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, TypeVar
 
 try:
@@ -231,7 +231,7 @@ class GPT(tnn.Module):
             raise ValueError(
                 f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}"
             )
-        if not temperature > 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
             raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
         device = self.lm_head.weight.device
         tokens, out = list(prompt), []
@@ -285,6 +285,17 @@ def _rows(cg_prefix: str, torch_key: str, n: int) -> Names:
     return {f"{cg_prefix}.{i}": (torch_key, i) for i in range(n)}
 
 
+def _same_names(model: nn.Module, parts: list[str]) -> Names:
+    """The entries of these parts of model (attribute paths such as 'layers.0'), which torch names alike."""
+    out: Names = {}
+    for path in parts:
+        part: Any = model
+        for name in path.split("."):
+            part = part[int(name)] if name.isdigit() else getattr(part, name)
+        out |= _prefixed(path, path, torch_names(part))
+    return out
+
+
 def torch_names(model: nn.Module) -> Names:
     """For each key of model.state_dict(): the key of model.to_torch().state_dict() holding it, and the
     row (index along the tensor's first axis) it is, or None when it is the whole tensor."""
@@ -309,24 +320,12 @@ def torch_names(model: nn.Module) -> Names:
     if isinstance(model, nn.RMSNorm):
         return {}
     if isinstance(model, nn.CausalSelfAttention):
-        return {
-            k: v
-            for name in "qkvo"
-            for k, v in _prefixed(name, name, torch_names(getattr(model, name))).items()
-        }
+        return _same_names(model, ["q", "k", "v", "o"])
     if isinstance(model, nn.Block):
-        return {
-            k: v
-            for name in ("attn", "fc1", "fc2")
-            for k, v in _prefixed(name, name, torch_names(getattr(model, name))).items()
-        }
+        return _same_names(model, ["attn", "fc1", "fc2"])
     if isinstance(model, nn.GPT):
-        out = {}
-        for name in ("wte", "wpe"):
-            out |= _prefixed(name, name, torch_names(getattr(model, name)))
-        for k, block in enumerate(model.layers):
-            out |= _prefixed(f"layers.{k}", f"layers.{k}", torch_names(block))
-        return out | _prefixed("lm_head", "lm_head", torch_names(model.lm_head))
+        layers = [f"layers.{k}" for k in range(len(model.layers))]
+        return _same_names(model, ["wte", "wpe", *layers, "lm_head"])
     raise TypeError(
         f"the PyTorch bridge converts chaingrad's own modules (Neuron, Layer, MLP, Linear, Embedding, "
         f"RMSNorm, CausalSelfAttention, Block, GPT), not {type(model).__name__}"
@@ -343,14 +342,16 @@ def _checked_names(model: nn.Module) -> Names:
     return names
 
 
-def _shapes(names: Names, state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The shape of each torch tensor: (rows,) + a row's shape, or the entry's own shape."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _grouped(names: Names, state: Mapping[str, Any]) -> dict[str, Any]:
+    """chaingrad's state dict regrouped under the torch keys: whole entries, or their rows in order."""
+    whole: dict[str, Any] = {}
+    rows: dict[str, dict[int, Any]] = {}
     for key, (tkey, row) in names.items():
-        entry = state[key]
-        own = (len(entry),) if isinstance(entry, list) else ()
-        shapes[tkey] = own if row is None else (max(row + 1, shapes.get(tkey, (0,))[0]), *own)
-    return shapes
+        if row is None:
+            whole[tkey] = state[key]
+        else:
+            rows.setdefault(tkey, {})[row] = state[key]
+    return whole | {tkey: [r[i] for i in range(len(r))] for tkey, r in rows.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -419,17 +420,11 @@ def to_torch(model: nn.Module, dtype: Any = None) -> tnn.Module:
     names = _checked_names(model)
     dtype = _torch_dtype(dtype)
     twin = _twin(model, dtype)
-    state = model.state_dict()
-    whole: dict[str, Any] = {}
-    rows: dict[str, dict[int, Any]] = {}
-    for key, (tkey, row) in names.items():
-        if row is None:
-            whole[tkey] = state[key]
-        else:
-            rows.setdefault(tkey, {})[row] = state[key]
-    whole |= {tkey: [r[i] for i in range(len(r))] for tkey, r in rows.items()}
-    with torch.no_grad():  # strict: every torch entry filled, no other
-        twin.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in whole.items()})
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64) for k, v in _grouped(names, model.state_dict()).items()
+    }
+    with torch.no_grad():
+        twin.load_state_dict(tensors)  # strict: fills every torch entry, and no other
     for norm, tnorm in _norm_pairs(model, twin):
         tnorm.eps = norm.eps
     return twin
@@ -455,7 +450,7 @@ def load_torch_state_dict(model: nn.Module, state_dict: Mapping[str, Any]) -> No
             "a torch state dict must be a dict of tensors (module.state_dict()), "
             f"not {type(state_dict).__name__}"
         )
-    shapes = _shapes(names, model.state_dict())
+    shapes = {k: tuple(torch.tensor(v).shape) for k, v in _grouped(names, model.state_dict()).items()}
     missing, extra = shapes.keys() - state_dict.keys(), state_dict.keys() - shapes.keys()
     if missing or extra:
         parts = [f"missing {_keys(missing)}" if missing else "", f"extra {_keys(extra)}" if extra else ""]
