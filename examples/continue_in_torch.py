@@ -39,10 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="default: cuda when present")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float32" if cuda else "float64")
     args = parser.parse_args(argv)
-    if args.device == "cpu":
-        torch.set_num_threads(
-            1
-        )  # a model this small runs fastest on one thread, and steadily on a busy machine
+    if args.device == "cpu":  # a model this small runs fastest on one thread, and steadily on a busy machine
+        torch.set_num_threads(1)
 
     docs = cg.data.load_names()
     tok = cg.data.CharTokenizer(docs)

@@ -70,10 +70,6 @@ def assert_same_grads(model, net, rel=1e-10, abs_tol=1e-13):
     np.testing.assert_allclose([got[k] for k in names], [expected[k] for k in names], rtol=rel, atol=abs_tol)
 
 
-def state(model):
-    return {k: list(v) if isinstance(v, list) else v for k, v in model.state_dict().items()}
-
-
 # ---------------------------------------------------------------------------
 # Round trips and names
 # ---------------------------------------------------------------------------
@@ -340,11 +336,11 @@ def test_the_torch_gpt_refuses_too_long_a_sequence_or_mismatched_targets():
 
 def unchanged(model, fn):
     """Run fn, which must raise, and check that model's weights and chaingrad's generators stayed."""
-    before, rng, global_rng = state(model), nn._rng.getstate(), random.getstate()
+    before, rng, global_rng = model.state_dict(), nn._rng.getstate(), random.getstate()
     try:
         fn()
     finally:
-        assert state(model) == before
+        assert model.state_dict() == before
         assert nn._rng.getstate() == rng and random.getstate() == global_rng
 
 

@@ -367,11 +367,12 @@ def _continue_in_torch(
         more = _train("names in PyTorch", steps, step)
     finally:
         torch.set_num_threads(threads)
-    run.steps, run.seconds = (
+    # one run of both parts, so the summary, the loss curve and a Ctrl-C read as for any demo
+    run.steps, run.seconds, run.history = (
         run.steps + steps,
         run.seconds + more.seconds,
-    )  # one run, so Ctrl-C reads the same
-    run.history += more.history
+        run.history + more.history,
+    )
     last = f", final batch loss {more.losses[-1]:.4f}" if more.history else ""
     where = f"in PyTorch on {device}, 32 names each ({more.seconds:.2f} s)"
     run.lines.append(f"the last {len(more.history)} steps {where}{last}")
