@@ -1,5 +1,5 @@
-"""chaingrad.nn: modules, parameters, state dicts and files, PyTorch export, the GPT blocks, and the
-acceptance runs (micrograd's demo, a digits classifier, GPT on names)."""
+"""chaingrad.nn: modules, parameters, state dicts and files, the GPT blocks, and the acceptance runs
+(micrograd's demo, a digits classifier, GPT on names)."""
 
 from __future__ import annotations
 
@@ -694,77 +694,6 @@ def test_saving_a_parameter_that_is_not_a_number_names_it_and_keeps_the_old_file
     model.layers[0].neurons[0].w[1].data = np.float64(0.25)  # NumPy scalars are numbers
     model.layers[0].neurons[1].b.data = np.array(0.5)
     assert model.state_dict()["layers.0.neurons.1.b"] == 0.5
-
-
-# ---------------------------------------------------------------------------
-# PyTorch export
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", None])
-def test_to_torch_gives_the_same_outputs(activation):
-    model = nn.MLP(3, [5, 4, 2], activation, seed=3)
-    for i, n in enumerate(n for layer in model.layers for n in layer.neurons):
-        n.b.data = 0.1 * i  # nonzero biases too
-    tm = model.to_torch()
-    X = np.random.default_rng(0).normal(size=(20, 3))
-    with torch.no_grad():
-        expected = tm(torch.tensor(X)).numpy()
-    got = np.array([[o.data for o in model(list(x))] for x in X])
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
-    assert all(p.dtype == torch.float64 for p in tm.parameters())
-
-
-def test_from_torch_round_trip():
-    model = nn.MLP(2, [16, 16, 1], seed=1)
-    back = nn.MLP.from_torch(model.to_torch())
-    assert back.state_dict() == model.state_dict()
-    assert repr(back) == repr(model)
-
-
-def test_from_torch_keeps_torchs_outputs():
-    torch.manual_seed(0)
-    tm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
-    model = nn.MLP.from_torch(tm)
-    assert repr(model.layers[0].neurons[0]) == "TanhNeuron(4)"
-    X = np.random.default_rng(1).normal(size=(10, 4))
-    with torch.no_grad():
-        expected = tm(torch.tensor(X)).numpy()
-    np.testing.assert_allclose([[o.data for o in model(list(x))] for x in X], expected, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "module, error, message",
-    [
-        (torch.nn.Linear(2, 3), TypeError, "Sequential"),
-        (torch.nn.Sequential(), ValueError, "expected Linear"),
-        (torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU()), ValueError, "expected Linear"),
-        (
-            torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.GELU(), torch.nn.Linear(3, 1)),
-            ValueError,
-            "GELU",
-        ),
-        (
-            torch.nn.Sequential(
-                torch.nn.Linear(2, 3),
-                torch.nn.ReLU(),
-                torch.nn.Linear(3, 3),
-                torch.nn.Tanh(),
-                torch.nn.Linear(3, 1),
-            ),
-            ValueError,
-            "one kind of activation",
-        ),
-        (
-            torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(4, 1)),
-            ValueError,
-            "sizes",
-        ),
-    ],
-)
-def test_from_torch_rejects_what_it_cannot_convert(module, error, message):
-    with pytest.raises(error, match=message):
-        nn.MLP.from_torch(module)
 
 
 # ---------------------------------------------------------------------------

@@ -345,6 +345,15 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             file=sys.stderr,
         )
         return 1
+    if getattr(args, "continue_in_torch", 0):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            print(
+                f'{parser.prog}: error: --continue-in-torch needs PyTorch: pip install "chaingrad[torch]"',
+                file=sys.stderr,
+            )
+            return 1
     try:  # find out now, not after training, whether the pictures can be written
         args.out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=args.out).close()
@@ -400,6 +409,15 @@ def _add_demo(commands: Any) -> None:
                 help="train on all samples at once through the batch axis (default: one sample at a time)",
             )
             options.append("batch")
+        if "continue_in_torch" in defaults:
+            sub.add_argument(
+                "--continue-in-torch",
+                type=_count,
+                default=0,
+                metavar="STEPS",
+                help="then train STEPS steps in PyTorch on batches of names (needs the torch extra)",
+            )
+            options.append("continue_in_torch")
         sub.set_defaults(run=_demo, parser=sub, options=options)
 
 

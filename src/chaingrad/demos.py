@@ -290,13 +290,16 @@ def names(
     out: Path = Path("chaingrad-out"),
     samples: int = 20,
     temperature: float = 0.5,
+    continue_in_torch: int = 0,
 ) -> Run:
     """microgpt: a tiny character-level GPT learns names, then invents new ones.
 
     1 layer, 16 channels, 4 heads, block size 16; one name per step from the
     shuffled list of names shipped with chaingrad; Adam with the learning
     rate decaying linearly from 0.01 to 0. Prints names sampled at
-    temperature 0.5; writes the loss curve.
+    temperature 0.5; writes the loss curve. With continue_in_torch=N the
+    model then trains N more steps in PyTorch (the torch extra; CUDA when
+    present) on batches of 32 names, and comes back to chaingrad to sample.
     """
     docs = data.load_names()
     tok = data.CharTokenizer(docs)
@@ -322,6 +325,8 @@ def names(
         run.lines.append(
             f"final loss {run.history[-1]['mean100']:.4f} (mean of the last {len(recent)} steps)"
         )
+    if continue_in_torch and not run.interrupted:
+        model = _continue_in_torch(model, tok, docs, continue_in_torch, rng, run)
     run.paths.append(_loss_curve(run, out / "names-loss.png", smooth=100))
     known = set(docs)
     sampled = [
@@ -332,6 +337,46 @@ def names(
         f"  {i:2d}. {name or '(empty)'}{'' if name in known else ' *'}" for i, name in enumerate(sampled, 1)
     )
     return run
+
+
+def _continue_in_torch(
+    model: nn.GPT, tok: Any, docs: list[str], steps: int, rng: random.Random, run: Run
+) -> nn.GPT:
+    """Train model on in PyTorch, a padded batch of 32 names per step, as more steps of `run`; return the
+    result in chaingrad."""
+    import torch
+
+    from .bridge import pad_batch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = model.to_torch(dtype=torch.float32 if device == "cuda" else torch.float64).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.85, 0.99), eps=1e-8)
+
+    def step(k: int) -> dict[str, float]:
+        batch = [tok.encode(d) for d in rng.sample(docs, 32)]
+        loss = net(*pad_batch(batch, net.block_size, device=device))
+        opt.zero_grad()
+        loss.backward()
+        opt.param_groups[0]["lr"] = 0.01 * (1 - k / steps)
+        opt.step()
+        return {"loss": loss.item()}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread, and steadily on a busy machine
+    try:
+        more = _train("names in PyTorch", steps, step)
+    finally:
+        torch.set_num_threads(threads)
+    # one run of both parts, so the summary, the loss curve and a Ctrl-C read as for any demo
+    run.steps, run.seconds, run.history = (
+        run.steps + steps,
+        run.seconds + more.seconds,
+        run.history + more.history,
+    )
+    last = f", final batch loss {more.losses[-1]:.4f}" if more.history else ""
+    where = f"in PyTorch on {device}, 32 names each ({more.seconds:.2f} s)"
+    run.lines.append(f"the last {len(more.history)} steps {where}{last}")
+    return nn.GPT.from_torch(net)
 
 
 DEMOS: dict[str, Callable[..., Run]] = {"moons": moons, "digits": digits, "names": names}

@@ -9,7 +9,6 @@ sample (float data) or a batch (1-D NumPy data, see `chaingrad.data.columns`).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -17,7 +16,7 @@ import random
 import reprlib
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
 
 from .checks import positive_int
 from .engine import Value
@@ -183,6 +182,9 @@ def _names(names: set[Any]) -> str:
     return ", ".join(map(repr, shown)) + more
 
 
+_M = TypeVar("_M", bound="Module")
+
+
 class Module:
     """A model: owns Values (its parameters) and maps inputs to outputs."""
 
@@ -210,6 +212,30 @@ class Module:
         """Set every parameter's grad to 0."""
         for p in self.parameters():
             p.grad = 0.0
+
+    # PyTorch: the conversions live in chaingrad.bridge, which imports torch (the `torch` extra).
+
+    def to_torch(self, dtype: Any = None) -> Any:
+        """An equivalent torch.nn.Module with these weights, float64 unless `dtype` (a torch dtype) says
+        otherwise; its state_dict keys carry these dotted names (see `chaingrad.bridge`)."""
+        from . import bridge
+
+        return bridge.to_torch(self, dtype)
+
+    @classmethod
+    def from_torch(cls: type[_M], module: Any) -> _M:
+        """A new model with the architecture and weights of a torch module (what `to_torch` returns;
+        for MLP any nn.Sequential of Linear layers and one kind of activation)."""
+        from . import bridge
+
+        return bridge.from_torch(cls, module)
+
+    def load_torch_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Set the parameters from `to_torch().state_dict()`'s kind of dict; on any missing, extra or bad
+        entry raise and change nothing."""
+        from . import bridge
+
+        bridge.load_torch_state_dict(self, state_dict)
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data as plain floats: one entry per Value or list of Values."""
@@ -415,9 +441,6 @@ class Layer(Module):
         }
 
 
-_TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
-
-
 class MLP(Module):
     """A multi-layer perceptron: hidden layers use `activation`, the last layer is linear (micrograd's)."""
 
@@ -455,62 +478,6 @@ class MLP(Module):
     def architecture(self) -> dict[str, Any]:
         """{'class': 'MLP', 'layers': [each layer's architecture]}: sizes and activations, layer by layer."""
         return {"class": type(self).__name__, "layers": [layer.architecture() for layer in self.layers]}
-
-    def to_torch(self) -> Any:
-        """An equivalent torch.nn.Sequential of float64 nn.Linear layers and activations."""
-        import torch
-
-        modules: list[Any] = []
-        for layer in self.layers:
-            ns = layer.neurons
-            linear = torch.nn.Linear(len(ns[0].w), len(ns), dtype=torch.float64)
-            with torch.no_grad():
-                linear.weight.copy_(torch.tensor([[w.data for w in n.w] for n in ns], dtype=torch.float64))
-                linear.bias.copy_(torch.tensor([n.b.data for n in ns], dtype=torch.float64))
-            modules.append(linear)
-            if ns[0].activation is not None:
-                modules.append(getattr(torch.nn, _TORCH_ACTIVATIONS[ns[0].activation])())
-        return torch.nn.Sequential(*modules)
-
-    @classmethod
-    def from_torch(cls, module: Any) -> MLP:
-        """An MLP with the weights of a torch.nn.Sequential of nn.Linear layers, each hidden one followed
-        by the same activation (ReLU, Tanh or Sigmoid), the last one linear."""
-        import torch
-
-        if not isinstance(module, torch.nn.Sequential):
-            raise TypeError(f"from_torch takes a torch.nn.Sequential, not {type(module).__name__}")
-        kinds = {getattr(torch.nn, v): k for k, v in _TORCH_ACTIVATIONS.items()}
-        mods = list(module)
-        names = [
-            "Linear" if isinstance(m, torch.nn.Linear) else kinds.get(type(m), type(m).__name__) for m in mods
-        ]
-        if names and all(n == "Linear" for n in names):
-            linears, activation = mods, None
-        elif (
-            len(names) % 2
-            and all(n == "Linear" for n in names[0::2])
-            and len(set(names[1::2])) == 1
-            and names[1] in _TORCH_ACTIVATIONS
-        ):
-            linears, activation = mods[0::2], names[1]
-        else:
-            raise ValueError(
-                "from_torch: expected Linear, activation, Linear, ..., Linear with one kind of activation "
-                f"(ReLU, Tanh or Sigmoid) or none, got {names}"
-            )
-        for a, b in itertools.pairwise(linears):
-            if a.out_features != b.in_features:
-                raise ValueError(f"from_torch: {a} feeds {b}, whose sizes do not match")
-        model = cls(linears[0].in_features, [m.out_features for m in linears], activation)
-        for layer, m in zip(model.layers, linears):
-            weight = m.weight.detach().double().tolist()
-            bias = m.bias.detach().double().tolist() if m.bias is not None else [0.0] * m.out_features
-            for n, row, b in zip(layer.neurons, weight, bias):
-                for w, x in zip(n.w, row):
-                    w.data = x
-                n.b.data = b
-        return model
 
 
 # ---------------------------------------------------------------------------
