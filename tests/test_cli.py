@@ -199,3 +199,47 @@ def test_python_dash_m_chaingrad(tmp_path):
     assert done.returncode == 0, done.stderr
     assert printed(done.stdout) == {"x*y + 1": -5.0, "d/dx": -3.0, "d/dy": 2.0}
     ET.parse(tmp_path / "g.svg")
+
+
+NEURON = ["graph", "tanh(x1*w1 + x2*w2 + b)", "--var", "x1=2", "--var", "x2=0", "--var", "w1=-3"]
+NEURON += ["--var", "w2=1", "--var", "b=6.8813735870195432"]
+
+
+def page_data(path):
+    """The steps a stepper page holds (its JSON)."""
+    import json
+    import re
+
+    return json.loads(re.search(r'class="cg-data">(.*?)</script>', path.read_text(), re.S).group(1))
+
+
+def test_html_writes_the_stepper_page_alone_or_beside_the_picture(tmp_path, capsys):
+    code, out, err = run_command([*NEURON, "--html", "backprop.html"], capsys)
+    assert (code, err) == (0, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backprop.html"]  # no graph.svg unless asked
+    assert "backprop page written to backprop.html" in out
+    data = page_data(tmp_path / "backprop.html")
+    assert len(data["steps"]) == 5  # tanh, + , +, *, *: one per op node
+    final = dict(enumerate(data["start"]))
+    for step in data["steps"]:
+        for i, _, after in step["changes"]:
+            final[i] = after
+    _, grads = torch_grads(
+        lambda x1, x2, w1, w2, b: torch.tanh(x1 * w1 + x2 * w2 + b),
+        x1=2.0, x2=0.0, w1=-3.0, w2=1.0, b=6.8813735870195432,
+    )  # fmt: skip
+    shown = sorted(final.values())
+    assert all(f"grad {g:.4f}" in shown for g in grads.values())
+    assert printed(out)["d/dx1"] == pytest.approx(grads["x1"], rel=1e-12)
+
+    code, out, _ = run_command([*NEURON, "--html", "p.HTML", "-o", "g.png", "--rankdir", "TB"], capsys)
+    assert code == 0 and "graph written to g.png" in out and "backprop page written to p.HTML" in out
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["page.svg", "page", "page.html.txt"])
+def test_html_must_name_an_html_file(name, tmp_path, capsys):
+    code, out, err = run_command([*NEURON, "--html", name], capsys)
+    assert code == 2 and out == ""
+    assert f"argument --html: '{name}' must end in .html" in err
+    assert list(tmp_path.iterdir()) == []
