@@ -285,7 +285,7 @@ def test_no_renderer_is_a_clear_error_and_to_dot_still_works(neuron, tmp_path, m
     o, _ = neuron
     monkeypatch.setattr(viz.shutil, "which", lambda *args, **kwargs: None)
     drawing = viz.draw_dot(o)
-    with pytest.raises(viz.RenderError, match=r'pip install "chaingrad\[viz\]".*Graphviz'):
+    with pytest.raises(viz.RenderError, match=r"pip install graphviz-pure.*Graphviz"):
         drawing.save(tmp_path / "g.svg")
     with pytest.raises(viz.RenderError, match="to_dot"):
         drawing._repr_svg_()

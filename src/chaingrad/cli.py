@@ -279,7 +279,8 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = demos.missing_packages()
     if missing:
         print(
-            f'{parser.prog}: error: the demos need {", ".join(missing)}: pip install "chaingrad[demo]"',
+            f"{parser.prog}: error: the demos need {', '.join(missing)}: pip install {' '.join(missing)} "
+            '(or, from a checkout of chaingrad, pip install -e ".[demo]")',
             file=sys.stderr,
         )
         return 1

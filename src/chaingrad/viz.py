@@ -16,8 +16,8 @@ layout slow; then such a use shows as a gray reference (the value's label,
 or its data) instead of an edge.
 
 Rendering uses a system Graphviz `dot` when one is on PATH, otherwise the
-`graphviz-pure` program (`pip install "chaingrad[viz]"`), which takes the
-same flags.
+`graphviz-pure` program (`pip install graphviz-pure`; from a checkout,
+`pip install -e ".[viz]"`), which takes the same flags.
 """
 
 from __future__ import annotations
@@ -286,8 +286,8 @@ def _renderer() -> list[str]:
     )
     if not found:
         raise RenderError(
-            'no Graphviz renderer found to draw the graph: run `pip install "chaingrad[viz]"` '
-            "(it provides the graphviz-pure program) or install Graphviz so that `dot` is on PATH; "
+            "no Graphviz renderer found to draw the graph: run `pip install graphviz-pure` (from a "
+            'checkout of chaingrad: `pip install -e ".[viz]"`) or install Graphviz so that `dot` is on PATH; '
             "to_dot() gives the DOT text without one"
         )
     return [found]
