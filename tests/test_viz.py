@@ -2,9 +2,7 @@
 
 import json
 import math
-import os
 import re
-import shutil
 import sys
 import xml.etree.ElementTree as ET
 
@@ -621,39 +619,6 @@ def test_graphs_are_drawn_in_a_font_every_browser_has_at_the_renderers_width(neu
 # The stepper in a real browser: Debian's chromium, driven by Playwright. Where either is missing the
 # tests skip, unless CHAINGRAD_REQUIRE_BROWSER=1 (as in CI), which turns the skip into a failure.
 # ---------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = 'Playwright is not installed (pip install -e ".[test]")'
-    if missing is None and not os.access(CHROMIUM, os.X_OK):
-        missing = f"no Chromium at {CHROMIUM} (on Debian: apt-get install chromium)"
-    if missing:
-        if os.environ.get("CHAINGRAD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{missing}, and CHAINGRAD_REQUIRE_BROWSER=1 requires the browser tests to run")
-        pytest.skip(f"{missing}: the browser tests of the stepper page are skipped")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    yield tab
-    context.close()
-    assert errors == [], "the page's script failed"
-
 
 READ_PAGE = """root => {
   const values = {};

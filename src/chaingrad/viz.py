@@ -54,7 +54,8 @@ __all__ = [
     "topological_order",
 ]
 
-FORMATS = {".svg": "svg", ".png": "png"}  # file extension -> renderer format
+FORMATS = {".svg": "svg", ".png": "png"}
+"""The picture formats `Drawing.save` writes: file extension -> renderer format."""
 RANKDIRS = ("LR", "RL", "TB", "BT")
 TIMEOUT = 60.0  # seconds one rendering may take
 MAX_CONSTANTS = 8  # constant inputs drawn per op; the rest are counted
