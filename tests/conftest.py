@@ -63,6 +63,18 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+def load_script(path: str) -> Any:
+    """A script of the project (its path from the repository root: "docs/make_pictures.py"), as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parent.parent / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_command(argv, capsys):
     """(exit code, stdout, stderr) of `chaingrad *argv`, run in this process."""
     from chaingrad import cli

@@ -3,7 +3,6 @@ pictures and the stepper page in docs/ are what the code makes today."""
 
 import html
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from chaingrad import viz
 
@@ -99,15 +99,8 @@ def test_the_lecture_page_is_the_notebook_with_its_outputs(site):
     assert built.count('class="cg-stepper"') == 2 and built.count("data:image/png;base64") >= 3
 
 
-def load_make_pictures():
-    spec = importlib.util.spec_from_file_location("make_pictures", DOCS / "make_pictures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_committed_stepper_page_and_graph_are_what_the_code_makes(tmp_path):
-    make_pictures = load_make_pictures()
+    make_pictures = load_script("docs/make_pictures.py")
     committed = (DOCS / "backprop.html").read_text()
     data = json.loads(re.search(r'class="cg-data">(.*?)</script>', committed, re.S).group(1))
     fresh = viz.stepper(make_pictures.lecture_neuron())._data()

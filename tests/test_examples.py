@@ -2,13 +2,13 @@
 
 import contextlib
 import copy
-import importlib.util
 import io
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "lecture.ipynb"
@@ -45,15 +45,7 @@ def test_the_readme_python_examples_run_and_print_what_they_say(tmp_path, monkey
     assert printed[3] == ["12.0"]
 
 
-def _runner():
-    """examples/run_notebook.py, the script that executes the notebook for its committed outputs."""
-    spec = importlib.util.spec_from_file_location("run_notebook", ROOT / "examples" / "run_notebook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_notebook = _runner()
+run_notebook = load_script("examples/run_notebook.py")
 
 
 @pytest.fixture(scope="module")

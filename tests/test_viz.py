@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 import chaingrad as cg
@@ -353,21 +354,9 @@ def test_viz_is_reachable_from_the_package():
 
 
 def lecture_neuron():
-    """The lecture's neuron o = tanh(x1*w1 + x2*w2 + b), labelled as there, before backward."""
-    x1, x2 = Value(2.0, label="x1"), Value(0.0, label="x2")
-    w1, w2 = Value(-3.0, label="w1"), Value(1.0, label="w2")
-    b = Value(6.8813735870195432, label="b")
-    x1w1 = x1 * w1
-    x1w1.label = "x1*w1"
-    x2w2 = x2 * w2
-    x2w2.label = "x2*w2"
-    s = x1w1 + x2w2
-    s.label = "x1*w1 + x2*w2"
-    n = s + b
-    n.label = "n"
-    o = n.tanh()
-    o.label = "o"
-    return o, {v.label: v for v in (x1, x2, w1, w2, b, x1w1, x2w2, s, n, o)}
+    """The lecture's neuron o = tanh(x1*w1 + x2*w2 + b), labelled, before backward; and its values."""
+    o = load_script("docs/make_pictures.py").lecture_neuron()
+    return o, {v.label: v for v in viz.topological_order(o)}
 
 
 def torch_neuron_grads():
