@@ -1,4 +1,5 @@
-"""Graph pictures: a Value's computation graph as DOT text, rendered to SVG or PNG.
+"""Graph pictures: a Value's computation graph as DOT text, rendered to SVG or PNG, and the stepper,
+an interactive page that backpropagates through that picture one node at a time.
 
 As in micrograd's trace_graph notebook, every value is a record showing its
 label (when set), `data` and `grad` to 4 decimals, and every op is a small
@@ -14,6 +15,10 @@ many it lost. When a value is used both near the root and far from it (a
 weight used at every step of a long chain), the long edges would make the
 layout slow; then such a use shows as a gray reference (the value's label,
 or its data) instead of an edge.
+
+`stepper(root)` computes its steps in Python on the real graph (saving every grad, calling each
+node's `_backward()` in reverse topological order from a fresh start, then restoring every grad)
+and shows them on the same picture with a small script of its own; the page is self-contained.
 
 Rendering uses a system Graphviz `dot` when one is on PATH, otherwise the
 `graphviz-pure` program (`pip install graphviz-pure`; from a checkout,
