@@ -269,7 +269,7 @@ def _add_graph(commands: Any) -> None:
         "--html",
         type=_page,
         metavar="FILE",
-        help="also write an interactive page (.html) that steps through backprop node by node",
+        help="write an interactive page (.html) that steps through backprop node by node",
     )
     graph.add_argument("--rankdir", choices=RANKDIRS, default="LR", help="layout direction (default: LR)")
     graph.set_defaults(run=_graph, parser=graph)
