@@ -496,21 +496,22 @@ def test_the_stepper_leaves_every_grad_of_the_graph_as_it_was():
     assert v["x1"].grad == pytest.approx(2 * torch_neuron_grads()["x1"])
 
 
-def test_the_grads_are_restored_even_when_a_step_fails(monkeypatch):
+def failing_backward(node, g):
+    raise RuntimeError("a broken op")
+
+
+BROKEN = cg.Op("test_viz_broken_backward", lambda v: v * 1.0, lambda v, out: (1.0,), failing_backward)
+
+
+def test_the_grads_are_restored_even_when_a_step_fails():
     x = Value(2.0, label="x")
     y = x * 3.0
-    boom = cg.Op("boom", lambda v: v, lambda v, out: (1.0,))
-    z = boom(y)
-    z.backward()
-    before = (x.grad, y.grad, z.grad)
-
-    def failing(*args):
-        raise RuntimeError("a broken op")
-
-    monkeypatch.setattr(type(y), "_backward", lambda self: failing() if self is y else None)
+    z = BROKEN(y) * 2.0  # the first step (z's *) works, the second fails
+    for v, g in ((x, 7.0), (y, -1.5), (z, 0.25)):
+        v.grad = g
     with pytest.raises(RuntimeError, match="a broken op"):
         viz.stepper(z)
-    assert (x.grad, y.grad, z.grad) == before
+    assert (x.grad, y.grad, z.grad, z._prev[0].grad) == (7.0, -1.5, 0.25, 0.0)
 
 
 def test_the_topological_order_needs_no_recursion():
