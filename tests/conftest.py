@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,6 +63,18 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+def load_script(path: str) -> Any:
+    """A script of the project (its path from the repository root: "docs/make_pictures.py"), as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parent.parent / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_command(argv, capsys):
     """(exit code, stdout, stderr) of `chaingrad *argv`, run in this process."""
     from chaingrad import cli
@@ -71,3 +85,38 @@ def run_command(argv, capsys):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# The browser tests (the stepper page, the docs site) drive Debian's chromium through Playwright. Where
+# either is missing they skip, unless CHAINGRAD_REQUIRE_BROWSER=1 (as in CI) turns the skip into a failure.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = 'Playwright is not installed (pip install -e ".[test]")'
+    if missing is None and not os.access(CHROMIUM, os.X_OK):
+        missing = f"no Chromium at {CHROMIUM} (on Debian: apt-get install chromium)"
+    if missing:
+        if os.environ.get("CHAINGRAD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{missing}, and CHAINGRAD_REQUIRE_BROWSER=1 requires the browser tests to run")
+        pytest.skip(f"{missing}: the browser tests are skipped")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    errors = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    context.close()
+    assert errors == [], "the page's script failed"

@@ -1,7 +1,9 @@
 """`chaingrad demo`: each demo trains end to end, prints a summary, writes valid PNGs atomically, stops
 cleanly on Ctrl-C, and rejects bad options with exit code 2."""
 
+import numpy as np
 import pytest
+import torch
 from conftest import run_command
 from PIL import Image
 
@@ -153,7 +155,8 @@ def test_missing_demo_packages_say_how_to_install_them(tmp_path, capsys, monkeyp
     monkeypatch.setattr(demos, "missing_packages", lambda: ["matplotlib", "tqdm"])
     code, out, err = run_command(["demo", "moons"], capsys)
     assert (code, out) == (1, "")
-    assert "need matplotlib, tqdm" in err and 'pip install "chaingrad[demo]"' in err
+    assert "need matplotlib, tqdm: pip install matplotlib tqdm" in err
+    assert 'from a checkout of chaingrad, pip install -e ".[demo]"' in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -164,3 +167,96 @@ def test_help_lists_the_demos_and_their_defaults(capsys):
     assert code == 0 and "(default: 1000)" in out and "(default: 42)" in out and "--batch" not in out
     code, out, _ = run_command(["demo", "moons", "--help"], capsys)
     assert code == 0 and "(default: 100)" in out and "--batch" in out
+
+
+# ---------------------------------------------------------------------------
+# What the pictures say
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the demos save, by file name (still written, as always)."""
+    saved = {}
+    save = demos._save
+
+    def keep(fig, path):
+        saved[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(demos, "_save", keep)
+    return saved
+
+
+def legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_batch_mode_writes_its_own_pictures_beside_the_per_sample_ones(tmp_path, capsys):
+    code, out, _ = run_command(["demo", "moons", "--batch", "--steps", "2", "--out", "pics"], capsys)
+    assert code == 0
+    assert written(out) == ["pics/moons-batch-boundary.png", "pics/moons-batch-loss.png"]
+    assert run_command(["demo", "moons", "--steps", "1", "--out", "pics"], capsys)[0] == 0
+    assert_pictures(tmp_path / "pics", [*FILES["moons"], "moons-batch-boundary.png", "moons-batch-loss.png"])
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per sample", "batch"])
+def test_the_moons_boundary_has_axes_a_legend_and_the_drawn_models_accuracy(
+    batch, tmp_path, figures, monkeypatch
+):
+    drawn = {}
+    boundary = demos._decision_boundary
+
+    def keep(model, X, y, path):
+        drawn.update(model=model, X=X, y=y)
+        return boundary(model, X, y, path)
+
+    monkeypatch.setattr(demos, "_decision_boundary", keep)
+    demos.moons(steps=3, seed=5, out=tmp_path, batch=batch)
+    name = "moons-batch" if batch else "moons"
+    (ax,) = figures[f"{name}-boundary.png"].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x1", "x2")
+    X, y = drawn["X"], drawn["y"]
+    assert legend(ax) == [f"class -1 ({np.sum(y == -1)} points)", f"class +1 ({np.sum(y == 1)} points)"]
+    for collection, label in zip(ax.collections[-2:], (-1, 1)):  # each class's points, as labelled
+        assert np.array_equal(collection.get_offsets(), X[y == label])
+    with torch.no_grad():  # the drawn model's accuracy, by PyTorch
+        scores = drawn["model"].to_torch()(torch.tensor(X, dtype=torch.float64)).numpy().ravel()
+    accuracy = np.mean((scores > 0) == (y > 0))
+    assert ax.get_title() == f"moons: the MLP's decision boundary (training accuracy {accuracy:.0%})"
+
+    (ax,) = figures[f"{name}-loss.png"].axes
+    assert ax.get_title() == "moons: training loss (hinge loss + 1e-4 * L2)"
+    assert ax.get_ylabel() == "hinge loss + 1e-4 * L2" and ax.get_xlabel() == "step"
+    each = "all 100 samples at once" if batch else "the 100 samples, one at a time"
+    assert legend(ax) == [f"at each step, on {each}"]
+
+
+def running_mean(ys, n):
+    """The mean of the last n values at each position (fewer at the start), by cumulative sums."""
+    sums = np.cumsum(np.concatenate([[0.0], ys]))
+    ends = np.arange(1, len(ys) + 1)
+    starts = np.maximum(ends - n, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+@pytest.mark.parametrize(
+    ("demo", "steps", "loss", "each", "window"),
+    [
+        ("digits", 50, "cross-entropy", "a mini-batch of 32", 43),  # one epoch of 1347 training digits
+        ("names", 3, "cross-entropy per character", "one name", 100),  # a name per step: slower
+    ],
+)
+def test_each_loss_curve_names_its_loss_and_explains_its_smoothed_line(
+    demo, steps, loss, each, window, tmp_path, figures
+):
+    run = demos.DEMOS[demo](steps=steps, out=tmp_path)
+    (ax,) = figures[f"{demo}-loss.png"].axes
+    assert ax.get_title() == f"{demo}: training loss ({loss})" and ax.get_ylabel() == loss
+    raw, smooth = ax.get_lines()
+    assert list(raw.get_ydata()) == run.losses
+    assert smooth.get_ydata() == pytest.approx(running_mean(run.losses, window), rel=1e-12)
+    assert smooth.get_linewidth() > raw.get_linewidth() and raw.get_alpha() < 1  # the mean is drawn over
+    covers = "one epoch" if demo == "digits" else "100 names"
+    assert legend(ax) == [f"at each step, on {each}", f"mean of the last {window} steps ({covers})"]
+    assert ax.get_legend().get_title().get_text() == "the mean evens out the noise of sampling"

@@ -56,7 +56,7 @@ def test_the_batch_example_runs_with_only_what_the_batch_extra_installs():
     text = (ROOT / "README.md").read_text()
     section = text.split("## A whole batch in one graph")[1].split("\n## ")[0]
     (code,) = re.findall(r"```python\n(.+?)```", section, re.S)
-    assert 'pip install ".[batch]"' in section
+    assert 'pip install -e ".[batch]"' in section
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["batch"]
     packages = [re.match(r"[A-Za-z0-9_.-]+", p).group().lower().replace("-", "_") for p in extra]

@@ -21,6 +21,7 @@ from .numerics import exp, log, relu, sigmoid, sqrt, tanh
 __version__ = "0.1.0"
 
 backend = "python"
+"""Which engine runs: "compiled" (the C core, chaingrad._core) or "python" (the reference engine)."""
 
 __all__ = [
     "AnomalyError",

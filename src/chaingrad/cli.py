@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__, demos
 from .engine import Value
 from .numerics import div, exp, log, power, relu, sigmoid, sqrt, tanh
-from .viz import FORMATS, RANKDIRS, RenderError, draw_dot
+from .viz import FORMATS, PAGE_SUFFIXES, RANKDIRS, RenderError, draw_dot, stepper
 
 __all__ = ["main"]
 
@@ -276,6 +276,14 @@ def _picture(text: str) -> Path:
     return path
 
 
+def _page(text: str) -> Path:
+    """A file name ending in .html."""
+    path = Path(text)
+    if path.suffix.lower() not in PAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} must end in .html")
+    return path
+
+
 # ---------------------------------------------------------------------------
 # Subcommands.
 # ---------------------------------------------------------------------------
@@ -296,12 +304,18 @@ def _graph(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{args.expression.strip()} = {out.data!r}")
     for name, v in variables.items():
         print(f"d/d{name} = {v.grad!r}")
+    picture = args.output
+    if picture is None and args.html is None:
+        picture = Path("graph.svg")
     try:
-        path = draw_dot(out, rankdir=args.rankdir).save(args.output)
+        if picture is not None:
+            print(f"graph written to {draw_dot(out, rankdir=args.rankdir).save(picture)}")
+        if args.html is not None:
+            page = stepper(out, rankdir=args.rankdir).save(args.html)
+            print(f"backprop page written to {page}: open it in a browser and press Step")
     except (RenderError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
-    print(f"graph written to {path}")
     return 0
 
 
@@ -328,9 +342,14 @@ def _add_graph(commands: Any) -> None:
         "-o",
         "--output",
         type=_picture,
-        default=Path("graph.svg"),
         metavar="FILE",
-        help="the picture to write, .svg or .png (default: graph.svg)",
+        help="the picture to write, .svg or .png (default: graph.svg, unless only --html is given)",
+    )
+    graph.add_argument(
+        "--html",
+        type=_page,
+        metavar="FILE",
+        help="write an interactive page (.html) that steps through backprop node by node",
     )
     graph.add_argument("--rankdir", choices=RANKDIRS, default="LR", help="layout direction (default: LR)")
     graph.set_defaults(run=_graph, parser=graph)
@@ -341,7 +360,8 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = demos.missing_packages()
     if missing:
         print(
-            f'{parser.prog}: error: the demos need {", ".join(missing)}: pip install "chaingrad[demo]"',
+            f"{parser.prog}: error: the demos need {', '.join(missing)}: pip install {' '.join(missing)} "
+            '(or, from a checkout of chaingrad, pip install -e ".[demo]")',
             file=sys.stderr,
         )
         return 1

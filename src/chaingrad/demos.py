@@ -114,19 +114,24 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _loss_curve(run: Run, path: Path, smooth: int = 0) -> Path:
-    """The loss at each step; with smooth > 0 also its mean over the last `smooth` steps."""
+def _loss_curve(run: Run, path: Path, loss: str, each: str, smooth: int = 0, window: str = "") -> Path:
+    """The training loss (named `loss`, measured on `each` step's data) at each step.
+
+    With smooth > 0 a bold line over it is the mean of the last `smooth` steps (`window` says what
+    they cover): each step sees other samples, and the mean evens out that noise to show the trend.
+    """
     fig, ax = _figure()
     ys = run.losses
-    ax.plot(range(1, len(ys) + 1), ys, lw=1, alpha=0.4 if smooth else 1, label="loss")
+    steps = range(1, len(ys) + 1)
+    ax.plot(steps, ys, lw=1, alpha=0.35 if smooth else 1, label=f"at each step, on {each}")
     if smooth:
-        ax.plot(
-            range(1, len(ys) + 1), _running_means(ys, smooth), lw=2, label=f"mean of the last {smooth} steps"
-        )
-        ax.legend()
-    if not ys:
+        ax.plot(steps, _running_means(ys, smooth), lw=2, label=f"mean of the last {smooth} steps ({window})")
+    if ys:
+        title = "the mean evens out the noise of sampling" if smooth else None
+        ax.legend(loc="upper right", title=title, title_fontsize="small", fontsize="small")
+    else:
         ax.text(0.5, 0.5, "stopped before the first step", ha="center", transform=ax.transAxes)
-    ax.set(xlabel="step", ylabel="loss", title=f"{run.name}: training loss")
+    ax.set(xlabel="step", ylabel=loss, title=f"{run.name}: training loss ({loss})")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -182,23 +187,45 @@ def moons(steps: int = 100, seed: int = 1337, out: Path = Path("chaingrad-out"),
     if run.history:
         last = run.history[-1]
         run.lines.append(f"final loss {last['loss']:.4f}, training accuracy {last['accuracy']:.0%}")
-    run.paths.append(_decision_boundary(model, X, y, out / "moons-boundary.png"))
-    run.paths.append(_loss_curve(run, out / "moons-loss.png"))
+    name = "moons-batch" if batch else "moons"  # each mode keeps its own pictures
+    run.paths.append(_decision_boundary(model, X, y, out / f"{name}-boundary.png"))
+    each = "all 100 samples at once" if batch else "the 100 samples, one at a time"
+    run.paths.append(_loss_curve(run, out / f"{name}-loss.png", "hinge loss + 1e-4 * L2", each))
     return run
 
 
+CLASS_COLORS = {-1: ("tab:red", "#f5c4c0"), 1: ("tab:blue", "#c2d9f2")}  # (points, region) per label
+
+
 def _decision_boundary(model: nn.MLP, X: Any, y: Any, path: Path) -> Path:
-    """The data points over the regions the model scores as positive and negative."""
+    """The data points over the regions the model scores as negative and positive, in the classes' colors.
+
+    The title gives the drawn model's accuracy on these points (labels -1 and +1).
+    """
     import numpy as np
 
     (x0, y0), (x1, y1) = X.min(axis=0) - 1, X.max(axis=0) + 1
     xx, yy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
     with no_grad():  # the whole grid as one batch: a single forward pass, no graph
         scores = model(data.columns(np.c_[xx.ravel(), yy.ravel()])).data
+        accuracy = float(np.mean((model(data.columns(X)).data > 0) == (y > 0)))
     fig, ax = _figure()
-    ax.contourf(xx, yy, (scores > 0).reshape(xx.shape), cmap="Spectral", alpha=0.8)
-    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap="Spectral", edgecolors="black", linewidths=0.5)
-    ax.set(xlim=(x0, x1), ylim=(y0, y1), title="moons: the MLP's decision boundary")
+    regions = [CLASS_COLORS[-1][1], CLASS_COLORS[1][1]]
+    ax.contourf(xx, yy, scores.reshape(xx.shape), levels=[-np.inf, 0, np.inf], colors=regions)
+    for label, (color, _) in CLASS_COLORS.items():
+        points = X[y == label]
+        ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=color,
+            s=40,
+            edgecolors="black",
+            linewidths=0.5,
+            label=f"class {label:+d} ({len(points)} points)",
+        )
+    ax.legend(loc="upper right", title="training data")
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x1", ylabel="x2")
+    ax.set_title(f"moons: the MLP's decision boundary (training accuracy {accuracy:.0%})")
     return _save(fig, path)
 
 
@@ -245,7 +272,16 @@ def digits(steps: int = 1000, seed: int = 0, out: Path = Path("chaingrad-out"), 
     run.lines.append(f"test accuracy {accuracy:.1%} ({np.sum(predicted == y_test)} of {len(y_test)})")
     if run.history:
         run.lines.append(f"final training loss {run.losses[-1]:.4f}")
-    run.paths.append(_loss_curve(run, out / "digits-loss.png", smooth=per_epoch))
+    run.paths.append(
+        _loss_curve(
+            run,
+            out / "digits-loss.png",
+            "cross-entropy",
+            f"a mini-batch of {batch_size}",
+            smooth=per_epoch,
+            window="one epoch",
+        )
+    )
     run.paths.append(_confusion(y_test, predicted, accuracy, out / "digits-confusion.png"))
     return run
 
@@ -327,7 +363,16 @@ def names(
         )
     if continue_in_torch and not run.interrupted:
         model = _continue_in_torch(model, tok, docs, continue_in_torch, rng, run)
-    run.paths.append(_loss_curve(run, out / "names-loss.png", smooth=100))
+    run.paths.append(
+        _loss_curve(
+            run,
+            out / "names-loss.png",
+            "cross-entropy per character",
+            "one name",
+            smooth=100,
+            window="100 names",
+        )
+    )
     known = set(docs)
     sampled = [
         tok.decode(model.generate(tok.bos, temperature, rng=rng, stop=tok.bos)) for _ in range(samples)

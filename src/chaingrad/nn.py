@@ -172,8 +172,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
-FORMAT_VERSION = 2  # 2 adds the architecture; files of version 1 load with the checks they allow
-MAX_FILE_BYTES = 64 * 2**20  # about 3 million parameters (22 bytes each); load(max_bytes=) reads more
+FORMAT_VERSION = 2
+"""The version of the model files `save` writes: 2 records the architecture; files of version 1 still
+load, with the checks their contents allow."""
+MAX_FILE_BYTES = 64 * 2**20
+"""The largest model file `load` reads unless told otherwise (`max_bytes=`): 64 MiB, about 3 million
+parameters at 22 bytes each."""
 
 
 def _names(names: set[Any]) -> str:

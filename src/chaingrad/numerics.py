@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -78,115 +77,123 @@ def quiet() -> Any:
     return contextlib.nullcontext() if np is None else np.errstate(all="ignore")
 
 
-def _quiet(batch: Callable[..., Any], *args: Any) -> Any:
-    with numpy().errstate(all="ignore"):  # IEEE results (inf, nan), as for floats, without warnings
-        return batch(*args)
+def data(x: Any) -> Any:
+    """The number (or batch) x holds: x itself, or a Value's data."""
+    return x if isinstance(x, (int, float)) or is_array(x) else x.data
 
 
-def _elementwise(name: str, scalar: Callable[[float], float], batch: Callable[[Any], Any]) -> Callable:
-    """The function `name` on a float (scalar), an int, a batch (batch, quietly) or a Value (its method)."""
-
-    def f(x: Any) -> Any:
-        if type(x) is float:
-            return scalar(x)
-        if isinstance(x, (int, float)):
-            return scalar(float(x))
-        if is_array(x):
-            return _quiet(batch, x)
-        method = getattr(x, name, None)
-        if method is None:
-            raise TypeError(f"{name}() takes a number, a NumPy batch or a Value, not {type(x).__name__}")
-        return method()
-
-    f.__name__ = name
-    return f
+# -- one argument: the float case first, then ints, batches and Values --------
 
 
-def _binary(name: str, scalar: Callable[[float, float], float], batch: Callable, value: Callable) -> Callable:
-    """The two-argument function `name` on floats, ints, batches, or Values (through the operator `value`)."""
-
-    def f(x: Any, y: Any) -> Any:
-        if type(x) is float and type(y) is float:
-            return scalar(x, y)
-        x_number, y_number = isinstance(x, (int, float)), isinstance(y, (int, float))
-        if x_number and y_number:
-            return scalar(float(x), float(y))
-        if (x_number or is_array(x)) and (y_number or is_array(y)):
-            return _quiet(batch, x, y)
-        return value(x, y)  # a Value on either side
-
-    f.__name__ = name
-    return f
+def _other(x: Any, name: str, scalar: Any, batch: Any) -> Any:
+    """A one-argument function on what is not a float: an int, a batch (quietly) or a Value (its method)."""
+    if isinstance(x, (int, float)):
+        return scalar(float(x))
+    if is_array(x):
+        with quiet():
+            return batch(x)
+    method = getattr(x, name, None)
+    if method is None:
+        raise TypeError(f"{name}() takes a number, a NumPy batch or a Value, not {type(x).__name__}")
+    return method()
 
 
-# -- floats -----------------------------------------------------------------
+def exp(x: Any) -> Any:
+    """e ** x; inf on overflow."""
+    if type(x) is float:
+        try:
+            return math.exp(x)
+        except OverflowError:
+            return inf
+    return _other(x, "exp", exp, lambda b: numpy().exp(b))
 
 
-def _exp(x: float) -> float:
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return inf
+def log(x: Any) -> Any:
+    """Natural logarithm; log(0) = -inf, log(x < 0) = nan."""
+    if type(x) is float:
+        return math.log(x) if x > 0 else -inf if x == 0 else nan
+    return _other(x, "log", log, lambda b: numpy().log(b))
 
 
-def _log(x: float) -> float:
-    if x > 0:
-        return math.log(x)
-    return -inf if x == 0 else nan
+def tanh(x: Any) -> Any:
+    """Hyperbolic tangent."""
+    if type(x) is float:
+        return math.tanh(x)
+    return _other(x, "tanh", tanh, lambda b: numpy().tanh(b))
 
 
-def _sigmoid(x: float) -> float:
-    # 1 / (1 + e^-x) for x >= 0; e^x / (1 + e^x) below, so that no exp overflows
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+def sigmoid(x: Any) -> Any:
+    """1 / (1 + e ** -x), computed so that no exp overflows."""
+    if type(x) is float:
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+    return _other(x, "sigmoid", sigmoid, _batch_sigmoid)
 
 
-def _relu(x: float) -> float:
-    return 0.0 if x < 0 else x  # as PyTorch: relu(-0.0) = -0.0, relu(nan) = nan
+def relu(x: Any) -> Any:
+    """max(x, 0), passing nan and -0.0 through as PyTorch does."""
+    if type(x) is float:
+        return 0.0 if x < 0 else x
+    return _other(x, "relu", relu, lambda b: numpy().where(b < 0, 0.0, b))
 
 
-def _sqrt(x: float) -> float:
-    return math.sqrt(x) if x >= 0 else nan
-
-
-def _sign(x: float) -> float:
-    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0  # as PyTorch's sgn: 0 at 0 and at nan
-
-
-def _div(x: float, y: float) -> float:
-    try:
-        return x / y
-    except ZeroDivisionError:  # IEEE-754: +-inf, or nan for 0 / 0 and nan / 0
-        if x != x or x == 0:
-            return nan
-        return math.copysign(inf, x) * math.copysign(1.0, y)
-
-
-def _odd_integer(y: float) -> bool:
-    return y.is_integer() and y % 2 == 1
-
-
-def _power(x: float, y: float) -> float:
-    # C's pow: 0 ** -1 = inf, (-8) ** (1/3) = nan, overflow = inf
-    try:
-        return math.pow(x, y)
-    except OverflowError:
-        return -inf if x < 0 and _odd_integer(y) else inf
-    except ValueError:
-        if x == 0:  # a negative power of zero
-            return math.copysign(inf, x) if _odd_integer(y) else inf
-        return nan  # a negative base to a non-integer power
-
-
-# -- batches ----------------------------------------------------------------
+def sqrt(x: Any) -> Any:
+    """Square root; sqrt(x < 0) = nan."""
+    if type(x) is float:
+        return math.sqrt(x) if x >= 0 else nan
+    return _other(x, "sqrt", sqrt, lambda b: numpy().sqrt(b))
 
 
 def _batch_sigmoid(x: Any) -> Any:
     np = numpy()
     e = np.exp(-np.abs(x))  # <= 1, so no overflow on either side
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# -- two arguments ---------------------------------------------------------------
+
+
+def _other2(x: Any, y: Any, scalar: Any, batch: Any, value: Any) -> Any:
+    """A two-argument function on what are not two floats: numbers, batches, or a Value (its operator)."""
+    x_number, y_number = isinstance(x, (int, float)), isinstance(y, (int, float))
+    if x_number and y_number:
+        return scalar(float(x), float(y))
+    if (x_number or is_array(x)) and (y_number or is_array(y)):
+        with quiet():
+            return batch(x, y)
+    return value(x, y)
+
+
+def div(x: Any, y: Any) -> Any:
+    """x / y with IEEE-754 division by zero (+-inf, or nan for 0 / 0)."""
+    if type(x) is float and type(y) is float:
+        try:
+            return x / y
+        except ZeroDivisionError:
+            if x != x or x == 0:
+                return nan
+            return math.copysign(inf, x) * math.copysign(1.0, y)
+    return _other2(x, y, div, lambda a, b: numpy().divide(a, b), lambda a, b: a / b)
+
+
+def power(x: Any, y: Any) -> Any:
+    """x ** y as C's pow: 0 ** -1 = inf, (-8) ** (1/3) = nan, overflow = inf."""
+    if type(x) is float and type(y) is float:
+        try:
+            return math.pow(x, y)
+        except OverflowError:
+            return -inf if x < 0 and _odd_integer(y) else inf
+        except ValueError:
+            if x == 0:  # a negative power of zero
+                return math.copysign(inf, x) if _odd_integer(y) else inf
+            return nan  # a negative base to a non-integer power
+    return _other2(x, y, power, _batch_power, lambda a, b: a**b)
+
+
+def _odd_integer(y: float) -> bool:
+    return y.is_integer() and y % 2 == 1
 
 
 def _batch_power(x: Any, y: Any) -> Any:
@@ -203,45 +210,15 @@ def _batch_power(x: Any, y: Any) -> Any:
     return out
 
 
-def _batch_sign(x: Any) -> Any:
-    return (x > 0) * 1.0 - (x < 0)
-
-
-# -- the functions ----------------------------------------------------------
-
-
-def _np(name: str) -> Callable[..., Any]:
-    return lambda *args: getattr(numpy(), name)(*args)
-
-
-exp = _elementwise("exp", _exp, _np("exp"))
-log = _elementwise("log", _log, _np("log"))
-tanh = _elementwise("tanh", math.tanh, _np("tanh"))
-sigmoid = _elementwise("sigmoid", _sigmoid, _batch_sigmoid)
-relu = _elementwise("relu", _relu, lambda x: numpy().where(x < 0, 0.0, x))
-sqrt = _elementwise("sqrt", _sqrt, _np("sqrt"))
-div = _binary("div", _div, _np("divide"), lambda x, y: x / y)
-power = _binary("power", _power, _batch_power, lambda x, y: x**y)
-
-exp.__doc__ = "e ** x; inf on overflow."
-log.__doc__ = "Natural logarithm; log(0) = -inf, log(x < 0) = nan."
-tanh.__doc__ = "Hyperbolic tangent."
-sigmoid.__doc__ = "1 / (1 + e ** -x), computed so that no exp overflows."
-relu.__doc__ = "max(x, 0), passing nan and -0.0 through as PyTorch does."
-sqrt.__doc__ = "Square root; sqrt(x < 0) = nan."
-div.__doc__ = "x / y with IEEE-754 division by zero (+-inf, or nan for 0 / 0)."
-power.__doc__ = "x ** y as C's pow: 0 ** -1 = inf, (-8) ** (1/3) = nan, overflow = inf."
-
-
-def data(x: Any) -> Any:
-    """The number (or batch) x holds: x itself, or a Value's data."""
-    return x if isinstance(x, (int, float)) or is_array(x) else x.data
+# -- for the rules and local gradients of the op table ---------------------------
 
 
 def sign(x: Any) -> Any:
     """1, -1 or 0 (also at nan), as PyTorch's sgn; a constant even for a Value (its derivative is 0)."""
     x = data(x)
-    return _sign(x) if type(x) is float else _batch_sign(x) if is_array(x) else _sign(float(x))
+    if is_array(x):
+        return (x > 0) * 1.0 - (x < 0)
+    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0
 
 
 def is_zero(x: Any) -> Any:
@@ -250,7 +227,8 @@ def is_zero(x: Any) -> Any:
 
 
 def where(condition: Any, a: Any, b: Any) -> Any:
-    """a where condition holds, else b: elementwise on a batch of conditions, and no 0 * inf anywhere."""
+    """a where condition holds, else b: elementwise on batches, and no 0 * inf anywhere."""
     if is_array(condition) or is_array(a) or is_array(b):
-        return _quiet(lambda: numpy().where(condition, a, b))
+        with quiet():
+            return numpy().where(condition, a, b)
     return a if condition else b
