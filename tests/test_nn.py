@@ -81,14 +81,15 @@ def test_named_parameters_name_every_parameter_in_order():
     assert names[-1] == "layers.1.neurons.1.b"
 
 
-def test_init_never_touches_global_random_state():
+def test_init_with_a_seed_never_touches_global_random_state():
+    # Without seed= a model draws from Python's random, as micrograd's do (test_micrograds_spellings...).
     state = random.getstate()
     np_state = np.random.get_state()
-    nn.MLP(2, [8, 1])
     nn.MLP(2, [8, 1], seed=3)
-    nn.manual_seed(5)
-    nn.GPT(5, n_embd=4, n_head=2, block_size=4)
+    nn.GPT(5, n_embd=4, n_head=2, block_size=4, seed=random.Random(1))
     assert random.getstate() == state
+    nn.MLP(2, [8, 1])
+    assert random.getstate() != state
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
 
 
@@ -819,6 +820,70 @@ def test_micrograd_demo_losses_equal_micrograds_from_its_own_initial_weights(moo
             got.append(total.data)
         np.testing.assert_allclose(got, expected_losses, rtol=0, atol=1e-9, err_msg=f"batched={batched}")
         np.testing.assert_allclose(datas(model.parameters()), expected_weights, rtol=0, atol=1e-9)
+
+
+def micrograd_notebook(Value, MLP, steps):
+    """micrograd's demo notebook (demo.ipynb) as written, on the given Value and MLP: from
+    random.seed(1337), each step's loss and accuracy, then the final weights."""
+    import random
+
+    from sklearn.datasets import make_moons
+
+    np.random.seed(1337)
+    random.seed(1337)
+    X, y = make_moons(n_samples=100, noise=0.1)
+    y = y * 2 - 1
+    model = MLP(2, [16, 16, 1])
+
+    def loss():
+        inputs = [list(map(Value, xrow)) for xrow in X]
+        scores = list(map(model, inputs))
+        losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+        data_loss = sum(losses) * (1.0 / len(losses))
+        alpha = 1e-4
+        reg_loss = alpha * sum(p * p for p in model.parameters())
+        total_loss = data_loss + reg_loss
+        accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+        return total_loss, sum(accuracy) / len(accuracy)
+
+    history = []
+    for k in range(steps):
+        total_loss, acc = loss()
+        model.zero_grad()
+        total_loss.backward()
+        learning_rate = 1.0 - 0.9 * k / 100
+        for p in model.parameters():
+            p.data -= learning_rate * p.grad
+        history.append((total_loss.data, acc))
+    return history, [p.data for p in model.parameters()]
+
+
+def test_micrograds_notebook_on_chaingrad_gives_micrograds_numbers():
+    # random.seed(1337) then MLP(2, [16, 16, 1]): micrograd's very weights, so its very losses
+    ours, our_weights = micrograd_notebook(cg.Value, nn.MLP, 2)
+    theirs, their_weights = micrograd_notebook(micrograd.engine.Value, micrograd.nn.MLP, 2)
+    assert [a for _, a in ours] == [a for _, a in theirs]
+    np.testing.assert_allclose([loss for loss, _ in ours], [loss for loss, _ in theirs], rtol=1e-12)
+    np.testing.assert_allclose(our_weights, their_weights, rtol=1e-12, atol=1e-15)
+    assert ours[0][0] == pytest.approx(0.8958441028683222, rel=1e-12)  # as micrograd's notebook prints
+
+
+def test_micrograds_spellings_of_neuron_and_layer():
+    import random
+
+    assert nn.Neuron(3, nonlin=False).activation is None and nn.Neuron(3, False).nonlin is False
+    assert nn.Neuron(3).nonlin and nn.Layer(2, 4, nonlin=False).neurons[0].activation is None
+    assert nn.Layer(2, 4, activation="tanh").neurons[3].activation == "tanh"
+    random.seed(5)
+    a = nn.MLP(2, [3, 1])
+    random.seed(5)
+    theirs = micrograd.nn.MLP(2, [3, 1])
+    assert [p.data for p in a.parameters()] == [p.data for p in theirs.parameters()]
+    assert repr(a) == repr(theirs)
+    b = nn.MLP(2, [3, 1], seed=5)  # seed= keeps its meaning: its own generator, Python's random untouched
+    state = random.getstate()
+    assert [p.data for p in nn.MLP(2, [3, 1], seed=5).parameters()] == [p.data for p in b.parameters()]
+    assert random.getstate() == state
 
 
 # ---------------------------------------------------------------------------

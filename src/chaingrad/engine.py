@@ -186,7 +186,7 @@ _INPUTS_DONE = object()  # on the stack above a node whose inputs come next: whe
 # ---------------------------------------------------------------------------
 
 
-class Op(str):
+class Op:
     """An op: its name (what a node's `_op` shows), its forward value and its local gradients.
 
     `Op(name, forward, local)`: `forward(*xs)` gives the value from the inputs'
@@ -195,30 +195,44 @@ class Op(str):
     op works on numbers, on batches and for higher derivatives. Calling the op
     applies it: `softplus(x)`. An op whose backward is not `local * grad`
     gives `rule(node, g)` instead, returning each input's share of g.
+
+    An op compares equal to its name, so `node._op == "tanh"` reads as in micrograd.
     """
 
-    def __new__(cls, name: str, forward: Any, local: Any = None, rule: Any = None) -> Op:
+    __slots__ = ("name", "forward", "local", "rule", "chain")
+
+    def __init__(self, name: str, forward: Any, local: Any = None, rule: Any = None) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"an op needs a non-empty name, got {name!r}")
         if not callable(local or rule) or None not in (local, rule) or not callable(forward or local or rule):
             raise TypeError(f"op {name!r}: forward(*inputs) and local(*inputs, out) must be callable")
-        op = super().__new__(cls, name)
-        op.forward, op.local, op.rule = forward, local, rule
-        OPS[name] = op  # defined again (a notebook cell run twice): the new op replaces the old
-        return op
+        self.name, self.forward, self.local, self.rule = name, forward, local, rule
+        self.chain = self._chain  # how backward applies a rule; the table's ops get theirs written out
+        OPS[name] = self  # defined again (a notebook cell run twice): the new op replaces the old
 
     def __call__(self, *args: Any) -> Value:
         """Apply the op to Values and numbers, recording one node."""
         if self.forward is None:
-            raise TypeError(f"the op {str(self)!r} is made by cg.{self}(), not called")
+            raise TypeError(f"the op {self.name!r} is made by cg.{self.name}(), not called")
         return apply(self, *args)
 
-    def chain(self, node: Value, g: Any) -> None:
-        """Backward through a node of this op with a rule: add each input's share of g to its grad."""
-        _add(node, self.rule(node, g))
+    def _chain(self, node: Value, g: Any) -> None:
+        _add(node, self.rule(node, g))  # each input's share of g, added to its grad
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return repr(self.name)  # as micrograd's _op, a str, shows
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or self.name == other
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return op_named, (str(self),)
+        return op_named, (self.name,)
 
 
 OPS: dict[str, Op] = {}  # every op by name, so that a pickled node finds its op again

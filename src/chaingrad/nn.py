@@ -41,17 +41,18 @@ __all__ = [
     "manual_seed",
 ]
 
-# chaingrad's own generator: seeding it never disturbs Python's global `random`.
-_rng = random.Random()
+# Modules made without `seed=` draw their weights from Python's own `random`, in micrograd's order, so
+# that random.seed(1337) and then MLP(2, [16, 16, 1]) give micrograd's very weights.
+_rng: Any = random
 
 
 def manual_seed(seed: int) -> None:
-    """Seed the generator that initialises modules created without `seed=`."""
+    """Seed the generator that initialises modules created without `seed=`: Python's `random`."""
     _rng.seed(seed)
 
 
-def _generator(seed: int | random.Random | None) -> random.Random:
-    if seed is None:
+def _generator(seed: int | random.Random | None) -> Any:
+    if seed is None or seed is _rng:
         return _rng
     if isinstance(seed, random.Random):
         return seed
@@ -65,6 +66,8 @@ _ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", None:
 
 
 def _activation(name: Any) -> Any:
+    if type(name) is bool:  # micrograd's nonlin: True is ReLU, False none
+        return "relu" if name else None
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of 'relu', 'tanh', 'sigmoid' or None, not {name!r}")
     return name
@@ -377,14 +380,30 @@ class Module:
 
 
 class Neuron(Module):
-    """activation(w · x + b): one fused dot node, then the activation node."""
+    """activation(w · x + b): one fused dot node, then the activation node.
 
-    def __init__(self, nin: int, activation: str | None = "relu", seed: int | random.Random | None = None):
+    micrograd's spelling works too: `Neuron(nin, nonlin=False)` (or `Neuron(nin, False)`) is a linear
+    neuron, `nonlin=True` a ReLU one.
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        activation: str | bool | None = "relu",
+        seed: int | random.Random | None = None,
+        *,
+        nonlin: bool | None = None,
+    ):
         rng = _generator(seed)
         self.w = [Value(rng.uniform(-1, 1)) for _ in range(positive_int(nin, "nin"))]
         self.b = Value(0.0)
-        self.activation = _activation(activation)
-        self._act = _ACTIVATIONS[activation]
+        self.activation = _activation(activation if nonlin is None else bool(nonlin))
+        self._act = _ACTIVATIONS[self.activation]
+
+    @property
+    def nonlin(self) -> bool:
+        """micrograd's name: whether the neuron has an activation."""
+        return self.activation is not None
 
     def __call__(self, x: Sequence[Any]) -> Value:
         try:
@@ -409,10 +428,15 @@ class Layer(Module):
     convention). On a batch the whole layer is one `cg.affine` node, with the same math."""
 
     def __init__(
-        self, nin: int, nout: int, activation: str | None = "relu", seed: int | random.Random | None = None
+        self,
+        nin: int,
+        nout: int,
+        activation: str | bool | None = "relu",
+        seed: int | random.Random | None = None,
+        **kwargs: Any,
     ):
         rng = _generator(seed)
-        self.neurons = [Neuron(nin, activation, rng) for _ in range(positive_int(nout, "nout"))]
+        self.neurons = [Neuron(nin, activation, rng, **kwargs) for _ in range(positive_int(nout, "nout"))]
 
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""

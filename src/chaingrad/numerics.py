@@ -197,17 +197,16 @@ def _odd_integer(y: float) -> bool:
 
 
 def _batch_power(x: Any, y: Any) -> Any:
+    # NumPy's power differs from C's pow (and PyTorch) in two corners, fixed here: (-inf) ** y with y not an
+    # integer is nan in NumPy, +-inf for y > 0 and +-0 for y < 0 in C; (-0.0) ** y with y > 0 not an odd
+    # integer is -0.0 in NumPy (x ** 0.5 is taken as sqrt(x)), +0.0 in C.
     np = numpy()
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    out = np.power(
-        x, y
-    )  # an array exponent: NumPy's x ** 0.5 = sqrt(x) shortcut would give (-0.0) ** 0.5 = -0.0
-    # NumPy gives nan for (-inf) ** y with y not an integer; C's pow gives +-inf for y > 0, +-0 for y < 0
+    out = np.power(x, y)
+    odd = (np.mod(y, 2) == 1) & (np.floor(y) == y)
     fix = np.isneginf(x) & (y != 0) & ~np.isnan(y)
-    if fix.any():
-        odd = (np.mod(y, 2) == 1) & (np.floor(y) == y)
-        out = np.where(fix, np.where(y > 0, np.where(odd, -inf, inf), np.where(odd, -0.0, 0.0)), out)
-    return out
+    out = np.where(fix, np.where(y > 0, np.where(odd, -inf, inf), np.where(odd, -0.0, 0.0)), out)
+    return np.where((x == 0) & (y > 0) & ~odd, 0.0, out)
 
 
 # -- for the rules and local gradients of the op table ---------------------------
