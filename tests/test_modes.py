@@ -71,7 +71,7 @@ def test_an_async_generator_is_refused_with_advice():
     async def agen():
         yield 1
 
-    with pytest.raises(TypeError, match="async generator.*with no_grad"):
+    with pytest.raises(TypeError, match=r"async generator.*with no_grad"):
         cg.no_grad()(agen)
 
 
