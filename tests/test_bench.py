@@ -180,7 +180,8 @@ def test_profiles_prints_chaingrads_functions(capsys, monkeypatch):
     monkeypatch.setitem(profiles.TARGETS, "chain", lambda: lambda: chain.build(cg.Value, 10)[0].backward())
     profiles.main(["chain", "--top", "50"])
     out = capsys.readouterr().out
-    assert "ncalls" in out and "(backward)" in out and "(build)" in out
+    # chaingrad's own functions: backward, in Python or (compiled) the C method
+    assert "ncalls" in out and "backward" in out and "(build)" in out
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])

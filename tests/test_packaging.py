@@ -59,8 +59,10 @@ def test_the_sdist_carries_the_tests_examples_docs_and_license(dist):
     for folder in ("tests/", "examples/", "docs/", "bench/", "src/chaingrad/"):
         expected = {f for f in project_files() if f.startswith(folder)}
         assert expected and expected <= files, f"{folder}: missing {sorted(expected - files)}"
-    for name in ("LICENSE", "CHANGELOG.md", "README.md", "mkdocs.yml", "pyproject.toml"):
+    for name in ("LICENSE", "CHANGELOG.md", "README.md", "mkdocs.yml", "pyproject.toml", "setup.py"):
         assert name in files
+    assert "src/chaingrad/_core.c" in files, "the compiled core's source"
+    assert not [f for f in files if f.endswith((".so", ".pyd"))], "no built module in the sdist"
     assert not [f for f in files if f.endswith((".pyc", ".pyo"))]
 
 
@@ -72,6 +74,7 @@ def test_the_wheel_ships_py_typed_the_assets_and_says_mit(dist):
         meta = Parser().parsestr(z.read(metadata).decode())
     for name in ("py.typed", "assets/stepper.js", "assets/stepper.css", "assets/names.txt"):
         assert f"chaingrad/{name}" in names
+    assert [n for n in names if n.startswith("chaingrad/_core.") and n.endswith((".so", ".pyd"))], "compiled"
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert meta["License-Expression"] == "MIT"
     assert not [c for c in meta.get_all("Classifier") if c.startswith("License ::")]  # the SPDX field says it
@@ -87,6 +90,7 @@ def test_pytest_runs_from_an_unpacked_sdist(dist, tmp_path):
     env = {
         **os.environ,
         "PYTHONPATH": str(unpacked / "src"),
+        "CHAINGRAD_PURE": "1",  # the unpacked sdist's C source is not built: its reference engine runs
     }  # the sdist's own chaingrad, not this checkout's
     where = subprocess.run(
         [sys.executable, "-c", "import chaingrad; print(chaingrad.__file__)"],
@@ -105,3 +109,26 @@ def test_pytest_runs_from_an_unpacked_sdist(dist, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"^\d+ passed in ", done.stdout, re.M), done.stdout[-500:]  # all passed, none skipped
+
+
+def test_a_fresh_venv_with_the_wheel_runs_the_compiled_core(dist, tmp_path):
+    _, wheel = dist
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    code = (
+        "import chaingrad as cg\n"
+        "x = cg.Value(2.0); y = (x * 3 + 1).tanh(); y.backward()\n"
+        "m = cg.nn.MLP(2, [4, 1], seed=0); out = m([0.5, -1.0]); out.backward()\n"
+        "print(cg.backend, type(y).__module__, x.grad == (1 - y.data ** 2) * 3)\n"
+    )
+    env = {**os.environ, "CHAINGRAD_PURE": "0"}  # whichever backend this suite runs on
+    ran = subprocess.run(
+        [str(python), "-W", "error", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert ran.stdout.split() == ["compiled", "chaingrad._core", "True"], ran.stderr

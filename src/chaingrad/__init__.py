@@ -8,6 +8,7 @@
 `cg.nn`, `cg.optim`, `cg.losses`, `cg.data` and `cg.viz` load on first use.
 """
 
+from . import engine
 from . import pickling as _pickling  # noqa: F401 - registers how Values pickle
 from .autodiff import grad, gradients, hessian, hvp, value_and_grad
 from .engine import Op, Value
@@ -20,8 +21,9 @@ from .numerics import exp, log, relu, sigmoid, sqrt, tanh
 
 __version__ = "0.1.0"
 
-backend = "python"
-"""Which engine runs: "compiled" (the C core, chaingrad._core) or "python" (the reference engine)."""
+backend = "python" if engine.compiled is None else "compiled"
+"""Which engine runs: "compiled" (the C core, chaingrad._core) or "python" (the reference engine, which
+CHAINGRAD_PURE=1 in the environment chooses)."""
 
 __all__ = [
     "AnomalyError",

@@ -11,11 +11,13 @@ compiled twin, tested against it bit for bit; this one is the one to read.
 from __future__ import annotations
 
 import operator
+import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import modes, numerics, opgen  # noqa: F401 - modes serves the methods opgen writes
+from . import modes, numerics, opgen
 from .modes import ANOMALY, NO_GRAD, check_forward, checked_step, mode
 from .numerics import constant, is_array, quiet
 
@@ -50,24 +52,18 @@ class Value:
     __array_ufunc__ = None  # an ndarray (op) Value defers to the Value, giving a Value
 
     def __init__(self, data: Any, _children: Sequence[Value] = (), _op: Any = "", label: str = "") -> None:
-        if isinstance(data, Value) or (d := constant(data)) is None:
-            what = f"{type(data).__name__}: {data!r:.60}" if not isinstance(data, Value) else "another Value"
-            raise TypeError(f"Value() takes an int, a float or a 1-D NumPy array of numbers, not {what}")
-        children, local = tuple(_children), ()
-        if not all(isinstance(c, Value) for c in children):
-            raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
-        if not isinstance(_op, str):  # microgpt's form: Value(data, children, local_grads)
-            local, _op = tuple(map(constant, _op)), ""
-            if len(local) != len(children) or None in local:
-                raise TypeError("Value(data, children, local_grads) needs one number per child")
-        self.data, self.grad, self._prev, self._op, self._local = d, 0.0, children, _op, local
+        self.data, self.grad = parsed(data, _children, _op), 0.0
+        self._prev, self._op, self._local = (
+            _children if type(_children) is tuple else tuple(_children),
+            *_op_local(_op),
+        )
         if label != "":
             self.label = label
 
     @property
     def _backward(self) -> Callable[[], None]:
         """This node's step of backprop: each input's grad += local * self.grad, as in the lecture."""
-        return self._ctx if self._local is None and callable(self._ctx) else self._chain
+        return self._context if self._local is None and callable(self._context) else self._chain
 
     @_backward.setter
     def _backward(self, closure: Callable[[], None]) -> None:
@@ -76,13 +72,7 @@ class Value:
         self._local, self._context, self._op = None, closure, str(self._op)
 
     def _chain(self) -> None:
-        g = self.grad
-        if self._local is not None:
-            _add(self, [local * g for local in self._local])
-        elif callable(self._context):  # set on every node without local gradients
-            self._context()  # micrograd's _backward
-        else:
-            self._op.chain(self, g)  # the op's rule
+        chain(self)
 
     def backward(self, create_graph: bool = False) -> None:
         """Fill .grad of every node that leads here with d(self)/d(node).
@@ -92,31 +82,7 @@ class Value:
         With `create_graph=True` the gradients are Values with graphs of their
         own, ready to be differentiated again.
         """
-        if type(self.data) is not float:
-            raise ValueError(
-                f"backward() of a batch of {len(self.data)}: reduce it first with cg.batch_mean(v)"
-            )
-        with _one_backward_at_a_time, quiet():  # intermediate grads live on the nodes, shared by threads
-            unreached = float("0.0")  # every intermediate grad starts as this zero of its own
-            order = _topo(self, unreached)
-            self.grad = 1.0 if order else self.grad + 1.0  # a leaf accumulates d(self)/d(self) too
-            if create_graph or mode() & ANOMALY:
-                step = HIGHER_ORDER[0] if create_graph else checked_step
-                for node in order:
-                    if node.grad is not unreached:
-                        step(node)
-                return
-            for node in order:
-                g, local = node.grad, node._local
-                if g is unreached:
-                    continue  # no gradient reached it (behind a batched layer's unconsumed output)
-                if local is None and type(node._op) is Op:
-                    node._op.chain(node, g)  # the op's rule
-                elif type(g) is float and local is not None:  # _chain's common case, inline
-                    for child, local_grad in zip(node._prev, local):
-                        child.grad += local_grad * g
-                else:
-                    node._chain()
+        backward(self, create_graph)
 
     # comparisons look at data; equality and hashing stay by identity, so Values can key dicts
     __lt__, __le__, __gt__, __ge__ = (
@@ -151,6 +117,58 @@ class Value:
 
 _one_backward_at_a_time = threading.RLock()
 HIGHER_ORDER: list[Callable[[Value], None]] = []  # backward(create_graph=True)'s step, from autodiff.py
+
+
+def parsed(data: Any, children: Sequence[Any], op: Any) -> Any:
+    """Value(data, children, op)'s data as a node keeps it, the arguments checked."""
+    if isinstance(data, Value) or (d := constant(data)) is None:
+        what = f"{type(data).__name__}: {data!r:.60}" if not isinstance(data, Value) else "another Value"
+        raise TypeError(f"Value() takes an int, a float or a 1-D NumPy array of numbers, not {what}")
+    if not all(isinstance(c, Value) for c in children):
+        raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
+    if not isinstance(op, str) and (len(_op_local(op)[1]) != len(children) or None in _op_local(op)[1]):
+        raise TypeError("Value(data, children, local_grads) needs one number per child")
+    return d
+
+
+def _op_local(op: Any) -> tuple[Any, tuple[Any, ...]]:
+    """(op, local gradients) from Value()'s third argument: micrograd's op name, or microgpt's local_grads."""
+    return (op, ()) if isinstance(op, str) else ("", tuple(map(constant, op)))
+
+
+def backward(root: Value, create_graph: bool = False) -> None:
+    """root.backward(): the chain rule from root to every node that leads to it."""
+    if type(root.data) is not float:
+        raise ValueError(f"backward() of a batch of {len(root.data)}: reduce it first with cg.batch_mean(v)")
+    with _one_backward_at_a_time, quiet():  # intermediate grads live on the nodes, shared by threads
+        unreached = float("0.0")  # every intermediate grad starts as this zero of its own
+        order = _topo(root, unreached)
+        root.grad = 1.0 if order else root.grad + 1.0  # a leaf accumulates d(root)/d(root) too
+        step = HIGHER_ORDER[0] if create_graph else checked_step if mode() & ANOMALY else None
+        for node in order:
+            g, local = node.grad, node._local
+            if g is unreached:
+                continue  # no gradient reached it (behind a batched layer's unconsumed output)
+            if step is not None:
+                step(node)
+            elif local is None and type(node._op) is Op:
+                node._op.chain(node, g)  # the op's rule
+            elif type(g) is float and local is not None:  # chain's common case, inline
+                for child, local_grad in zip(node._prev, local):
+                    child.grad += local_grad * g
+            else:
+                chain(node)
+
+
+def chain(node: Value) -> None:
+    """One node's step of backprop: each input's grad += local * node.grad (or the op's rule)."""
+    g, local = node.grad, node._local
+    if local is not None:
+        _add(node, [d * g for d in local])
+    elif callable(ctx := getattr(node, "_context", None)):  # set on every node without local gradients
+        ctx()  # micrograd's _backward
+    else:
+        node._op.chain(node, g)  # the op's rule
 
 
 def _topo(root: Value, unreached: float) -> list[Value]:
@@ -294,6 +312,16 @@ def _node(out: Any, prev: tuple[Value, ...], local: tuple[Any, ...] | None, op: 
     return node
 
 
+def zero_grads(values: Sequence[Value]) -> None:
+    """Set each value's grad to 0 (a model's or an optimizer's zero_grad; the compiled core in one loop)."""
+    if (
+        compiled is None
+        or compiled.zero_grad(values if type(values) is list else list(values)) is NotImplemented
+    ):
+        for v in values:
+            v.grad = 0.0
+
+
 def arguments(node: Value) -> list[Any]:
     """The arguments node's op was applied to: its inputs, with any constants in their places."""
     return _flat(node._ctx) if type(node._ctx) is tuple else list(node._prev)
@@ -363,8 +391,34 @@ RULES = """
 # fmt: on
 
 
+def _compiled() -> Any:
+    """chaingrad._core, the compiled twin of this engine, unless CHAINGRAD_PURE=1 or it was not built."""
+    if os.environ.get("CHAINGRAD_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _core
+    except ImportError:
+        warnings.warn(
+            "chaingrad's compiled core was not built (no C compiler when it was installed?): "
+            "running the reference engine in pure Python, 15-30x slower on single numbers",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _core
+
+
+# The compiled twin takes Value's place unless CHAINGRAD_PURE=1: the same nodes, with their ops and
+# backward in C, and the functions above, which it calls for all else, make and read its nodes.
+compiled = _compiled()
+if compiled is not None:
+    Value, _node = compiled.Value, compiled.node
+
 # Each row becomes its Op, and the Value methods that apply it (opgen.py writes them): on single
 # numbers a method has its row's formulas written into its code, with no call to look them up.
 for _table, _rules in ((TABLE, False), (RULES, True)):
     for _row in opgen.rows(_table):
-        opgen.define(*_row, rules=_rules, engine={**vars(numerics), **globals(), "new": _new, "add": _add})
+        namespace = {**vars(numerics), **globals(), "new": _new, "add": _add}
+        opgen.define(*_row, rules=_rules, engine=namespace, write=compiled is None)
+if compiled is not None:
+    compiled.setup_engine(globals(), vars(modes), vars(numerics))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .engine import Op, Value, apply, constant, record
+from .engine import Op, Value, apply, compiled, constant, record
 from .modes import NO_GRAD, mode
 from .numerics import div, exp, is_array, log, numpy
 
@@ -301,3 +301,10 @@ def batch_mean(v: Value) -> Value:
 def is_batch(x: Any) -> bool:
     """Whether x is a Value holding a batch, or a batch itself."""
     return is_array(x.data if isinstance(x, Value) else x)
+
+
+# The compiled twins of the functions above take their names, which then stay their slow paths.
+if compiled is not None:
+    compiled.setup_fused(globals())
+    sum, mean, dot, logsumexp = compiled.sum, compiled.mean, compiled.dot, compiled.logsumexp  # noqa: A001
+    softmax, log_softmax, cross_entropy = compiled.softmax, compiled.log_softmax, compiled.cross_entropy

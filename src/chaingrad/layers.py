@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .engine import Op, Value, _node, constant
+from .engine import Op, Value, _node, compiled, constant
 from .fused import _datas, _inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
 from .numerics import numpy, relu, sigmoid, tanh
@@ -141,3 +141,8 @@ def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]
 
 AFFINE = Op("affine", None, rule=_affine_rule)
 ROW = Op("row", None, rule=_row_rule)
+
+# The compiled twin of affine takes its name; the function above stays its slow path (and batches).
+if compiled is not None:
+    compiled.setup_layers(globals())
+    affine = compiled.affine

@@ -19,7 +19,7 @@ from numbers import Integral, Real
 from typing import Any, TypeVar
 
 from .checks import positive_int
-from .engine import Value
+from .engine import Value, zero_grads
 from .files import atomic_write, read_regular
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import affine
@@ -217,8 +217,7 @@ class Module:
 
     def zero_grad(self) -> None:
         """Set every parameter's grad to 0."""
-        for p in self.parameters():
-            p.grad = 0.0
+        zero_grads(self.parameters())
 
     # PyTorch: the conversions live in chaingrad.bridge, which imports torch (the `torch` extra).
 

@@ -28,13 +28,13 @@ METHOD = {  # a method's code, by the kind of its arguments: x op y, y op x (ref
         if type(x) is float and type(y) is float and not (modes.ever_on and mode()):
             out = {forward}; {node}node._prev = (self, other); node._local = {local}; return node
     elif type(other) in NUMBER and type(x) is float and not (modes.ever_on and mode()):
-        y = other; out = {forward}; {node}node._prev = (self,); node._local = {local_x}
+        y = float(other); out = {forward}; {node}node._prev = (self,); node._local = {local_x}
         node._context = (self, y); return node
     return _operator(OP, self, other)""",
     "y, x": """def method(self, other):
     y = self.data
     if type(other) in NUMBER and type(y) is float and not (modes.ever_on and mode()):
-        x = other; out = {forward}; {node}node._prev = (self,); node._local = {local_y}
+        x = float(other); out = {forward}; {node}node._prev = (self,); node._local = {local_y}
         node._context = (x, self); return node
     return _operator(OP, other, self)""",
     "x": """def method(self):
@@ -62,8 +62,11 @@ FLOAT_FORMS = {
 }
 
 
-def define(name: str, methods: str, forward: str, grads: str, rules: bool, engine: dict[str, Any]) -> None:
-    """Make the op of one table row and give engine's Value its methods (rules: formulas are shares of g)."""
+def define(
+    name: str, methods: str, forward: str, grads: str, rules: bool, engine: dict[str, Any], write: bool = True
+) -> None:
+    """Make the op of one table row and give engine's Value its methods (rules: formulas are shares of g).
+    With write=False (the compiled core has the methods) only the op is made, with its backward."""
     inputs, names = ("x, y" if "y" in forward else "x"), {**engine, "NUMBER": (float, int)}
     op = names["OP"] = engine["Op"](
         name,
@@ -81,7 +84,9 @@ def define(name: str, methods: str, forward: str, grads: str, rules: bool, engin
         local = dict.fromkeys(("local", "local_x", "local_y"), "None; node._context = None")
     else:
         local = {"local": f"({', '.join(each)},)", "local_x": f"({each[0]},)", "local_y": f"({each[-1]},)"}
-    for method, kind in zip(methods.split(), ("x, y", "y, x") if inputs == "x, y" else ("x", "x")):
+    for method, kind in zip(
+        methods.split() if write else (), ("x, y", "y, x") if inputs == "x, y" else ("x", "x")
+    ):
         source = METHOD[kind].format(forward=for_floats(forward), node=NODE, **local)
         fn = compile_function(source, f"<chaingrad op {name}: Value.{method}>", names, "method")
         fn.__name__, fn.__qualname__, fn.__doc__ = method, f"Value.{method}", f"{forward}: the op {name!r}."

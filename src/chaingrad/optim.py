@@ -15,7 +15,8 @@ from numbers import Real
 from typing import Any
 
 from .checks import positive_int
-from .engine import Value
+from .engine import Value, compiled, zero_grads
+from .numerics import div
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LinearLR", "Optimizer", "StepLR"]
 
@@ -33,16 +34,6 @@ def _grad(p: Value) -> float:
     """p's gradient as a number (after backward(create_graph=True) it is a Value: step on its data)."""
     g = p.grad
     return g.data if isinstance(g, Value) else g
-
-
-def _divide(a: float, b: float) -> float:
-    """a / b, with IEEE-754's answer where b is 0 (nan for 0 / 0, else an infinity), as PyTorch gives."""
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if a == 0 or math.isnan(a):
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 class Optimizer:
@@ -67,8 +58,7 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set every parameter's grad to 0."""
-        for p in self.params:
-            p.grad = 0.0
+        zero_grads(self.params)
 
     def step(self) -> None:
         """Update every parameter from its grad."""
@@ -103,6 +93,11 @@ class SGD(Optimizer):
     def step(self) -> None:
         """p -= lr * g, where g is the gradient (plus weight decay), through the momentum buffer if any."""
         lr, mu, wd, buf = self.lr, self.momentum, self.weight_decay, self.momentum_buffer
+        if compiled is not None and compiled.sgd_step(
+            self.params, lr, mu, wd, self.nesterov, buf, self.steps
+        ):
+            self.steps += 1  # the compiled core's loop, this one's twin, did it
+            return
         for i, p in enumerate(self.params):
             g = _grad(p)
             if wd:
@@ -152,6 +147,9 @@ class Adam(Optimizer):
         )
         step_size = lr / (1 - b1**self.steps)
         bias_correction2_sqrt = math.sqrt(1 - b2**self.steps)
+        args = (self.params, lr, wd, eps, b1, b2, m, v, step_size, bias_correction2_sqrt, self._decoupled)
+        if compiled is not None and compiled.adam_step(*args):
+            return  # the compiled core's loop, this one's twin, did it
         for i, p in enumerate(self.params):
             g = _grad(p)
             if self._decoupled:
@@ -161,7 +159,7 @@ class Adam(Optimizer):
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             # With eps = 0 and a zero gradient so far this is 0 / 0: nan, as in PyTorch.
-            p.data -= _divide(step_size * m[i], math.sqrt(v[i]) / bias_correction2_sqrt + eps)
+            p.data -= div(step_size * m[i], math.sqrt(v[i]) / bias_correction2_sqrt + eps)
 
 
 class AdamW(Adam):

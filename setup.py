@@ -1,0 +1,27 @@
+"""The compiled core, chaingrad._core: the one thing pyproject.toml cannot declare by itself.
+
+It is optional: where no C compiler is found (or the build fails), installation goes on and chaingrad
+runs its reference engine, in pure Python, warning once that it is the slow path.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildExt(build_ext):
+    """Compiler flags for results bit for bit the reference engine's: no fused multiply-add, no fast-math."""
+
+    def build_extensions(self) -> None:
+        if self.compiler.compiler_type == "msvc":
+            args = ["/O2", "/fp:precise"]
+        else:
+            args = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-Wall"]
+        for ext in self.extensions:
+            ext.extra_compile_args = args + ext.extra_compile_args
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[Extension("chaingrad._core", ["src/chaingrad/_core.c"], optional=True)],
+    cmdclass={"build_ext": BuildExt},
+)

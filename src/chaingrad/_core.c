@@ -1,0 +1,1524 @@
+/* chaingrad._core: the compiled twin of the reference engine (engine.py, fused.py, layers.py, optim.py).
+ *
+ * The same Value, the same op table, the same backward, in C, for single numbers: each op computes its
+ * value and local gradients with the formulas of engine.py's table, in the same order, so that every
+ * float is bit for bit the reference engine's (compile with -ffp-contract=off). Whatever this file does
+ * not handle itself (batches, custom ops, micrograd's _backward closures, a mode that is on, higher
+ * derivatives, bad arguments) it hands to the reference engine's Python code, which then makes and reads
+ * nodes of this type. setup() receives that code once, when chaingrad is imported.
+ *
+ * Nodes store their data and grad as doubles (an object only when it is not a float), their inputs and
+ * local gradients inline, and build `_prev`, `_local` and `_ctx` only when Python asks. Nothing here
+ * recurses: the graph is walked with explicit stacks, and deallocation uses CPython's trashcan.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * What setup() gives us, once: the reference engine's functions and the table's ops. Written once
+ * before any use and never again, so threads and re-entrant calls cannot corrupt it.
+ * ---------------------------------------------------------------------------------------------- */
+
+enum { ADD, SUB, MUL, DIV, POW, NEG, EXP, LOG, TANH, SIGMOID, RELU, SQRT, ABS, N_PRIMITIVES };
+static const char *PRIMITIVE_NAMES[N_PRIMITIVES] = {"+",   "-",    "*",       "/",    "**",   "neg", "exp",
+                                                     "log", "tanh", "sigmoid", "relu", "sqrt", "abs"};
+enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, N_FUSED };
+static const char *FUSED_NAMES[N_FUSED] = {"SUM",       "MEAN",        "DOT",          "LOGSUMEXP",
+                                           "SOFTMAX",   "LOG_SOFTMAX", "CROSS_ENTROPY"};
+
+static struct {
+    int ready;
+    PyTypeObject *Value;
+    PyObject *op[N_PRIMITIVES]; /* the table's Op objects */
+    PyObject *fop[N_FUSED];     /* the fused ops' Op objects */
+    PyObject *parsed, *op_local, *apply, *operator_, *chain, *backward; /* engine.py */
+    PyObject *fallback[N_FUSED + 1];                                     /* fused.py's functions, affine */
+    PyObject *lock;        /* engine._one_backward_at_a_time */
+    PyObject *quiet;       /* numerics.quiet */
+    PyObject *modes_dict;  /* modes.__dict__, for ever_on */
+    PyObject *mode_var;    /* the modes' ContextVar */
+    PyObject *ever_on_key; /* "ever_on" */
+    PyObject *empty;       /* "" */
+    PyObject *s_acquire, *s_release, *s_enter, *s_exit, *s_chain; /* method names, made once */
+    PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
+} S;
+
+/* ------------------------------------------------------------------------------------------------
+ * numerics.py on floats, line for line: the same results, and the same nan where it returns math.nan.
+ * ---------------------------------------------------------------------------------------------- */
+
+static const double PLUS_NAN = (double)NAN; /* math.nan: a positive quiet nan */
+
+static double c_div(double x, double y) {
+    if (y != 0.0) return x / y;
+    if (x != x || x == 0.0) return PLUS_NAN; /* 0 / 0, nan / 0 */
+    return copysign(INFINITY, x) * copysign(1.0, y);
+}
+
+static double c_log(double x) { return x > 0 ? log(x) : (x == 0 ? -INFINITY : PLUS_NAN); }
+
+static double c_sigmoid(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+static double c_sqrt(double x) { return x >= 0 ? sqrt(x) : PLUS_NAN; }
+
+static double c_relu(double x) { return x < 0 ? 0.0 : x; }
+
+static double c_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }
+
+static int odd_integer(double y) { return isfinite(y) && floor(y) == y && fabs(fmod(y, 2.0)) == 1.0; } /* y % 2 == 1 */
+
+/* numerics.power = math.pow, with IEEE results where it raises: CPython's math_pow, line for line. */
+static double c_power(double x, double y) {
+    double r;
+    if (!isfinite(x) || !isfinite(y)) {
+        if (isnan(x))
+            r = y == 0. ? 1. : x;
+        else if (isnan(y))
+            r = x == 1. ? 1. : y;
+        else if (isinf(x)) {
+            int odd_y = isfinite(y) && fmod(fabs(y), 2.0) == 1.0;
+            if (y > 0.)
+                r = odd_y ? x : fabs(x);
+            else if (y == 0.)
+                r = 1.;
+            else
+                r = odd_y ? copysign(0., x) : 0.;
+        } else {
+            if (fabs(x) == 1.0)
+                r = 1.;
+            else if (y > 0. && fabs(x) > 1.0)
+                r = y;
+            else if (y < 0. && fabs(x) < 1.0)
+                r = -y;
+            else
+                r = 0.;
+        }
+        return r;
+    }
+    r = pow(x, y);
+    if (isfinite(r)) return r;
+    /* where math.pow raises, numerics.power returns what C's pow gives, written out as it does */
+    if (isnan(r)) return x == 0 ? (odd_integer(y) ? copysign(INFINITY, x) : INFINITY) : PLUS_NAN;
+    if (x == 0) return odd_integer(y) ? copysign(INFINITY, x) : INFINITY; /* a negative power of 0 */
+    return (x < 0 && odd_integer(y)) ? -INFINITY : INFINITY;              /* overflow */
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The Value type
+ * ---------------------------------------------------------------------------------------------- */
+
+enum { L_DOUBLE, L_OBJECT, L_NONE };                     /* how a node keeps its local gradients */
+enum { C_NONE, C_OBJECT, C_RIGHT, C_LEFT, C_FUSED };     /* how it keeps its context */
+
+typedef struct {
+    PyObject_HEAD
+    double d, g;         /* data and grad, when dobj / gobj are NULL */
+    PyObject *dobj;      /* data that is not a float: a batch, an int someone assigned, ... */
+    PyObject *gobj;      /* a grad that is not a double: a Value, a batch, or a float whose identity counts */
+    PyObject *op;        /* an Op, or a str ("" for a leaf) */
+    PyObject *label;     /* NULL: "" */
+    PyObject *ctx;       /* with C_OBJECT: the context object */
+    PyObject **prev;     /* the n inputs */
+    double *local;       /* with L_DOUBLE: nl local gradients */
+    PyObject *lobj;      /* with L_OBJECT: the tuple of local gradients */
+    Py_ssize_t n, nl, aux; /* aux: a fused op's split, output index or target */
+    double cval;         /* with C_RIGHT / C_LEFT: the constant */
+    void *walk;          /* the backward that last visited this node */
+    unsigned char lkind, ckind, reached, astart;
+    PyObject *inline_prev[2];
+    double inline_local[2];
+} ValueObject;
+
+#define V(o) ((ValueObject *)(o))
+#define IS_VALUE(o) (Py_IS_TYPE((o), S.Value))
+#define IS_FLOAT_VALUE(o) (IS_VALUE(o) && V(o)->dobj == NULL)
+
+static PyObject *get_ctx(ValueObject *v);
+
+static ValueObject *alloc_node(Py_ssize_t n) {
+    ValueObject *v = PyObject_GC_New(ValueObject, S.Value);
+    if (v == NULL) return NULL;
+    v->d = v->g = v->cval = 0.0;
+    v->dobj = v->gobj = v->label = v->ctx = v->lobj = NULL;
+    v->op = NULL;
+    v->n = v->nl = v->aux = 0;
+    v->walk = NULL;
+    v->lkind = L_DOUBLE;
+    v->ckind = C_NONE;
+    v->reached = 0;
+    v->astart = 0;
+    if (n <= 2) {
+        v->prev = v->inline_prev;
+        v->local = v->inline_local;
+    } else {
+        v->prev = PyMem_Malloc(n * sizeof(PyObject *));
+        v->local = PyMem_Malloc(n * sizeof(double));
+        if (v->prev == NULL || v->local == NULL) {
+            PyMem_Free(v->prev == v->inline_prev ? NULL : v->prev);
+            PyMem_Free(v->local == v->inline_local ? NULL : v->local);
+            v->prev = v->inline_prev;
+            v->local = v->inline_local;
+            Py_DECREF(v);
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    return v;
+}
+
+static int value_traverse(ValueObject *v, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(v));
+    Py_VISIT(v->dobj);
+    Py_VISIT(v->gobj);
+    Py_VISIT(v->op);
+    Py_VISIT(v->label);
+    Py_VISIT(v->ctx);
+    Py_VISIT(v->lobj);
+    for (Py_ssize_t i = 0; i < v->n; i++) Py_VISIT(v->prev[i]);
+    return 0;
+}
+
+static int value_clear(ValueObject *v) {
+    Py_CLEAR(v->dobj);
+    Py_CLEAR(v->gobj);
+    Py_CLEAR(v->op);
+    Py_CLEAR(v->label);
+    Py_CLEAR(v->ctx);
+    Py_CLEAR(v->lobj);
+    Py_ssize_t n = v->n;
+    v->n = v->nl = 0;
+    for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(v->prev[i]);
+    return 0;
+}
+
+static void value_dealloc(ValueObject *v) {
+    PyTypeObject *type = Py_TYPE(v);
+    PyObject_GC_UnTrack(v);
+    Py_TRASHCAN_BEGIN(v, value_dealloc) /* a chain of a million nodes frees without deep recursion */
+    value_clear(v);
+    if (v->prev != v->inline_prev) PyMem_Free(v->prev);
+    if (v->local != v->inline_local) PyMem_Free(v->local);
+    type->tp_free((PyObject *)v);
+    Py_DECREF(type);
+    Py_TRASHCAN_END
+}
+
+static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    ValueObject *v = (ValueObject *)type->tp_alloc(type, 0);
+    if (v == NULL) return NULL;
+    v->prev = v->inline_prev;
+    v->local = v->inline_local;
+    v->lkind = L_DOUBLE;
+    Py_INCREF(S.empty);
+    v->op = S.empty;
+    return (PyObject *)v;
+}
+
+/* The pieces of a node, as Python sees them ------------------------------------------------------ */
+
+static PyObject *data_of(ValueObject *v) {
+    if (v->dobj) return Py_NewRef(v->dobj);
+    return PyFloat_FromDouble(v->d);
+}
+
+static PyObject *grad_of(ValueObject *v) {
+    if (v->gobj) return Py_NewRef(v->gobj);
+    return PyFloat_FromDouble(v->g);
+}
+
+static int set_data(ValueObject *v, PyObject *x) {
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "a Value's data cannot be deleted");
+        return -1;
+    }
+    if (PyFloat_CheckExact(x)) {
+        v->d = PyFloat_AS_DOUBLE(x);
+        Py_CLEAR(v->dobj);
+    } else {
+        Py_XSETREF(v->dobj, Py_NewRef(x));
+    }
+    return 0;
+}
+
+static int set_grad(ValueObject *v, PyObject *x) {
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "a Value's grad cannot be deleted");
+        return -1;
+    }
+    Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given: the reference engine tells grads apart by identity */
+    v->reached = 1;
+    return 0;
+}
+
+static PyObject *prev_of(ValueObject *v) {
+    PyObject *t = PyTuple_New(v->n);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < v->n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(v->prev[i]));
+    return t;
+}
+
+static PyObject *local_of(ValueObject *v) {
+    if (v->lkind == L_NONE) Py_RETURN_NONE;
+    if (v->lkind == L_OBJECT) return Py_NewRef(v->lobj);
+    PyObject *t = PyTuple_New(v->nl);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < v->nl; i++) {
+        PyObject *f = PyFloat_FromDouble(v->local[i]);
+        if (f == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, f);
+    }
+    return t;
+}
+
+/* Add d to c's grad, as `c.grad += d` does in the reference engine. */
+static int add_grad(ValueObject *c, double d) {
+    c->reached = 1;
+    if (c->gobj == NULL) {
+        c->g += d;
+        return 0;
+    }
+    if (PyFloat_CheckExact(c->gobj)) {
+        c->g = PyFloat_AS_DOUBLE(c->gobj) + d;
+        Py_CLEAR(c->gobj);
+        return 0;
+    }
+    PyObject *f = PyFloat_FromDouble(d);
+    if (f == NULL) return -1;
+    PyObject *sum = PyNumber_InPlaceAdd(c->gobj, f);
+    Py_DECREF(f);
+    if (sum == NULL) return -1;
+    Py_SETREF(c->gobj, sum);
+    return 0;
+}
+
+/* A new node of an op, its inputs' references taken (new ones made), its locals copied. */
+static ValueObject *new_node(double out, PyObject *op, Py_ssize_t n, PyObject **prev, Py_ssize_t nl,
+                             const double *local, int lkind) {
+    ValueObject *v = alloc_node(n);
+    if (v == NULL) return NULL;
+    v->d = out;
+    v->op = Py_NewRef(op);
+    for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(prev[i]);
+    v->n = n;
+    v->lkind = lkind;
+    if (lkind == L_DOUBLE) {
+        for (Py_ssize_t i = 0; i < nl; i++) v->local[i] = local[i];
+        v->nl = nl;
+    }
+    PyObject_GC_Track(v);
+    return v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Modes: an op takes the fast path only while no mode is on (modes.ever_on is False, or the
+ * ContextVar holds 0); otherwise the reference engine handles no_grad and detect_anomaly.
+ * ---------------------------------------------------------------------------------------------- */
+
+static int modes_off(void) {
+    PyObject *on = PyDict_GetItemWithError(S.modes_dict, S.ever_on_key); /* borrowed */
+    if (on == NULL || on == Py_False) return on == NULL && PyErr_Occurred() ? -1 : 1;
+    PyObject *flags;
+    if (PyContextVar_Get(S.mode_var, NULL, &flags) < 0) return -1;
+    long f = flags ? PyLong_AsLong(flags) : 0;
+    Py_XDECREF(flags);
+    if (f == -1 && PyErr_Occurred()) return -1;
+    return f == 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The primitive ops on single numbers: engine.py's table, its formulas written out.
+ * ---------------------------------------------------------------------------------------------- */
+
+static int is_rule(int k) { return k == DIV || k == POW || k == LOG || k == RELU; }
+
+/* out = op(x, y) and its local gradients (lx, ly); for rule ops only out. */
+static double binary_forward(int k, double x, double y, double *lx, double *ly) {
+    double out;
+    switch (k) {
+    case ADD:
+        out = x + y;
+        *lx = 1.0, *ly = 1.0;
+        return out;
+    case SUB:
+        out = x - y;
+        *lx = 1.0, *ly = -1.0;
+        return out;
+    case MUL:
+        out = x * y;
+        *lx = y, *ly = x;
+        return out;
+    case DIV:
+        return c_div(x, y);
+    default: /* POW */
+        return c_power(x, y);
+    }
+}
+
+static double unary_forward(int k, double x, double *lx) {
+    double out;
+    switch (k) {
+    case NEG:
+        out = -x;
+        *lx = -1.0;
+        return out;
+    case EXP:
+        out = exp(x);
+        *lx = out;
+        return out;
+    case TANH:
+        out = tanh(x);
+        *lx = 1.0 - out * out;
+        return out;
+    case SIGMOID:
+        out = c_sigmoid(x);
+        *lx = out * (1.0 - out);
+        return out;
+    case SQRT:
+        out = c_sqrt(x);
+        *lx = c_div(0.5, out);
+        return out;
+    case ABS:
+        out = fabs(x);
+        *lx = c_sign(x);
+        return out;
+    case LOG:
+        return c_log(x);
+    default: /* RELU */
+        return c_relu(x);
+    }
+}
+
+/* A number an op can take as a constant on the fast path: an exact float, or an exact int. */
+static int constant_of(PyObject *o, double *x) {
+    if (PyFloat_CheckExact(o)) {
+        *x = PyFloat_AS_DOUBLE(o);
+        return 1;
+    }
+    if (PyLong_CheckExact(o)) {
+        *x = PyLong_AsDouble(o);
+        return (*x == -1.0 && PyErr_Occurred()) ? -1 : 1;
+    }
+    return 0;
+}
+
+/* x op y for the number slots: the forward method when a is a Value, else the reflected one. As the
+ * methods opgen.py writes: the fast path for a Value and a Value (exactly this type, both floats), or a
+ * Value and an exact float or int; anything else goes to engine._operator. */
+static PyObject *binary(int k, PyObject *a, PyObject *b) {
+    int forward = PyObject_TypeCheck(a, S.Value);
+    PyObject *self = forward ? a : b, *other = forward ? b : a;
+    PyObject *op = S.op[k];
+    int rule = is_rule(k), off;
+    if (V(self)->dobj != NULL) goto general;
+    if (forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
+        if ((off = modes_off()) < 0) return NULL;
+        if (!off) goto general;
+        double local[2];
+        double out = binary_forward(k, V(self)->d, V(other)->d, &local[0], &local[1]);
+        PyObject *prev[2] = {self, other};
+        return (PyObject *)new_node(out, op, 2, prev, 2, local, rule ? L_NONE : L_DOUBLE);
+    }
+    if (PyFloat_CheckExact(other) || PyLong_CheckExact(other)) { /* Value op number, number op Value */
+        if ((off = modes_off()) < 0) return NULL;
+        if (!off) goto general;
+        double c = 0.0, lx, ly;
+        if (constant_of(other, &c) < 0) return NULL;
+        double out = forward ? binary_forward(k, V(self)->d, c, &lx, &ly) : binary_forward(k, c, V(self)->d, &lx, &ly);
+        double local = forward ? lx : ly;
+        ValueObject *v = new_node(out, op, 1, &self, 1, &local, rule ? L_NONE : L_DOUBLE);
+        if (v) {
+            v->ckind = forward ? C_RIGHT : C_LEFT;
+            v->cval = c;
+        }
+        return (PyObject *)v;
+    }
+general:
+    return PyObject_CallFunctionObjArgs(S.operator_, op, a, b, NULL);
+}
+
+static PyObject *unary(int k, PyObject *self) {
+    if (V(self)->dobj == NULL) {
+        int off = modes_off();
+        if (off < 0) return NULL;
+        if (off) {
+            double local;
+            double out = unary_forward(k, V(self)->d, &local);
+            return (PyObject *)new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
+        }
+    }
+    return PyObject_CallFunctionObjArgs(S.apply, S.op[k], self, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * backward: engine.backward's walk. Each node's step on single numbers is done here; any other step
+ * (a batch, a closure, a custom rule, a grad that is a Value) is engine.chain, in Python.
+ * ---------------------------------------------------------------------------------------------- */
+
+static long mode_flags(void) {
+    PyObject *on = PyDict_GetItemWithError(S.modes_dict, S.ever_on_key);
+    if (on == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (on == Py_False) return 0;
+    PyObject *flags;
+    if (PyContextVar_Get(S.mode_var, NULL, &flags) < 0) return -1;
+    long f = flags ? PyLong_AsLong(flags) : 0;
+    Py_XDECREF(flags);
+    return f;
+}
+
+static int grad_as_double(ValueObject *v, double *g) {
+    if (v->gobj == NULL) {
+        *g = v->g;
+        return 1;
+    }
+    if (PyFloat_CheckExact(v->gobj)) {
+        *g = PyFloat_AS_DOUBLE(v->gobj);
+        return 1;
+    }
+    return 0;
+}
+
+/* One of the table's rules (/, **, log, relu) on single numbers; 0 if Python must take this node. */
+static int rule_step(ValueObject *v, double g) {
+    PyObject *op = v->op;
+    double out = v->d, x = 0, y = 0;
+    ValueObject *X = NULL, *Y = NULL;
+    if (v->dobj) return 0;
+    if (v->ckind == C_NONE && v->n == 2) {
+        X = V(v->prev[0]), Y = V(v->prev[1]);
+        if (X->dobj || Y->dobj) return 0;
+        x = X->d, y = Y->d;
+    } else if (v->ckind == C_RIGHT && v->n == 1) {
+        X = V(v->prev[0]);
+        if (X->dobj) return 0;
+        x = X->d, y = v->cval;
+    } else if (v->ckind == C_LEFT && v->n == 1) {
+        Y = V(v->prev[0]);
+        if (Y->dobj) return 0;
+        x = v->cval, y = Y->d;
+    } else if (v->ckind == C_NONE && v->n == 1 && (op == S.op[LOG] || op == S.op[RELU])) {
+        X = V(v->prev[0]);
+        if (X->dobj) return 0;
+        double share = op == S.op[LOG] ? c_div(g, X->d) : (out <= 0 ? 0.0 : g);
+        return add_grad(X, share) < 0 ? -1 : 1;
+    } else {
+        return 0;
+    }
+    if (op == S.op[DIV]) {
+        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
+        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
+        return 1;
+    }
+    if (op == S.op[POW]) {
+        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
+        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
+        return 1;
+    }
+    return 0;
+}
+
+/* One node's step: as engine.chain. `quiet` is entered on the first step that calls Python. */
+static int step(ValueObject *v, PyObject **quiet) {
+    double g;
+    if (grad_as_double(v, &g)) {
+        if (v->lkind == L_DOUBLE) {
+            Py_ssize_t m = v->n < v->nl ? v->n : v->nl;
+            for (Py_ssize_t i = 0; i < m; i++)
+                if (add_grad(V(v->prev[i]), v->local[i] * g) < 0) return -1;
+            return 0;
+        }
+        if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
+            int done = rule_step(v, g);
+            if (done) return done < 0 ? -1 : 0;
+        }
+    }
+    if (quiet != NULL && *quiet == NULL) {
+        PyObject *q = PyObject_CallNoArgs(S.quiet);
+        if (q == NULL) return -1;
+        PyObject *r = PyObject_CallMethodNoArgs(q, S.s_enter);
+        if (r == NULL) {
+            Py_DECREF(q);
+            return -1;
+        }
+        Py_DECREF(r);
+        *quiet = q;
+    }
+    PyObject *r = PyObject_CallOneArg(S.chain, (PyObject *)v);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+typedef struct {
+    ValueObject **items;
+    Py_ssize_t len, cap;
+} Stack;
+
+static int push(Stack *s, ValueObject *v) {
+    if (s->len == s->cap) {
+        Py_ssize_t cap = s->cap ? 2 * s->cap : 256;
+        ValueObject **items = PyMem_Realloc(s->items, cap * sizeof(ValueObject *));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->items = items, s->cap = cap;
+    }
+    s->items[s->len++] = v;
+    return 0;
+}
+
+#define DONE(v) ((ValueObject *)((uintptr_t)(v) | 1)) /* on the stack above a node whose inputs come next */
+#define IS_DONE(v) ((uintptr_t)(v) & 1)
+#define UNDONE(v) ((ValueObject *)((uintptr_t)(v) & ~(uintptr_t)1))
+
+/* engine._topo: the nodes that lead to root (leaves left out), inputs first; grads set to unreached 0. */
+static int topo(ValueObject *root, void *token, Stack *order) {
+    Stack stack = {NULL, 0, 0};
+    if (root->n == 0) return 0;
+    if (push(&stack, root) < 0) return -1;
+    while (stack.len) {
+        ValueObject *node = stack.items[--stack.len];
+        if (IS_DONE(node)) {
+            if (push(order, UNDONE(node)) < 0) goto fail;
+        } else if (node->walk != token) {
+            node->walk = token;
+            node->g = 0.0;
+            Py_CLEAR(node->gobj);
+            node->reached = 0;
+            if (push(&stack, DONE(node)) < 0) goto fail;
+            for (Py_ssize_t i = 0; i < node->n; i++) {
+                ValueObject *c = V(node->prev[i]);
+                if (c->n && c->walk != token && push(&stack, c) < 0) goto fail;
+            }
+        }
+    }
+    PyMem_Free(stack.items);
+    return 0;
+fail:
+    for (Py_ssize_t i = 0; i < stack.len; i++) UNDONE(stack.items[i])->walk = NULL;
+    PyMem_Free(stack.items);
+    return -1;
+}
+
+static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"create_graph", NULL};
+    int create_graph = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:backward", kwlist, &create_graph)) return NULL;
+    long flags = mode_flags();
+    if (flags < 0) return NULL;
+    if (create_graph || (flags & 2) || self->dobj != NULL) /* higher order, anomaly mode, a batch */
+        return PyObject_CallFunctionObjArgs(S.backward, self, create_graph ? Py_True : Py_False, NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(S.lock, S.s_acquire);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    char token; /* this call's mark: the nodes it visits point here */
+    Stack order = {NULL, 0, 0};
+    PyObject *quiet = NULL;
+    int failed = topo(self, &token, &order) < 0;
+    if (!failed) {
+        if (order.len) {
+            self->g = 1.0, self->reached = 1;
+            Py_CLEAR(self->gobj);
+        } else {
+            failed = add_grad(self, 1.0) < 0; /* a leaf accumulates d(self)/d(self) too */
+        }
+    }
+    for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
+        ValueObject *node = order.items[i];
+        if (node->reached) failed = step(node, &quiet) < 0; /* else no gradient reached it */
+    }
+    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL; /* the next call's token may be ours */
+    PyMem_Free(order.items);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (quiet) {
+        PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
+        Py_XDECREF(x);
+        Py_DECREF(quiet);
+    }
+    PyObject *x = PyObject_CallMethodNoArgs(S.lock, S.s_release);
+    Py_XDECREF(x);
+    if (type) {
+        PyErr_Restore(type, value, tb); /* the first error wins */
+        return NULL;
+    }
+    if (x == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *value_chain(ValueObject *self, PyObject *unused) {
+    if (step(self, NULL) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* _backward: this node's step, or micrograd's closure assigned to it */
+static PyObject *get_backward(ValueObject *self, void *c) {
+    if (self->lkind == L_NONE && self->ckind == C_OBJECT && PyCallable_Check(self->ctx)) return Py_NewRef(self->ctx);
+    return PyObject_GetAttr((PyObject *)self, S.s_chain);
+}
+
+static int set_backward(ValueObject *self, PyObject *closure, void *c) {
+    if (closure == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_backward cannot be deleted");
+        return -1;
+    }
+    /* as engine.py: in place of local gradients; the op becomes just its name */
+    PyObject *name = PyObject_Str(self->op);
+    if (name == NULL) return -1;
+    Py_XSETREF(self->op, name);
+    self->lkind = L_NONE;
+    self->nl = 0;
+    Py_CLEAR(self->lobj);
+    Py_XSETREF(self->ctx, Py_NewRef(closure));
+    self->ckind = C_OBJECT;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The attributes, methods and number slots of Value
+ * ---------------------------------------------------------------------------------------------- */
+
+static PyObject *get_data(ValueObject *v, void *c) { return data_of(v); }
+static int set_data_attr(ValueObject *v, PyObject *x, void *c) { return set_data(v, x); }
+static PyObject *get_grad(ValueObject *v, void *c) { return grad_of(v); }
+static int set_grad_attr(ValueObject *v, PyObject *x, void *c) { return set_grad(v, x); }
+static PyObject *get_prev(ValueObject *v, void *c) { return prev_of(v); }
+static PyObject *get_local(ValueObject *v, void *c) { return local_of(v); }
+static PyObject *get_op(ValueObject *v, void *c) { return Py_NewRef(v->op); }
+
+static int set_op(ValueObject *v, PyObject *op, void *c) {
+    if (op == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_op cannot be deleted");
+        return -1;
+    }
+    Py_XSETREF(v->op, Py_NewRef(op));
+    return 0;
+}
+
+static int set_prev(ValueObject *v, PyObject *prev, void *c) {
+    PyErr_SetString(PyExc_AttributeError, "a node's inputs (_prev) are fixed when it is made");
+    return -1;
+}
+
+static int set_local(ValueObject *v, PyObject *local, void *c) {
+    if (local == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_local cannot be deleted");
+        return -1;
+    }
+    Py_CLEAR(v->lobj);
+    v->nl = 0;
+    if (local == Py_None) {
+        v->lkind = L_NONE;
+        return 0;
+    }
+    Py_ssize_t cap = v->n > 2 ? v->n : 2;
+    if (PyTuple_CheckExact(local) && PyTuple_GET_SIZE(local) <= cap) {
+        Py_ssize_t m = PyTuple_GET_SIZE(local), i;
+        for (i = 0; i < m && PyFloat_CheckExact(PyTuple_GET_ITEM(local, i)); i++) v->local[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(local, i));
+        if (i == m) {
+            v->lkind = L_DOUBLE;
+            v->nl = m;
+            return 0;
+        }
+    }
+    v->lkind = L_OBJECT;
+    v->lobj = Py_NewRef(local);
+    return 0;
+}
+
+static PyObject *get_label(ValueObject *v, void *c) { return Py_NewRef(v->label ? v->label : S.empty); }
+
+static int set_label(ValueObject *v, PyObject *label, void *c) {
+    if (label == NULL || !PyUnicode_Check(label)) {
+        PyErr_Format(PyExc_TypeError, "label must be a str, not %s", label ? Py_TYPE(label)->tp_name : "nothing");
+        return -1;
+    }
+    Py_XSETREF(v->label, Py_NewRef(label));
+    return 0;
+}
+
+static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
+
+static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
+    if (ctx == NULL) ctx = Py_None;
+    Py_CLEAR(v->ctx);
+    if (ctx == Py_None) {
+        v->ckind = C_NONE;
+    } else {
+        v->ckind = C_OBJECT;
+        v->ctx = Py_NewRef(ctx);
+    }
+    return 0;
+}
+
+static PyObject *get_batch_size(ValueObject *v, void *c) {
+    if (v->dobj == NULL) Py_RETURN_NONE;
+    Py_ssize_t n = PyObject_Length(v->dobj);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+static PyGetSetDef value_getset[] = {
+    {"data", (getter)get_data, (setter)set_data_attr, "the number (a float), or a batch (a 1-D NumPy array)", NULL},
+    {"grad", (getter)get_grad, (setter)set_grad_attr, "d(output)/d(this value) after output.backward()", NULL},
+    {"label", (getter)get_label, (setter)set_label, "a name, shown in pictures of the graph", NULL},
+    {"_label", (getter)get_label, (setter)set_label, NULL, NULL},
+    {"_prev", (getter)get_prev, (setter)set_prev, "the Values this one was computed from", NULL},
+    {"_op", (getter)get_op, (setter)set_op, "the op that computed it; \"\" for a leaf", NULL},
+    {"_local", (getter)get_local, (setter)set_local, "d(this)/d(input) for each input, or None", NULL},
+    {"_ctx", (getter)get_ctx_attr, (setter)set_ctx, "what the op needs besides its inputs' data", NULL},
+    {"_context", (getter)get_ctx_attr, (setter)set_ctx, NULL, NULL},
+    {"_backward", (getter)get_backward, (setter)set_backward, "this node's step of backprop", NULL},
+    {"batch_size", (getter)get_batch_size, NULL, "how many samples data holds, or None for a number", NULL},
+    {NULL},
+};
+
+/* Value(data, _children=(), _op="", label=""): engine.parsed checks the arguments, as for the reference. */
+static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"data", "_children", "_op", "label", NULL};
+    PyObject *data, *children = NULL, *op = NULL, *label = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label)) return -1;
+    children = children ? PySequence_Tuple(children) : PyTuple_New(0);
+    if (children == NULL) return -1;
+    PyObject *d = NULL, *op_local = NULL;
+    int rc = -1;
+    if (op == NULL) op = S.empty;
+    d = PyObject_CallFunctionObjArgs(S.parsed, data, children, op, NULL);
+    if (d == NULL) goto done;
+    op_local = PyObject_CallOneArg(S.op_local, op);
+    if (op_local == NULL) goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(children);
+    value_clear(self);
+    if (self->prev != self->inline_prev) PyMem_Free(self->prev);
+    if (self->local != self->inline_local) PyMem_Free(self->local);
+    self->prev = self->inline_prev, self->local = self->inline_local;
+    if (n > 2) {
+        self->prev = PyMem_Malloc(n * sizeof(PyObject *));
+        self->local = PyMem_Malloc(n * sizeof(double));
+        if (self->prev == NULL || self->local == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) self->prev[i] = Py_NewRef(PyTuple_GET_ITEM(children, i));
+    self->n = n;
+    self->ckind = C_NONE;
+    self->g = 0.0;
+    if (set_data(self, d) < 0 || set_op(self, PyTuple_GET_ITEM(op_local, 0), NULL) < 0 ||
+        set_local(self, PyTuple_GET_ITEM(op_local, 1), NULL) < 0)
+        goto done;
+    if (label != NULL) {
+        int empty = PyUnicode_Check(label) && PyUnicode_GET_LENGTH(label) == 0;
+        if (!empty && set_label(self, label, NULL) < 0) goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(children);
+    Py_XDECREF(d);
+    Py_XDECREF(op_local);
+    return rc;
+}
+
+static PyObject *value_repr(ValueObject *v) {
+    PyObject *data = data_of(v), *grad = grad_of(v), *r = NULL;
+    if (data && grad) {
+        if (v->label && PyUnicode_GET_LENGTH(v->label))
+            r = PyUnicode_FromFormat("Value(data=%R, grad=%R, label=%R)", data, grad, v->label);
+        else
+            r = PyUnicode_FromFormat("Value(data=%R, grad=%R)", data, grad);
+    }
+    Py_XDECREF(data);
+    Py_XDECREF(grad);
+    return r;
+}
+
+static PyObject *value_float(ValueObject *v) {
+    if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
+    Py_ssize_t n = PyObject_Length(v->dobj);
+    if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
+    return NULL;
+}
+
+static PyObject *value_pos(PyObject *v) { return Py_NewRef(v); }
+static Py_hash_t value_hash(PyObject *v) { return PyBaseObject_Type.tp_hash(v); }
+
+static PyObject *value_richcompare(PyObject *a, PyObject *b, int op) {
+    if (op == Py_EQ || op == Py_NE) return PyBaseObject_Type.tp_richcompare(a, b, op); /* by identity */
+    PyObject *x = PyObject_TypeCheck(a, S.Value) ? data_of(V(a)) : Py_NewRef(a);
+    PyObject *y = PyObject_TypeCheck(b, S.Value) ? data_of(V(b)) : Py_NewRef(b);
+    PyObject *r = (x && y) ? PyObject_RichCompare(x, y, op) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return r;
+}
+
+#define BINARY_SLOT(name, k) \
+    static PyObject *name(PyObject *a, PyObject *b) { return binary(k, a, b); }
+BINARY_SLOT(value_add, ADD)
+BINARY_SLOT(value_sub, SUB)
+BINARY_SLOT(value_mul, MUL)
+BINARY_SLOT(value_truediv, DIV)
+
+static PyObject *value_power(PyObject *a, PyObject *b, PyObject *m) {
+    if (m != Py_None) Py_RETURN_NOTIMPLEMENTED;
+    return binary(POW, a, b);
+}
+
+#define UNARY_METHOD(name, k) \
+    static PyObject *name(PyObject *self, PyObject *unused) { return unary(k, self); }
+UNARY_METHOD(value_exp, EXP)
+UNARY_METHOD(value_log, LOG)
+UNARY_METHOD(value_tanh, TANH)
+UNARY_METHOD(value_sigmoid, SIGMOID)
+UNARY_METHOD(value_relu, RELU)
+UNARY_METHOD(value_sqrt, SQRT)
+UNARY_METHOD(value_abs_m, ABS)
+static PyObject *value_neg(PyObject *self) { return unary(NEG, self); }
+static PyObject *value_abs(PyObject *self) { return unary(ABS, self); }
+
+static PyMethodDef value_methods[] = {
+    {"backward", (PyCFunction)(void (*)(void))value_backward, METH_VARARGS | METH_KEYWORDS,
+     "Fill .grad of every node that leads here with d(self)/d(node).\n\nLeaves accumulate (zero them "
+     "between steps); intermediate nodes are recomputed, so a second call adds the same again to the "
+     "leaves only. With create_graph=True the gradients are Values with graphs of their own."},
+    {"_chain", (PyCFunction)value_chain, METH_NOARGS, NULL},
+    {"exp", value_exp, METH_NOARGS, "exp(x): the op 'exp'."},
+    {"log", value_log, METH_NOARGS, "log(x): the op 'log'."},
+    {"tanh", value_tanh, METH_NOARGS, "tanh(x): the op 'tanh'."},
+    {"sigmoid", value_sigmoid, METH_NOARGS, "sigmoid(x): the op 'sigmoid'."},
+    {"relu", value_relu, METH_NOARGS, "relu(x): the op 'relu'."},
+    {"sqrt", value_sqrt, METH_NOARGS, "sqrt(x): the op 'sqrt'."},
+    {"abs", value_abs_m, METH_NOARGS, "abs(x): the op 'abs'."},
+    {NULL},
+};
+
+static const char value_doc[] =
+    "Value(data, _children=(), _op='', label='')\n--\n\n"
+    "A number, or a batch of numbers, that remembers how it was computed (the compiled twin of\n"
+    "chaingrad.engine's Value: the same attributes, ops and gradients, bit for bit).";
+
+static PyType_Slot value_slots[] = {
+    {Py_tp_dealloc, value_dealloc},
+    {Py_tp_traverse, value_traverse},
+    {Py_tp_clear, value_clear},
+    {Py_tp_new, value_new},
+    {Py_tp_init, value_init},
+    {Py_tp_repr, value_repr},
+    {Py_tp_hash, value_hash},
+    {Py_tp_richcompare, value_richcompare},
+    {Py_tp_getset, value_getset},
+    {Py_tp_methods, value_methods},
+    {Py_tp_doc, (void *)value_doc},
+    {Py_nb_add, value_add},
+    {Py_nb_subtract, value_sub},
+    {Py_nb_multiply, value_mul},
+    {Py_nb_true_divide, value_truediv},
+    {Py_nb_power, value_power},
+    {Py_nb_negative, value_neg},
+    {Py_nb_positive, value_pos},
+    {Py_nb_absolute, value_abs},
+    {Py_nb_float, value_float},
+    {0, NULL},
+};
+
+static PyType_Spec value_spec = {
+    "chaingrad._core.Value",
+    sizeof(ValueObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    value_slots,
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * A node's context, built when Python asks: engine.py keeps a node's arguments (with constants in
+ * place) in _ctx when they are more than its inputs; fused ops keep their structure there.
+ * ---------------------------------------------------------------------------------------------- */
+
+enum { S_START = 1, S_A_CONST = 2, S_B_CONST = 4 };
+
+static PyObject *values_tuple(PyObject **items, Py_ssize_t n) {
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+    return t;
+}
+
+static PyObject *floats_tuple(const double *xs, Py_ssize_t n) {
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyFloat_FromDouble(xs[i]);
+        if (f == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, f);
+    }
+    return t;
+}
+
+static PyObject *fused_ctx(ValueObject *v) {
+    PyObject *op = v->op;
+    Py_ssize_t n = v->n, start = v->astart & S_START;
+    if (op == S.fop[F_DOT]) {
+        Py_ssize_t na = v->aux;
+        PyObject *a, *b, *s = values_tuple(v->prev + n - start, start);
+        if (v->astart & S_A_CONST) { /* the inputs are b; their local gradients are a */
+            a = floats_tuple(v->local, na), b = values_tuple(v->prev, na);
+        } else if (v->astart & S_B_CONST) {
+            a = values_tuple(v->prev, na), b = floats_tuple(v->local, na);
+        } else {
+            a = values_tuple(v->prev, na), b = values_tuple(v->prev + na, na);
+        }
+        if (a == NULL || b == NULL || s == NULL) {
+            Py_XDECREF(a), Py_XDECREF(b), Py_XDECREF(s);
+            return NULL;
+        }
+        return Py_BuildValue("(NNN)", a, b, s);
+    }
+    PyObject *xs = values_tuple(v->prev, n - start);
+    if (xs == NULL) return NULL;
+    if (op == S.fop[F_SUM]) {
+        PyObject *s = values_tuple(v->prev + n - start, start);
+        return s ? Py_BuildValue("(NN)", xs, s) : (Py_DECREF(xs), NULL);
+    }
+    if (op == S.fop[F_MEAN] || op == S.fop[F_LSE]) return Py_BuildValue("(N)", xs);
+    return Py_BuildValue("(Nn)", xs, v->aux); /* softmax, log_softmax: the output; cross_entropy: the target */
+}
+
+static PyObject *get_ctx(ValueObject *v) {
+    switch (v->ckind) {
+    case C_OBJECT:
+        return Py_NewRef(v->ctx);
+    case C_RIGHT:
+        return Py_BuildValue("(Od)", v->prev[0], v->cval);
+    case C_LEFT:
+        return Py_BuildValue("(dO)", v->cval, v->prev[0]);
+    case C_FUSED:
+        return fused_ctx(v);
+    default:
+        Py_RETURN_NONE;
+    }
+}
+
+/* engine._node, for the reference engine's Python code: node(out, prev, local, op, ctx). */
+static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "node(out, prev: tuple, local, op, ctx)");
+        return NULL;
+    }
+    PyObject *prev = args[1];
+    Py_ssize_t n = PyTuple_GET_SIZE(prev);
+    ValueObject *v = alloc_node(n);
+    if (v == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(PyTuple_GET_ITEM(prev, i));
+    v->n = n;
+    v->op = Py_NewRef(args[3]);
+    if (set_data(v, args[0]) < 0 || set_local(v, args[2], NULL) < 0 || set_ctx(v, args[4], NULL) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Fused ops on single numbers: fused.py's formulas, sums left to right. Anything else (a batch, a
+ * constant among softmax's inputs, a bad argument, a mode on) goes to fused.py, which also says
+ * what is wrong with bad arguments.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* The items of a list or tuple as Values of floats (1), as exact numbers (2), or neither (0). */
+static int items_kind(PyObject *seq, PyObject ***items, Py_ssize_t *n) {
+    if (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq)) return 0;
+    *n = PySequence_Fast_GET_SIZE(seq);
+    *items = PySequence_Fast_ITEMS(seq);
+    if (*n == 0) return 0;
+    int values = 1, numbers = 1;
+    for (Py_ssize_t i = 0; i < *n && (values || numbers); i++) {
+        PyObject *o = (*items)[i];
+        values &= IS_FLOAT_VALUE(o);
+        numbers &= PyFloat_CheckExact(o) || PyLong_CheckExact(o);
+    }
+    return values ? 1 : numbers ? 2 : 0;
+}
+
+static PyObject *fallback(int which, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return PyObject_Vectorcall(S.fallback[which], args, nargs, kwnames);
+}
+
+static int zero_number(PyObject *o) {
+    if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o) == 0.0;
+    if (!PyLong_CheckExact(o)) return 0;
+    int overflow;
+    long x = PyLong_AsLongAndOverflow(o, &overflow);
+    return x == 0 && !overflow;
+}
+
+/* the optional `start` of sum and dot: absent (0), a Value of a float (1), or something else (-1) */
+static int start_kind(PyObject *start) {
+    if (start == NULL || zero_number(start)) return 0;
+    return IS_FLOAT_VALUE(start) ? 1 : -1;
+}
+
+static int numbers_of(PyObject **items, Py_ssize_t n, double *out) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (IS_VALUE(items[i]))
+            out[i] = V(items[i])->d;
+        else if (constant_of(items[i], &out[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n, const double *local, Py_ssize_t aux,
+                            int bits) {
+    ValueObject *v = alloc_node(n);
+    if (v == NULL) return NULL;
+    v->d = out;
+    v->op = Py_NewRef(S.fop[kind]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        v->prev[i] = Py_NewRef(prev[i]);
+        v->local[i] = local[i];
+    }
+    v->n = v->nl = n;
+    v->ckind = C_FUSED;
+    v->aux = aux;
+    v->astart = (unsigned char)bits;
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
+}
+
+/* parse (a, b[, start]) or (values[, start]) from vectorcall arguments; NULL kwnames only */
+static int simple_args(Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t least, Py_ssize_t most) {
+    return kwnames == NULL && nargs >= least && nargs <= most;
+}
+
+static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject **a, **b;
+    Py_ssize_t na, nb;
+    int ka, kb, ks, off;
+    if (!simple_args(nargs, kwnames, 2, 3)) goto general;
+    ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
+    ks = start_kind(nargs == 3 ? args[2] : NULL);
+    if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
+    if ((off = modes_off()) < 0) return NULL;
+    if (!off) goto general;
+    {
+        Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
+        PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *));
+        double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
+        PyObject *r = NULL;
+        if (prev == NULL || x == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) goto done;
+        double out = x[0] * y[0];
+        for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
+        Py_ssize_t k = 0;
+        if (ka == 1)
+            for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
+        if (kb == 1)
+            for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
+        if (ks) {
+            out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
+            prev[k] = args[2], local[k++] = 1.0;
+        }
+        r = fused_node(out, F_DOT, prev, n, local, na, (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
+    done:
+        PyMem_Free(prev);
+        PyMem_Free(x);
+        return r;
+    }
+general:
+    return fallback(F_DOT, args, nargs, kwnames);
+}
+
+/* sum, mean, logsumexp: one node over Values of floats */
+static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject **xs;
+    Py_ssize_t n;
+    int ks = 0, off;
+    if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1) || items_kind(args[0], &xs, &n) != 1) goto general;
+    if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
+    if ((off = modes_off()) < 0) return NULL;
+    if (!off) goto general;
+    {
+        Py_ssize_t m = n + ks;
+        PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *));
+        double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
+        PyObject *r = NULL;
+        if (prev == NULL || local == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
+        if (kind == F_LSE) {
+            double top = V(xs[0])->d;
+            for (Py_ssize_t i = 1; i < n; i++)
+                if (V(xs[i])->d > top) top = V(xs[i])->d;
+            if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
+            double total = exp(V(xs[0])->d - top);
+            for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
+            out = top + c_log(total);
+            for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+        } else {
+            out = V(xs[0])->d;
+            for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
+            if (ks) out = out + V(args[1])->d, prev[n] = args[1];
+            double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
+            if (kind == F_MEAN) out = c_div(out, (double)n);
+            for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+        }
+        r = fused_node(out, kind, prev, m, local, 0, ks ? S_START : 0);
+    done:
+        PyMem_Free(prev);
+        PyMem_Free(local);
+        return r;
+    }
+general:
+    return fallback(kind, args, nargs, kwnames);
+}
+
+static PyObject *core_sum(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_SUM, a, n, k); }
+static PyObject *core_mean(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_MEAN, a, n, k); }
+static PyObject *core_logsumexp(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_LSE, a, n, k); }
+
+/* the shared part of softmax, log_softmax and cross_entropy: m = max, e = exp(x - m), their total */
+static int softmax_parts(PyObject **xs, Py_ssize_t n, double *e, double *top, double *total) {
+    double m = V(xs[0])->d;
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (V(xs[i])->d > m) m = V(xs[i])->d;
+    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(V(xs[i])->d - m);
+    double t = e[0];
+    for (Py_ssize_t i = 1; i < n; i++) t = t + e[i];
+    *top = m, *total = t;
+    return 0;
+}
+
+static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject **xs;
+    Py_ssize_t n;
+    int off;
+    if (!simple_args(nargs, kwnames, 1, 1) || items_kind(args[0], &xs, &n) != 1) goto general;
+    if ((off = modes_off()) < 0) return NULL;
+    if (!off) goto general;
+    {
+        double *e = PyMem_Malloc(3 * n * sizeof(double)), *s = e + n, *row = s + n, m, t;
+        PyObject *outs = PyList_New(n);
+        if (e == NULL || outs == NULL) {
+            PyMem_Free(e);
+            Py_XDECREF(outs);
+            return PyErr_NoMemory();
+        }
+        softmax_parts(xs, n, e, &m, &t);
+        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], t);
+        double lse = c_log(t);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double out;
+            if (kind == F_SOFTMAX) {
+                out = s[i];
+                for (Py_ssize_t j = 0; j < n; j++) row[j] = s[i] * ((double)(i == j) - s[j]);
+            } else {
+                out = (V(xs[i])->d - m) - lse;
+                for (Py_ssize_t j = 0; j < n; j++) row[j] = (double)(i == j) - s[j];
+            }
+            PyObject *node = fused_node(out, kind, xs, n, row, i, 0);
+            if (node == NULL) {
+                Py_DECREF(outs);
+                PyMem_Free(e);
+                return NULL;
+            }
+            PyList_SET_ITEM(outs, i, node);
+        }
+        PyMem_Free(e);
+        return outs;
+    }
+general:
+    return fallback(kind, args, nargs, kwnames);
+}
+
+static PyObject *core_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_SOFTMAX, a, n, k); }
+static PyObject *core_log_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_LOG_SOFTMAX, a, n, k); }
+
+static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject **xs;
+    Py_ssize_t n, t;
+    int off;
+    if (!simple_args(nargs, kwnames, 2, 2) || items_kind(args[0], &xs, &n) != 1 || !PyLong_CheckExact(args[1]))
+        goto general;
+    t = PyLong_AsSsize_t(args[1]);
+    if (t == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto general;
+    }
+    if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
+    if ((off = modes_off()) < 0) return NULL;
+    if (!off) goto general;
+    {
+        double *e = PyMem_Malloc(2 * n * sizeof(double)), *local = e + n, m, total;
+        if (e == NULL) return PyErr_NoMemory();
+        softmax_parts(xs, n, e, &m, &total);
+        double out = c_log(total) - (V(xs[t])->d - m);
+        for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
+        PyObject *r = fused_node(out, F_CE, xs, n, local, t, 0);
+        PyMem_Free(e);
+        return r;
+    }
+general:
+    return fallback(F_CE, args, nargs, kwnames);
+}
+
+/* layers.affine on single numbers: one dot node per row (the bias added last), then the activation */
+static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
+    PyObject **rows, **xs, **bs = NULL;
+    Py_ssize_t nrows, nx, nb = 0;
+    int act = -1, kx, off;
+    if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
+    for (int i = 0; i < 4; i++)
+        if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
+            act = i;
+    if (act < 0 || (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0]))) goto general;
+    rows = PySequence_Fast_ITEMS(args[0]), nrows = PySequence_Fast_GET_SIZE(args[0]);
+    if (nrows == 0 || !(kx = items_kind(args[1], &xs, &nx))) goto general;
+    if (biases != Py_None && (items_kind(biases, &bs, &nb) != 1 || nb != nrows)) goto general;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        PyObject **w;
+        Py_ssize_t nw;
+        if (items_kind(rows[r], &w, &nw) != 1 || nw != nx) goto general;
+    }
+    if ((off = modes_off()) < 0) return NULL;
+    if (!off) goto general;
+    {
+        PyObject *outs = PyList_New(nrows);
+        if (outs == NULL) return NULL;
+        for (Py_ssize_t r = 0; r < nrows; r++) {
+            PyObject *dargs[3] = {rows[r], args[1], bs ? bs[r] : NULL};
+            PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
+            if (z != NULL && act > 0) {
+                int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
+                Py_SETREF(z, unary(k, z));
+            }
+            if (z == NULL) {
+                Py_DECREF(outs);
+                return NULL;
+            }
+            PyList_SET_ITEM(outs, r, z);
+        }
+        return outs;
+    }
+general:
+    return fallback(N_FUSED, args, nargs, kwnames);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The optimizers' loops over their parameters (optim.py's formulas): True when done, False where a
+ * parameter is not a Value holding a float with a float grad, and optim.py does the step itself.
+ * ---------------------------------------------------------------------------------------------- */
+
+static int simple_params(PyObject *params, Py_ssize_t *n) {
+    if (!PyList_CheckExact(params)) return 0;
+    *n = PyList_GET_SIZE(params);
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *p = PyList_GET_ITEM(params, i);
+        double g;
+        if (!IS_FLOAT_VALUE(p) || !grad_as_double(V(p), &g)) return 0;
+    }
+    return 1;
+}
+
+static int float_list(PyObject *xs, Py_ssize_t n) {
+    if (!PyList_CheckExact(xs) || PyList_GET_SIZE(xs) != n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyFloat_CheckExact(PyList_GET_ITEM(xs, i))) return 0;
+    return 1;
+}
+
+static int set_float(PyObject *list, Py_ssize_t i, double x) {
+    PyObject *f = PyFloat_FromDouble(x);
+    if (f == NULL) return -1;
+    return PyList_SetItem(list, i, f);
+}
+
+#define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
+
+static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
+    Py_ssize_t n;
+    if (!PyList_CheckExact(params)) Py_RETURN_FALSE;
+    n = PyList_GET_SIZE(params);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ValueObject *p = V(PyList_GET_ITEM(params, i));
+        p->g = 0.0;
+        Py_CLEAR(p->gobj);
+    }
+    Py_RETURN_TRUE;
+}
+
+/* SGD.step: sgd_step(params, lr, momentum, weight_decay, nesterov, buffers, steps) */
+static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
+    PyObject *params, *buf;
+    double lr, mu, wd;
+    int nesterov;
+    Py_ssize_t steps, n;
+    if (!PyArg_ParseTuple(args, "OdddpOn", &params, &lr, &mu, &wd, &nesterov, &buf, &steps)) return NULL;
+    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ValueObject *p = V(PyList_GET_ITEM(params, i));
+        double g = 0.0;
+        grad_as_double(p, &g);
+        if (wd != 0.0) g = g + wd * p->d;
+        if (mu != 0.0) {
+            double b = steps ? mu * ITEM(buf, i) + g : g; /* PyTorch starts the buffer at g */
+            if (set_float(buf, i, b) < 0) return NULL;
+            g = nesterov ? g + mu * b : b;
+        }
+        p->d = p->d - lr * g;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* Adam.step's loop: adam_step(params, lr, weight_decay, eps, b1, b2, m, v, step_size, bc2_sqrt, decoupled) */
+static PyObject *core_adam_step(PyObject *module, PyObject *args) {
+    PyObject *params, *m, *v;
+    double lr, wd, eps, b1, b2, step_size, bc2;
+    int decoupled;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OdddddOOddp", &params, &lr, &wd, &eps, &b1, &b2, &m, &v, &step_size, &bc2, &decoupled))
+        return NULL;
+    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ValueObject *p = V(PyList_GET_ITEM(params, i));
+        double g = 0.0;
+        grad_as_double(p, &g);
+        if (decoupled)
+            p->d = p->d * (1 - lr * wd);
+        else if (wd != 0.0)
+            g = g + wd * p->d;
+        double mi = b1 * ITEM(m, i) + (1 - b1) * g;
+        double vi = b2 * ITEM(v, i) + (1 - b2) * g * g;
+        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL;
+        p->d = p->d - c_div(step_size * mi, sqrt(vi) / bc2 + eps);
+    }
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * setup(engine, fused, modes, numerics): the reference engine's pieces, once.
+ * ---------------------------------------------------------------------------------------------- */
+
+static PyObject *get(PyObject *ns, const char *name) {
+    PyObject *x = PyDict_GetItemString(ns, name); /* borrowed */
+    if (x == NULL) PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: %s is missing", name);
+    return Py_XNewRef(x);
+}
+
+/* setup_engine(engine, modes, numerics): engine.py's functions and ops, once, at the end of engine.py */
+static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
+    PyObject *engine, *modes, *numerics;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyDict_Type, &engine, &PyDict_Type, &modes, &PyDict_Type, &numerics))
+        return NULL;
+    if (S.ready) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core is set up once, by engine.py");
+    PyObject *ops = PyDict_GetItemString(engine, "OPS");
+    if (ops == NULL) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: OPS is missing");
+    for (int k = 0; k < N_PRIMITIVES; k++)
+        if ((S.op[k] = Py_XNewRef(PyDict_GetItemString(ops, PRIMITIVE_NAMES[k]))) == NULL)
+            return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: the op %s is missing", PRIMITIVE_NAMES[k]);
+    if ((S.parsed = get(engine, "parsed")) == NULL || (S.op_local = get(engine, "_op_local")) == NULL ||
+        (S.apply = get(engine, "apply")) == NULL || (S.operator_ = get(engine, "_operator")) == NULL ||
+        (S.chain = get(engine, "chain")) == NULL || (S.backward = get(engine, "backward")) == NULL ||
+        (S.lock = get(engine, "_one_backward_at_a_time")) == NULL || (S.quiet = get(numerics, "quiet")) == NULL ||
+        (S.mode_var = get(modes, "_mode")) == NULL)
+        return NULL;
+    S.modes_dict = Py_NewRef(modes);
+    S.ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* setup_fused(fused): fused.py's ops and functions (the slow paths), once, at the end of fused.py */
+static PyObject *core_setup_fused(PyObject *module, PyObject *fused) {
+    static const char *names[N_FUSED] = {"sum", "mean", "dot", "logsumexp", "softmax", "log_softmax", "cross_entropy"};
+    if (!PyDict_Check(fused) || !S.ready || S.fallback[0]) return PyErr_Format(PyExc_RuntimeError, "setup_fused: once, after setup_engine");
+    for (int k = 0; k < N_FUSED; k++)
+        if ((S.fop[k] = get(fused, FUSED_NAMES[k])) == NULL || (S.fallback[k] = get(fused, names[k])) == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* setup_layers(layers): layers.affine (the slow path), once, at the end of layers.py */
+static PyObject *core_setup_layers(PyObject *module, PyObject *layers) {
+    if (!PyDict_Check(layers) || !S.fallback[0] || S.fallback[N_FUSED]) return PyErr_Format(PyExc_RuntimeError, "setup_layers: once, after setup_fused");
+    if ((S.fallback[N_FUSED] = get(layers, "affine")) == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef core_functions[] = {
+    {"setup_engine", core_setup_engine, METH_VARARGS, "setup_engine(engine, modes, numerics): once, by engine.py"},
+    {"setup_fused", core_setup_fused, METH_O, "setup_fused(fused): once, by fused.py"},
+    {"setup_layers", core_setup_layers, METH_O, "setup_layers(layers): once, by layers.py"},
+    {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "engine._node: a node of this type"},
+    {"dot", (PyCFunction)(void (*)(void))core_dot, METH_FASTCALL | METH_KEYWORDS, "fused.dot, compiled"},
+    {"sum", (PyCFunction)(void (*)(void))core_sum, METH_FASTCALL | METH_KEYWORDS, "fused.sum, compiled"},
+    {"mean", (PyCFunction)(void (*)(void))core_mean, METH_FASTCALL | METH_KEYWORDS, "fused.mean, compiled"},
+    {"logsumexp", (PyCFunction)(void (*)(void))core_logsumexp, METH_FASTCALL | METH_KEYWORDS, "fused.logsumexp, compiled"},
+    {"softmax", (PyCFunction)(void (*)(void))core_softmax, METH_FASTCALL | METH_KEYWORDS, "fused.softmax, compiled"},
+    {"log_softmax", (PyCFunction)(void (*)(void))core_log_softmax, METH_FASTCALL | METH_KEYWORDS, "fused.log_softmax, compiled"},
+    {"cross_entropy", (PyCFunction)(void (*)(void))core_cross_entropy, METH_FASTCALL | METH_KEYWORDS, "fused.cross_entropy, compiled"},
+    {"affine", (PyCFunction)(void (*)(void))core_affine, METH_FASTCALL | METH_KEYWORDS, "layers.affine, compiled"},
+    {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
+    {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
+    {"adam_step", core_adam_step, METH_VARARGS, "Adam.step's loop over the parameters"},
+    {NULL},
+};
+
+static int core_exec(PyObject *module) {
+    if (S.Value != NULL) {
+        PyErr_SetString(PyExc_ImportError, "chaingrad._core can be loaded once per process");
+        return -1;
+    }
+    S.Value = (PyTypeObject *)PyType_FromSpec(&value_spec);
+    if (S.Value == NULL) return -1;
+    if (PyObject_SetAttrString((PyObject *)S.Value, "__array_ufunc__", Py_None) < 0) return -1;
+    PyObject *slots = Py_BuildValue("(sssssss)", "data", "grad", "_prev", "_op", "_local", "_label", "_context");
+    if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
+    Py_DECREF(slots);
+    if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
+    S.empty = PyUnicode_FromString("");
+    S.ever_on_key = PyUnicode_InternFromString("ever_on");
+    S.s_acquire = PyUnicode_InternFromString("acquire");
+    S.s_release = PyUnicode_InternFromString("release");
+    S.s_enter = PyUnicode_InternFromString("__enter__");
+    S.s_exit = PyUnicode_InternFromString("__exit__");
+    S.s_chain = PyUnicode_InternFromString("_chain");
+    if (!S.s_acquire || !S.s_release || !S.s_enter || !S.s_exit || !S.s_chain) return -1;
+    S.activation[0] = Py_None;
+    S.activation[1] = PyUnicode_InternFromString("relu");
+    S.activation[2] = PyUnicode_InternFromString("tanh");
+    S.activation[3] = PyUnicode_InternFromString("sigmoid");
+    if (!S.empty || !S.ever_on_key || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot core_slots[] = {{Py_mod_exec, core_exec}, {0, NULL}};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    "chaingrad._core",
+    "The compiled twin of chaingrad's reference engine (engine.py): the same Value, bit for bit.",
+    0,
+    core_functions,
+    core_slots,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }
