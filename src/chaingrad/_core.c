@@ -19,7 +19,8 @@
 
 /* ------------------------------------------------------------------------------------------------
  * What setup() gives us, once: the reference engine's functions and the table's ops. Written once
- * before any use and never again, so threads and re-entrant calls cannot corrupt it.
+ * before any use and never again (but modes_seen, which turns from 0 to 1 once), so threads and
+ * re-entrant calls cannot corrupt it.
  * ---------------------------------------------------------------------------------------------- */
 
 enum { ADD, SUB, MUL, DIV, POW, NEG, EXP, LOG, TANH, SIGMOID, RELU, SQRT, ABS, N_PRIMITIVES };
@@ -31,16 +32,16 @@ static const char *FUSED_NAMES[N_FUSED] = {"SUM",       "MEAN",        "DOT",   
 
 static struct {
     int ready;
+    int modes_seen; /* modes.ever_on: the one field that changes later, once, from 0 to 1 */
     PyTypeObject *Value;
     PyObject *op[N_PRIMITIVES]; /* the table's Op objects */
     PyObject *fop[N_FUSED];     /* the fused ops' Op objects */
     PyObject *parsed, *op_local, *apply, *operator_, *chain, *backward; /* engine.py */
+    PyTypeObject *Op;                                                    /* engine.Op */
     PyObject *fallback[N_FUSED + 1];                                     /* fused.py's functions, affine */
     PyObject *lock;        /* engine._one_backward_at_a_time */
     PyObject *quiet;       /* numerics.quiet */
-    PyObject *modes_dict;  /* modes.__dict__, for ever_on */
     PyObject *mode_var;    /* the modes' ContextVar */
-    PyObject *ever_on_key; /* "ever_on" */
     PyObject *empty;       /* "" */
     PyObject *s_acquire, *s_release, *s_enter, *s_exit, *s_chain; /* method names, made once */
     PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
@@ -132,6 +133,8 @@ typedef struct {
     double cval;         /* with C_RIGHT / C_LEFT: the constant */
     void *walk;          /* the backward that last visited this node */
     unsigned char lkind, ckind, reached, astart;
+    unsigned char open;  /* it holds or reaches a mutable container: see "The collector" */
+    unsigned char born;  /* __init__ has run once */
     PyObject *inline_prev[2];
     double inline_local[2];
 } ValueObject;
@@ -152,8 +155,7 @@ static ValueObject *alloc_node(Py_ssize_t n) {
     v->walk = NULL;
     v->lkind = L_DOUBLE;
     v->ckind = C_NONE;
-    v->reached = 0;
-    v->astart = 0;
+    v->reached = v->astart = v->open = v->born = 0;
     if (n <= 2) {
         v->prev = v->inline_prev;
         v->local = v->inline_local;
@@ -210,9 +212,152 @@ static void value_dealloc(ValueObject *v) {
     Py_TRASHCAN_END
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * The collector. A graph by itself has no cycles: a node points only at older nodes. So a node that
+ * holds nothing but its inputs, its op and numbers is left untracked by the garbage collector, as
+ * CPython leaves a tuple of numbers untracked, and a collection never walks a million-node graph.
+ * A cycle needs some other reference: a grad that is a Value (create_graph), a context, a closure,
+ * a subclass's attributes. When a Value takes one (hold), it is tracked, and so is every Value the
+ * new reference reaches; and a tracked Value's inputs are tracked, all the way down (track). Then
+ * every cycle runs through tracked objects only, and the collector frees it.
+ *
+ * A Value that holds or reaches a mutable container (a list, a dict, a closure's cell) is "open",
+ * and nodes made from it are tracked from birth, since the container may later come to hold them.
+ * Left alone: a container put on a Value after other nodes were made from it, which then gains one
+ * of those nodes; and function globals, modules and classes, which live on anyway.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject **items;          /* borrowed: nothing runs Python code or allocates objects meanwhile */
+    Py_ssize_t n, cap;
+    PyObject **seen;           /* the containers walked: an open-addressing set of pointers */
+    Py_ssize_t nseen, capseen;
+    int open, found;           /* a mutable container seen; a Value seen */
+} Walk;
+
+static int walk_push(PyObject *o, void *arg) {
+    Walk *w = arg;
+    if (o == NULL || !PyObject_IS_GC(o)) return 0;
+    if (w->n == w->cap) {
+        Py_ssize_t cap = w->cap ? 2 * w->cap : 64;
+        PyObject **items = PyMem_Realloc(w->items, cap * sizeof(PyObject *));
+        if (items == NULL) return -1;
+        w->items = items, w->cap = cap;
+    }
+    w->items[w->n++] = o;
+    return 0;
+}
+
+/* 1 if o was seen before, else 0 after adding it; -1 without memory */
+static int walk_seen(Walk *w, PyObject *o) {
+    if (2 * (w->nseen + 1) > w->capseen) {
+        Py_ssize_t cap = w->capseen ? 2 * w->capseen : 64;
+        PyObject **old = w->seen, **seen = PyMem_Calloc(cap, sizeof(PyObject *));
+        if (seen == NULL) return -1;
+        Py_ssize_t oldcap = w->capseen;
+        w->seen = seen, w->capseen = cap, w->nseen = 0;
+        for (Py_ssize_t i = 0; i < oldcap; i++)
+            if (old[i]) walk_seen(w, old[i]);
+        PyMem_Free(old);
+    }
+    size_t i = ((uintptr_t)o >> 4) & (w->capseen - 1);
+    for (; w->seen[i]; i = (i + 1) & (w->capseen - 1))
+        if (w->seen[i] == o) return 1;
+    w->seen[i] = o;
+    w->nseen++;
+    return 0;
+}
+
+static void walk_free(Walk *w) {
+    PyMem_Free(w->items);
+    PyMem_Free(w->seen);
+}
+
+/* Track v and every untracked Value under it. Untracked Values hold nothing but inputs and numbers,
+ * and a tracked one's inputs are tracked, so the walk follows inputs and stops at tracked Values. */
+static int track(ValueObject *v) {
+    if (PyObject_GC_IsTracked((PyObject *)v)) return 0;
+    Walk w = {0};
+    int rc = walk_push((PyObject *)v, &w);
+    while (rc == 0 && w.n) {
+        ValueObject *u = V(w.items[--w.n]);
+        if (!PyObject_TypeCheck(u, S.Value) || PyObject_GC_IsTracked((PyObject *)u)) continue;
+        PyObject_GC_Track(u);
+        for (Py_ssize_t i = 0; i < u->n && rc == 0; i++) rc = walk_push(u->prev[i], &w);
+    }
+    walk_free(&w);
+    if (rc < 0) PyErr_NoMemory();
+    return rc;
+}
+
+/* Find the Values that o reaches and whether it reaches a mutable container. Values found are
+ * collected in w->items from index 0 up; a Value's own inputs are not followed (track does that). */
+static int walk_from(PyObject *o, Walk *w) {
+    Py_ssize_t values = 0; /* items[0:values] are the Values found; the rest is the stack */
+    if (walk_push(o, w) < 0) return -1;
+    while (w->n > values) {
+        PyObject *x = w->items[--w->n];
+        if (PyObject_TypeCheck(x, S.Value)) {
+            w->found = 1;
+            w->open |= V(x)->open || !IS_VALUE(x); /* a subclass has a __dict__ */
+            w->items[values++] = x;
+            continue;
+        }
+        int seen = walk_seen(w, x);
+        if (seen) {
+            if (seen < 0) return -1;
+            continue;
+        }
+        int rc = 0;
+        if (PyModule_Check(x) || PyType_Check(x)) continue;
+        if (PyFunction_Check(x)) {
+            if ((rc = walk_push(PyFunction_GET_CLOSURE(x), w)) == 0 && (rc = walk_push(PyFunction_GET_DEFAULTS(x), w)) == 0)
+                rc = walk_push(PyFunction_GET_KW_DEFAULTS(x), w);
+        } else {
+            int frozen = (PyTuple_Check(x) && Py_TYPE(x)->tp_dictoffset == 0) || Py_IS_TYPE(x, S.Op) || PyMethod_Check(x);
+            w->open |= !frozen;
+            traverseproc traverse = Py_TYPE(x)->tp_traverse;
+            if (traverse) rc = traverse(x, walk_push, w);
+        }
+        if (rc) return -1;
+    }
+    w->n = values;
+    return 0;
+}
+
+/* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
+static int hold(ValueObject *v, PyObject *o) {
+    if (o == NULL || !PyObject_IS_GC(o)) return 0;
+    Walk w = {0};
+    int rc = walk_from(o, &w);
+    if (rc == 0 && (w.found || w.open)) {
+        v->open |= w.open;
+        rc = track(v);
+        for (Py_ssize_t i = 0; i < w.n && rc == 0; i++) rc = track(V(w.items[i]));
+    } else if (rc < 0) {
+        PyErr_NoMemory();
+    }
+    walk_free(&w);
+    return rc;
+}
+
+/* A new node: tracked from birth if an input is open (and then so is it). */
+static int born(ValueObject *v) {
+    for (Py_ssize_t i = 0; i < v->n; i++)
+        if (!PyObject_TypeCheck(v->prev[i], S.Value) || V(v->prev[i])->open) {
+            v->open = 1;
+            return track(v);
+        }
+    return 0;
+}
+
 static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ValueObject *v = (ValueObject *)type->tp_alloc(type, 0);
     if (v == NULL) return NULL;
+    if (type == S.Value)
+        PyObject_GC_UnTrack(v); /* until it holds something: see "The collector" */
+    else
+        v->open = 1; /* a subclass's instance has a __dict__ */
     v->prev = v->inline_prev;
     v->local = v->inline_local;
     v->lkind = L_DOUBLE;
@@ -244,7 +389,7 @@ static int set_data(ValueObject *v, PyObject *x) {
     } else {
         Py_XSETREF(v->dobj, Py_NewRef(x));
     }
-    return 0;
+    return hold(v, x);
 }
 
 static int set_grad(ValueObject *v, PyObject *x) {
@@ -254,7 +399,7 @@ static int set_grad(ValueObject *v, PyObject *x) {
     }
     Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given: the reference engine tells grads apart by identity */
     v->reached = 1;
-    return 0;
+    return hold(v, x);
 }
 
 static PyObject *prev_of(ValueObject *v) {
@@ -298,7 +443,7 @@ static int add_grad(ValueObject *c, double d) {
     Py_DECREF(f);
     if (sum == NULL) return -1;
     Py_SETREF(c->gobj, sum);
-    return 0;
+    return hold(c, sum);
 }
 
 /* A new node of an op, its inputs' references taken (new ones made), its locals copied. */
@@ -315,7 +460,10 @@ static ValueObject *new_node(double out, PyObject *op, Py_ssize_t n, PyObject **
         for (Py_ssize_t i = 0; i < nl; i++) v->local[i] = local[i];
         v->nl = nl;
     }
-    PyObject_GC_Track(v);
+    if (born(v) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
     return v;
 }
 
@@ -324,15 +472,26 @@ static ValueObject *new_node(double out, PyObject *op, Py_ssize_t n, PyObject **
  * ContextVar holds 0); otherwise the reference engine handles no_grad and detect_anomaly.
  * ---------------------------------------------------------------------------------------------- */
 
-static int modes_off(void) {
-    PyObject *on = PyDict_GetItemWithError(S.modes_dict, S.ever_on_key); /* borrowed */
-    if (on == NULL || on == Py_False) return on == NULL && PyErr_Occurred() ? -1 : 1;
+/* The flags in force here (modes.mode()), -1 on error */
+static long mode_flags(void) {
+    if (!S.modes_seen) return 0;
     PyObject *flags;
     if (PyContextVar_Get(S.mode_var, NULL, &flags) < 0) return -1;
     long f = flags ? PyLong_AsLong(flags) : 0;
     Py_XDECREF(flags);
-    if (f == -1 && PyErr_Occurred()) return -1;
-    return f == 0;
+    return f == -1 && PyErr_Occurred() ? -1 : f;
+}
+
+/* 1 when no mode is on, 0 when one is, -1 on error */
+static int modes_off(void) {
+    long f = mode_flags();
+    return f < 0 ? -1 : f == 0;
+}
+
+/* modes.when_first_on calls it */
+static PyObject *core_modes_turned_on(PyObject *module, PyObject *unused) {
+    S.modes_seen = 1;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -463,17 +622,6 @@ static PyObject *unary(int k, PyObject *self) {
  * backward: engine.backward's walk. Each node's step on single numbers is done here; any other step
  * (a batch, a closure, a custom rule, a grad that is a Value) is engine.chain, in Python.
  * ---------------------------------------------------------------------------------------------- */
-
-static long mode_flags(void) {
-    PyObject *on = PyDict_GetItemWithError(S.modes_dict, S.ever_on_key);
-    if (on == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (on == Py_False) return 0;
-    PyObject *flags;
-    if (PyContextVar_Get(S.mode_var, NULL, &flags) < 0) return -1;
-    long f = flags ? PyLong_AsLong(flags) : 0;
-    Py_XDECREF(flags);
-    return f;
-}
 
 static int grad_as_double(ValueObject *v, double *g) {
     if (v->gobj == NULL) {
@@ -681,7 +829,7 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
     Py_CLEAR(self->lobj);
     Py_XSETREF(self->ctx, Py_NewRef(closure));
     self->ckind = C_OBJECT;
-    return 0;
+    return hold(self, closure);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -702,7 +850,7 @@ static int set_op(ValueObject *v, PyObject *op, void *c) {
         return -1;
     }
     Py_XSETREF(v->op, Py_NewRef(op));
-    return 0;
+    return hold(v, op);
 }
 
 static int set_prev(ValueObject *v, PyObject *prev, void *c) {
@@ -733,7 +881,7 @@ static int set_local(ValueObject *v, PyObject *local, void *c) {
     }
     v->lkind = L_OBJECT;
     v->lobj = Py_NewRef(local);
-    return 0;
+    return hold(v, local);
 }
 
 static PyObject *get_label(ValueObject *v, void *c) { return Py_NewRef(v->label ? v->label : S.empty); }
@@ -744,7 +892,7 @@ static int set_label(ValueObject *v, PyObject *label, void *c) {
         return -1;
     }
     Py_XSETREF(v->label, Py_NewRef(label));
-    return 0;
+    return hold(v, label);
 }
 
 static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
@@ -758,7 +906,7 @@ static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
         v->ckind = C_OBJECT;
         v->ctx = Py_NewRef(ctx);
     }
-    return 0;
+    return hold(v, ctx);
 }
 
 static PyObject *get_batch_size(ValueObject *v, void *c) {
@@ -813,6 +961,9 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     self->n = n;
     self->ckind = C_NONE;
     self->g = 0.0;
+    /* the first time, its inputs are older than it; __init__ again may give it newer ones */
+    if ((self->born ? hold(self, children) : born(self)) < 0) goto done;
+    self->born = 1;
     if (set_data(self, d) < 0 || set_op(self, PyTuple_GET_ITEM(op_local, 0), NULL) < 0 ||
         set_local(self, PyTuple_GET_ITEM(op_local, 1), NULL) < 0)
         goto done;
@@ -1023,11 +1174,11 @@ static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t n
     for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(PyTuple_GET_ITEM(prev, i));
     v->n = n;
     v->op = Py_NewRef(args[3]);
-    if (set_data(v, args[0]) < 0 || set_local(v, args[2], NULL) < 0 || set_ctx(v, args[4], NULL) < 0) {
+    if (born(v) < 0 || hold(v, v->op) < 0 || set_data(v, args[0]) < 0 || set_local(v, args[2], NULL) < 0 ||
+        set_ctx(v, args[4], NULL) < 0) {
         Py_DECREF(v);
         return NULL;
     }
-    PyObject_GC_Track(v);
     return (PyObject *)v;
 }
 
@@ -1094,7 +1245,10 @@ static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n,
     v->ckind = C_FUSED;
     v->aux = aux;
     v->astart = (unsigned char)bits;
-    PyObject_GC_Track(v);
+    if (born(v) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
     return (PyObject *)v;
 }
 
@@ -1440,10 +1594,17 @@ static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
         (S.apply = get(engine, "apply")) == NULL || (S.operator_ = get(engine, "_operator")) == NULL ||
         (S.chain = get(engine, "chain")) == NULL || (S.backward = get(engine, "backward")) == NULL ||
         (S.lock = get(engine, "_one_backward_at_a_time")) == NULL || (S.quiet = get(numerics, "quiet")) == NULL ||
-        (S.mode_var = get(modes, "_mode")) == NULL)
+        (S.mode_var = get(modes, "_mode")) == NULL || (S.Op = (PyTypeObject *)get(engine, "Op")) == NULL)
         return NULL;
-    S.modes_dict = Py_NewRef(modes);
-    S.ready = 1;
+    if (!PyType_Check(S.Op)) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: Op is not a class");
+    PyObject *tell = PyDict_GetItemString(modes, "when_first_on"), *ever_on = PyDict_GetItemString(modes, "ever_on");
+    PyObject *turned_on = PyObject_GetAttrString(module, "modes_turned_on");
+    if (tell == NULL || ever_on == NULL || !PyList_Check(tell) || turned_on == NULL || PyList_Append(tell, turned_on) < 0) {
+        Py_XDECREF(turned_on);
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: modes.when_first_on is missing");
+    }
+    Py_DECREF(turned_on);
+    S.modes_seen = PyObject_IsTrue(ever_on);    S.ready = 1;
     Py_RETURN_NONE;
 }
 
@@ -1467,6 +1628,7 @@ static PyMethodDef core_functions[] = {
     {"setup_engine", core_setup_engine, METH_VARARGS, "setup_engine(engine, modes, numerics): once, by engine.py"},
     {"setup_fused", core_setup_fused, METH_O, "setup_fused(fused): once, by fused.py"},
     {"setup_layers", core_setup_layers, METH_O, "setup_layers(layers): once, by layers.py"},
+    {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "engine._node: a node of this type"},
     {"dot", (PyCFunction)(void (*)(void))core_dot, METH_FASTCALL | METH_KEYWORDS, "fused.dot, compiled"},
     {"sum", (PyCFunction)(void (*)(void))core_sum, METH_FASTCALL | METH_KEYWORDS, "fused.sum, compiled"},
@@ -1495,7 +1657,6 @@ static int core_exec(PyObject *module) {
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     S.empty = PyUnicode_FromString("");
-    S.ever_on_key = PyUnicode_InternFromString("ever_on");
     S.s_acquire = PyUnicode_InternFromString("acquire");
     S.s_release = PyUnicode_InternFromString("release");
     S.s_enter = PyUnicode_InternFromString("__enter__");
@@ -1506,7 +1667,7 @@ static int core_exec(PyObject *module) {
     S.activation[1] = PyUnicode_InternFromString("relu");
     S.activation[2] = PyUnicode_InternFromString("tanh");
     S.activation[3] = PyUnicode_InternFromString("sigmoid");
-    if (!S.empty || !S.ever_on_key || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
+    if (!S.empty || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
     return 0;
 }
 
