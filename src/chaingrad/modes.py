@@ -31,6 +31,7 @@ mode = _mode.get  # the flags in force here; the engine reads it once per op
 # False until a mode is first turned on, anywhere: until then no context can hold one, and an op
 # need not look (reading the ContextVar costs an op about a tenth of its time).
 ever_on = False
+when_first_on: list[Callable[[], None]] = []  # called once, as ever_on turns True (the compiled core)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +51,10 @@ class _Mode:
 
     def __enter__(self) -> _Mode:
         global ever_on
-        ever_on = True
+        if not ever_on:
+            ever_on = True
+            for tell in when_first_on:
+                tell()
         flags = mode()
         self._tokens.append(_mode.set(flags | self._flag if self._on else flags & ~self._flag))
         return self
