@@ -1,11 +1,14 @@
-"""Shared test helpers: IEEE-aware comparison and a PyTorch float64 oracle."""
+"""Shared test helpers: IEEE-aware comparison, a PyTorch float64 oracle, and counting live Values."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,65 @@ def cg_value_and_grads(f: Callable[..., Any], xs: Sequence[float]) -> tuple[floa
     out = f(*vs)
     out.backward()
     return out.data, [v.grad for v in vs]
+
+
+def _referents(o: Any) -> list[Any]:
+    """What o refers to, for finding Values: a function's closure and defaults, not its globals."""
+    kind = type(o)  # not isinstance: that reads o.__class__, which some objects warn about
+    if kind is types.FunctionType:
+        return [*(o.__closure__ or ()), *(o.__defaults__ or ()), *(o.__kwdefaults__ or {}).values()]
+    if issubclass(kind, (type, types.ModuleType)):
+        return []
+    return gc.get_referents(o)
+
+
+def values_reachable(objects: Sequence[Any], depth: int | None = 1) -> set[int]:
+    """The ids of the Values among `objects`, among what they refer to (`depth` steps, or all the
+    way), and under those Values' inputs.
+
+    The compiled engine leaves a node that holds only numbers and its inputs untracked by the
+    collector, as CPython does a tuple of numbers, so `gc.get_objects()` lists only some Values:
+    the rest are found from what refers to them, and from their consumers' inputs.
+    """
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    layer, steps = list(objects), 0
+    while layer and (depth is None or steps <= depth):
+        further = []
+        for o in layer:
+            if issubclass(type(o), cg.Value):
+                found[id(o)] = o
+            elif id(o) not in seen:
+                seen.add(id(o))
+                further.extend(_referents(o))
+        layer, steps = further, steps + 1
+    stack = list(found.values())
+    while stack:
+        for child in stack.pop()._prev:
+            if id(child) not in found:
+                found[id(child)] = child
+                stack.append(child)
+    return set(found)
+
+
+def values_alive() -> int:
+    """How many Values the program can reach."""
+    return len(values_reachable(gc.get_objects()))
+
+
+@contextlib.contextmanager
+def no_value_left(*using: Any) -> Iterator[None]:
+    """Fail if a Value made inside the block is still alive at its end (a half-built node kept by a
+    traceback, say). `using`: what the block works on, whose Values are not new."""
+    gc.collect(0)
+    gc.disable()  # so that every object made from here on stays in generation 0
+    try:
+        old = values_reachable(gc.get_objects(0), depth=3) | values_reachable(using, depth=None)
+        yield
+        left = values_reachable(gc.get_objects(0), depth=3) - old
+        assert not left, f"{len(left)} Values made in the block are still alive"
+    finally:
+        gc.enable()
 
 
 # A user-defined op, shared by the tests of ops, engine and gradcheck:

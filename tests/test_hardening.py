@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import no_value_left, values_alive
 
 import chaingrad as cg
 from chaingrad import Value, cli, data, losses, nn, optim
@@ -59,27 +60,16 @@ def state(*things):
     return out
 
 
-def _values_alive(generation=None):
-    return sum(type(o) is Value for o in gc.get_objects(generation))
-
-
 def assert_refused(call, watched, error, words):
     """call() raises `error` whose message has every one of `words`, changes nothing in `watched`
     and leaves no new Value behind (a half-built node), even while the traceback is kept."""
     before = state(*watched)
-    gc.collect(0)
-    gc.disable()  # so that every object made from here on stays in generation 0
-    try:
-        young = _values_alive(0)
-        with pytest.raises(BaseException) as info:
-            call()
-        assert issubclass(info.type, error), f"{info.type.__name__}: {info.value} (expected {error.__name__})"
-        message = str(info.value)
-        for word in words:
-            assert word in message, f"{word!r} not in {message!r}"
-        assert _values_alive(0) == young, "a failed call left a Value behind"
-    finally:
-        gc.enable()
+    with no_value_left(call, *watched), pytest.raises(BaseException) as info:
+        call()
+    assert issubclass(info.type, error), f"{info.type.__name__}: {info.value} (expected {error.__name__})"
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
     assert state(*watched) == before
 
 
@@ -632,7 +622,7 @@ def test_ten_thousand_training_steps_do_not_grow_memory():
     for _ in range(500):  # warm-up: caches, free lists, NumPy's first calls
         step()
     gc.collect()
-    values, blocks = _values_alive(), sys.getallocatedblocks()
+    values, blocks = values_alive(), sys.getallocatedblocks()
     # tracemalloc slows every allocation sixfold, so it watches steps 500-3,000 byte by byte
     # (after 500 of them to fill caches); object and block counts watch all 10,000.
     tracemalloc.start()
@@ -651,7 +641,7 @@ def test_ten_thousand_training_steps_do_not_grow_memory():
         loss = step()
     gc.collect()
     assert grown < 4096, f"{grown} bytes more after 2,000 steps"
-    assert _values_alive() == values, "Values accumulate"
+    assert values_alive() == values, "Values accumulate"
     assert sys.getallocatedblocks() - blocks < 1000, "Python objects accumulate"
     assert math.isfinite(loss) and loss < 0.5
 
