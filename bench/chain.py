@@ -34,7 +34,7 @@ REFERENCE = "the reference engine"
 BEFORE = "the engine at f872046"
 ENGINES = {
     "chaingrad": chaingrad.Value,
-    REFERENCE: chaingrad.engine.Value,
+    REFERENCE: earlier.reference().Value,
     BEFORE: earlier.at("f872046").Value,
     MICROGRAD: micrograd.engine.Value,
 }

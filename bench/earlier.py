@@ -1,15 +1,19 @@
-"""chaingrad as it was at an earlier commit, loaded from this repository's history, to compare with.
+"""Other chaingrads to compare with, in the same process: an earlier commit's, and today's reference.
 
 `at("f872046")` extracts `src/chaingrad` of that commit (with `git archive`)
-into a temporary folder and imports it as its own package,
-`chaingrad_f872046`, beside today's chaingrad in the same process. It needs a
-git checkout of chaingrad; without one, `at` raises LookupError saying so.
+into a temporary folder and imports it as its own package, `chaingrad_f872046`,
+beside today's chaingrad. It needs a git checkout of chaingrad; without one,
+`at` raises LookupError saying so. `reference()` imports a second copy of
+today's chaingrad, `chaingrad_reference`, with CHAINGRAD_PURE=1: its pure
+Python engine, beside the compiled one (which a process loads once).
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,3 +48,30 @@ def at(commit: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path.remove(folder.name)
+
+
+def reference() -> ModuleType:
+    """Today's chaingrad with its reference engine (CHAINGRAD_PURE=1), imported as chaingrad_reference."""
+    name = "chaingrad_reference"
+    if name in sys.modules:
+        return sys.modules[name]
+    import chaingrad
+
+    folder = tempfile.TemporaryDirectory(prefix="chaingrad-reference-")
+    _folders.append(folder)
+    shutil.copytree(
+        Path(chaingrad.__file__).parent,
+        Path(folder.name) / name,
+        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"),
+    )
+    sys.path.insert(0, folder.name)
+    pure = os.environ.get("CHAINGRAD_PURE")
+    os.environ["CHAINGRAD_PURE"] = "1"
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder.name)
+        if pure is None:
+            del os.environ["CHAINGRAD_PURE"]
+        else:
+            os.environ["CHAINGRAD_PURE"] = pure
