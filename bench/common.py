@@ -105,26 +105,29 @@ def alternate(trials: dict[str, Trial], repeats: int) -> dict[str, dict[str, flo
     return totals
 
 
-def in_blocks(
-    steps: dict[str, Callable[[int], Any]], count: int, limits: dict[str, int] | None = None, block: int = 5
-) -> dict[str, list[tuple[Any, float]]]:
-    """Run each side's steps(k) for k < count (or its limit), in turns of `block` steps; (result, seconds).
+def whole_runs(
+    sides: dict[str, Callable[[], Callable[[int], Any]]], steps: int, repeats: dict[str, int]
+) -> dict[str, tuple[list[Any], float]]:
+    """Train each side from scratch `repeats[name]` times, `steps` steps a run, alternating which side
+    goes first: (the results of its first run's steps, the mean CPU seconds of a whole run).
 
-    Each turn starts with gc.collect(), and the steps inside it run back to back as
-    a training loop runs them: collecting before every single step would time each
-    step just after the collector emptied Python's free lists.
+    sides[name]() makes a fresh side (not timed) and returns its step(k). A run is timed as a user
+    lives it: every step back to back, the collector on, the first step's one-time costs included.
     """
-    limits = limits or {}
-    out: dict[str, list[tuple[Any, float]]] = {name: [] for name in steps}
-    names = list(steps)
-    for turn, first in enumerate(range(0, count, block)):
-        for name in names if turn % 2 == 0 else names[::-1]:
+    out: dict[str, tuple[list[Any], float]] = {}
+    totals = dict.fromkeys(sides, 0.0)
+    names = list(sides)
+    for r in range(max(repeats.values())):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if r >= repeats[name]:
+                continue
+            step = sides[name]()
             gc.collect()
-            for k in range(first, min(first + block, limits.get(name, count))):
-                t0 = CLOCK()
-                result = steps[name](k)
-                out[name].append((result, CLOCK() - t0))
-    return out
+            t0 = CLOCK()
+            results = [step(k) for k in range(steps)]
+            totals[name] += CLOCK() - t0
+            out.setdefault(name, (results, 0.0))
+    return {name: (results, totals[name] / repeats[name]) for name, (results, _) in out.items()}
 
 
 def cpu_model() -> str:

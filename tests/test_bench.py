@@ -171,7 +171,7 @@ def test_gpt_check_catches_a_difference():
 def test_gpt_sides_train_alike_and_rows_are_well_formed():
     losses, seconds = gpt.train_both(2)
     assert gpt.check_same(losses) <= 1e-9
-    assert all(len(s) == 2 for s in seconds.values())
+    assert all(len(s) == 2 for s in losses.values()) and all(s > 0 for s in seconds.values())
     assert 2.0 < losses["naive"][0] < 5.0  # about log(27) before any training
     assert_well_formed(gpt.rows(losses, seconds, gpt.graph_sizes([0, 1, 2, 0], 3)), "gpt")
 
@@ -193,13 +193,33 @@ def test_bad_sizes_are_refused(bad):
 def test_moons_sides_agree_step_by_step():
     from bench import moons
 
-    results = moons.train(steps=2, micrograd_steps=1)
+    results = moons.train(steps=2, repeats=1, micrograd_repeats=1)
     assert set(results) == {"micrograd", "chaingrad", "chaingrad batch", "pytorch"}
-    assert len(results["micrograd"]) == 1 and len(results["pytorch"]) == 2
-    first = {name: r[0][0] for name, r in results.items()}
+    assert all(len(losses) == 2 and seconds > 0 for losses, seconds in results.values())
+    first = {name: losses[0] for name, (losses, _) in results.items()}
     assert max(first.values()) - min(first.values()) < 1e-9
-    rows = moons.run(steps=2, micrograd_steps=1)
-    assert [r.target for r in rows] == [">= 60x", ">= 800x", ">= 0.5x"]
+    rows = moons.run(steps=2, repeats=1)
+    assert [r.target for r in rows] == [">= 300x", "", ">= 1x"]
+    assert_well_formed(rows, "moons")
+
+
+def test_whole_runs_start_each_run_afresh_and_alternate():
+    from bench.common import whole_runs
+
+    order, made = [], {"a": 0, "b": 0}
+
+    def side(name):
+        def make():
+            made[name] += 1
+            run = made[name]
+            return lambda k: order.append((name, k)) or (run, k)
+
+        return make
+
+    out = whole_runs({"a": side("a"), "b": side("b")}, 3, {"a": 2, "b": 1})
+    assert made == {"a": 2, "b": 1}
+    assert order == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2), ("a", 0), ("a", 1), ("a", 2)]
+    assert out["a"][0] == [(1, 0), (1, 1), (1, 2)] and out["b"][0] == [(1, 0), (1, 1), (1, 2)]
 
 
 def test_microgpt_runs_the_same_program_on_each_value_class():

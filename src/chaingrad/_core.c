@@ -43,6 +43,7 @@ static struct {
     PyObject *quiet;       /* numerics.quiet */
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
+    PyObject *leaf_op_local; /* ("", ()): a leaf's op and local gradients */
     PyObject *s_acquire, *s_release, *s_enter, *s_exit, *s_chain; /* method names, made once */
     PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
 } S;
@@ -328,6 +329,8 @@ static int walk_from(PyObject *o, Walk *w) {
 /* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
 static int hold(ValueObject *v, PyObject *o) {
     if (o == NULL || !PyObject_IS_GC(o)) return 0;
+    /* CPython untracks a tuple or dict only when nothing in it may be tracked, so nothing in it is a Value */
+    if (!PyObject_GC_IsTracked(o) && !PyObject_TypeCheck(o, S.Value)) return 0;
     Walk w = {0};
     int rc = walk_from(o, &w);
     if (rc == 0 && (w.found || w.open)) {
@@ -344,7 +347,8 @@ static int hold(ValueObject *v, PyObject *o) {
 /* A new node: tracked from birth if an input is open (and then so is it). */
 static int born(ValueObject *v) {
     for (Py_ssize_t i = 0; i < v->n; i++)
-        if (!PyObject_TypeCheck(v->prev[i], S.Value) || V(v->prev[i])->open) {
+        if (!(IS_VALUE(v->prev[i]) && !V(v->prev[i])->open) &&
+            (!PyObject_TypeCheck(v->prev[i], S.Value) || V(v->prev[i])->open)) {
             v->open = 1;
             return track(v);
         }
@@ -933,17 +937,28 @@ static PyGetSetDef value_getset[] = {
 /* Value(data, _children=(), _op="", label=""): engine.parsed checks the arguments, as for the reference. */
 static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"data", "_children", "_op", "label", NULL};
-    PyObject *data, *children = NULL, *op = NULL, *label = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label)) return -1;
-    children = children ? PySequence_Tuple(children) : PyTuple_New(0);
-    if (children == NULL) return -1;
-    PyObject *d = NULL, *op_local = NULL;
+    PyObject *data, *children = NULL, *op = NULL, *label = NULL, *d = NULL, *op_local = NULL;
     int rc = -1;
-    if (op == NULL) op = S.empty;
-    d = PyObject_CallFunctionObjArgs(S.parsed, data, children, op, NULL);
-    if (d == NULL) goto done;
-    op_local = PyObject_CallOneArg(S.op_local, op);
-    if (op_local == NULL) goto done;
+    data = kwds == NULL && PyTuple_GET_SIZE(args) == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    if (data != NULL && (PyFloat_CheckExact(data) || PyLong_CheckExact(data))) {
+        /* Value(x), a leaf, the common case: what engine.parsed and engine._op_local give, without calling them */
+        double x = PyFloat_CheckExact(data) ? PyFloat_AS_DOUBLE(data) : PyLong_AsDouble(data);
+        if (x == -1.0 && PyErr_Occurred()) return -1; /* an int too large for a float, as float() says */
+        d = PyFloat_FromDouble(x);
+        children = PyTuple_New(0);
+        op_local = Py_NewRef(S.leaf_op_local);
+        if (d == NULL || children == NULL) goto done;
+    } else {
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label))
+            return -1;
+        children = children ? PySequence_Tuple(children) : PyTuple_New(0);
+        if (children == NULL) return -1;
+        if (op == NULL) op = S.empty;
+        d = PyObject_CallFunctionObjArgs(S.parsed, data, children, op, NULL);
+        if (d == NULL) goto done;
+        op_local = PyObject_CallOneArg(S.op_local, op);
+        if (op_local == NULL) goto done;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(children);
     value_clear(self);
     if (self->prev != self->inline_prev) PyMem_Free(self->prev);
@@ -1657,6 +1672,7 @@ static int core_exec(PyObject *module) {
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     S.empty = PyUnicode_FromString("");
+    S.leaf_op_local = Py_BuildValue("(O())", S.empty);
     S.s_acquire = PyUnicode_InternFromString("acquire");
     S.s_release = PyUnicode_InternFromString("release");
     S.s_enter = PyUnicode_InternFromString("__enter__");
@@ -1667,7 +1683,7 @@ static int core_exec(PyObject *module) {
     S.activation[1] = PyUnicode_InternFromString("relu");
     S.activation[2] = PyUnicode_InternFromString("tanh");
     S.activation[3] = PyUnicode_InternFromString("sigmoid");
-    if (!S.empty || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
+    if (!S.empty || !S.leaf_op_local || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
     return 0;
 }
 
