@@ -233,6 +233,17 @@ def test_zero_grad():
     assert all(p.grad == 0 for p in model.parameters())
 
 
+def test_zero_grad_of_parameters_of_a_value_subclass():
+    class Param(cg.Value):
+        pass
+
+    ps = [Param(1.0), cg.Value(2.0), Param(3.0)]
+    (ps[0] * ps[1] * ps[2]).backward()
+    assert [p.grad for p in ps] == [6.0, 3.0, 2.0]
+    cg.optim.SGD(ps, lr=0.1).zero_grad()
+    assert [p.grad for p in ps] == [0.0, 0.0, 0.0]
+
+
 # ---------------------------------------------------------------------------
 # state_dict, load_state_dict, save, load
 # ---------------------------------------------------------------------------

@@ -73,3 +73,17 @@ def test_the_compiled_core_gives_the_reference_engines_bits(workload, seed, coun
 
 def test_this_process_runs_the_backend_its_environment_asks_for():
     assert cg.backend == ("python" if os.environ.get("CHAINGRAD_PURE", "") not in ("", "0") else "compiled")
+
+
+def test_help_reads_the_same_on_both_backends():
+    # a learner's help(cg.dot) is the reference function's docstring, whichever backend runs
+    names = ["dot", "sum", "mean", "logsumexp", "softmax", "log_softmax", "cross_entropy", "affine"]
+    code = f"import json, chaingrad as cg; print(json.dumps([getattr(cg, n).__doc__ for n in {names!r}]))"
+    docs = {}
+    for pure in ("0", "1"):
+        env = {**os.environ, "CHAINGRAD_PURE": pure}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        docs[pure] = json.loads(done.stdout)
+    assert all(doc and len(doc) > 20 for doc in docs["1"])
+    assert docs["0"] == docs["1"]

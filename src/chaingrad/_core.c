@@ -39,6 +39,7 @@ static struct {
     PyObject *parsed, *op_local, *apply, *operator_, *chain, *backward; /* engine.py */
     PyTypeObject *Op;                                                    /* engine.Op */
     PyObject *fallback[N_FUSED + 1];                                     /* fused.py's functions, affine */
+    PyObject *doc[N_FUSED + 1];                                          /* their docstrings */
     PyObject *lock;        /* engine._one_backward_at_a_time */
     PyObject *quiet;       /* numerics.quiet */
     PyObject *mode_var;    /* the modes' ContextVar */
@@ -1536,6 +1537,25 @@ static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
     Py_RETURN_TRUE;
 }
 
+/* engine._add's loop, from the start for as long as each share is None or a float added to a grad that
+ * is a float: the number of shares done, the rest left to Python */
+static PyObject *core_add_shares(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], S.Value) || !(PyList_CheckExact(args[1]) || PyTuple_CheckExact(args[1])))
+        return PyLong_FromLong(0);
+    ValueObject *node = V(args[0]);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(args[1]), i;
+    PyObject **shares = PySequence_Fast_ITEMS(args[1]);
+    if (n > node->n) n = node->n;
+    for (i = 0; i < n; i++) {
+        PyObject *d = shares[i];
+        if (d == Py_None) continue;
+        ValueObject *c = V(node->prev[i]);
+        if (!IS_VALUE(c) || !PyFloat_CheckExact(d) || !(c->gobj == NULL || PyFloat_CheckExact(c->gobj))) break;
+        if (add_grad(c, PyFloat_AS_DOUBLE(d)) < 0) return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 /* SGD.step: sgd_step(params, lr, momentum, weight_decay, nesterov, buffers, steps) */
 static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
     PyObject *params, *buf;
@@ -1624,35 +1644,71 @@ static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
 }
 
 /* setup_fused(fused): fused.py's ops and functions (the slow paths), once, at the end of fused.py */
-static PyObject *core_setup_fused(PyObject *module, PyObject *fused) {
-    static const char *names[N_FUSED] = {"sum", "mean", "dot", "logsumexp", "softmax", "log_softmax", "cross_entropy"};
-    if (!PyDict_Check(fused) || !S.ready || S.fallback[0]) return PyErr_Format(PyExc_RuntimeError, "setup_fused: once, after setup_engine");
-    for (int k = 0; k < N_FUSED; k++)
-        if ((S.fop[k] = get(fused, FUSED_NAMES[k])) == NULL || (S.fallback[k] = get(fused, names[k])) == NULL) return NULL;
-    Py_RETURN_NONE;
+/* The compiled twins of fused.py's functions and of layers.affine, in S.fallback's order. Each is
+ * made at setup with the docstring of the Python function it stands for, so help() reads the same. */
+static PyMethodDef twin_defs[N_FUSED + 1] = {
+    {"sum", (PyCFunction)(void (*)(void))core_sum, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"mean", (PyCFunction)(void (*)(void))core_mean, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"dot", (PyCFunction)(void (*)(void))core_dot, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"logsumexp", (PyCFunction)(void (*)(void))core_logsumexp, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"softmax", (PyCFunction)(void (*)(void))core_softmax, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"log_softmax", (PyCFunction)(void (*)(void))core_log_softmax, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"cross_entropy", (PyCFunction)(void (*)(void))core_cross_entropy, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"affine", (PyCFunction)(void (*)(void))core_affine, METH_FASTCALL | METH_KEYWORDS, NULL},
+};
+
+/* The twin of the Python function S.fallback[k] (whose docstring S.doc[k] keeps alive), in `into` */
+static int make_twin(int k, PyObject *module, PyObject *into) {
+    PyObject *doc = PyObject_GetAttrString(S.fallback[k], "__doc__");
+    if (doc == NULL) return -1;
+    if (PyUnicode_Check(doc) && (twin_defs[k].ml_doc = PyUnicode_AsUTF8(doc)) == NULL) {
+        Py_DECREF(doc);
+        return -1;
+    }
+    S.doc[k] = doc;
+    PyObject *name = PyModule_GetNameObject(module);
+    PyObject *f = name ? PyCFunction_NewEx(&twin_defs[k], NULL, name) : NULL;
+    Py_XDECREF(name);
+    int rc = f ? PyDict_SetItemString(into, twin_defs[k].ml_name, f) : -1;
+    Py_XDECREF(f);
+    return rc;
 }
 
-/* setup_layers(layers): layers.affine (the slow path), once, at the end of layers.py */
+/* setup_fused(fused): the fused ops and fused.py's functions (the slow paths), once, at the end of
+ * fused.py; returns {name: compiled twin} */
+static PyObject *core_setup_fused(PyObject *module, PyObject *fused) {
+    if (!PyDict_Check(fused) || !S.ready || S.fallback[0]) return PyErr_Format(PyExc_RuntimeError, "setup_fused: once, after setup_engine");
+    PyObject *twins = PyDict_New();
+    if (twins == NULL) return NULL;
+    for (int k = 0; k < N_FUSED; k++)
+        if ((S.fop[k] = get(fused, FUSED_NAMES[k])) == NULL || (S.fallback[k] = get(fused, twin_defs[k].ml_name)) == NULL ||
+            make_twin(k, module, twins) < 0) {
+            Py_DECREF(twins);
+            return NULL;
+        }
+    return twins;
+}
+
+/* setup_layers(layers): layers.affine (the slow path), once, at the end of layers.py; returns its twin */
 static PyObject *core_setup_layers(PyObject *module, PyObject *layers) {
     if (!PyDict_Check(layers) || !S.fallback[0] || S.fallback[N_FUSED]) return PyErr_Format(PyExc_RuntimeError, "setup_layers: once, after setup_fused");
-    if ((S.fallback[N_FUSED] = get(layers, "affine")) == NULL) return NULL;
-    Py_RETURN_NONE;
+    PyObject *twins = PyDict_New();
+    if (twins == NULL || (S.fallback[N_FUSED] = get(layers, "affine")) == NULL || make_twin(N_FUSED, module, twins) < 0) {
+        Py_XDECREF(twins);
+        return NULL;
+    }
+    PyObject *affine = Py_NewRef(PyDict_GetItemString(twins, "affine"));
+    Py_DECREF(twins);
+    return affine;
 }
 
 static PyMethodDef core_functions[] = {
     {"setup_engine", core_setup_engine, METH_VARARGS, "setup_engine(engine, modes, numerics): once, by engine.py"},
-    {"setup_fused", core_setup_fused, METH_O, "setup_fused(fused): once, by fused.py"},
-    {"setup_layers", core_setup_layers, METH_O, "setup_layers(layers): once, by layers.py"},
+    {"setup_fused", core_setup_fused, METH_O, "setup_fused(fused) -> {name: compiled twin}: once, by fused.py"},
+    {"setup_layers", core_setup_layers, METH_O, "setup_layers(layers) -> affine's twin: once, by layers.py"},
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "engine._node: a node of this type"},
-    {"dot", (PyCFunction)(void (*)(void))core_dot, METH_FASTCALL | METH_KEYWORDS, "fused.dot, compiled"},
-    {"sum", (PyCFunction)(void (*)(void))core_sum, METH_FASTCALL | METH_KEYWORDS, "fused.sum, compiled"},
-    {"mean", (PyCFunction)(void (*)(void))core_mean, METH_FASTCALL | METH_KEYWORDS, "fused.mean, compiled"},
-    {"logsumexp", (PyCFunction)(void (*)(void))core_logsumexp, METH_FASTCALL | METH_KEYWORDS, "fused.logsumexp, compiled"},
-    {"softmax", (PyCFunction)(void (*)(void))core_softmax, METH_FASTCALL | METH_KEYWORDS, "fused.softmax, compiled"},
-    {"log_softmax", (PyCFunction)(void (*)(void))core_log_softmax, METH_FASTCALL | METH_KEYWORDS, "fused.log_softmax, compiled"},
-    {"cross_entropy", (PyCFunction)(void (*)(void))core_cross_entropy, METH_FASTCALL | METH_KEYWORDS, "fused.cross_entropy, compiled"},
-    {"affine", (PyCFunction)(void (*)(void))core_affine, METH_FASTCALL | METH_KEYWORDS, "layers.affine, compiled"},
+    {"add_shares", (PyCFunction)(void (*)(void))core_add_shares, METH_FASTCALL, "engine._add's loop over float shares"},
     {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
     {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
     {"adam_step", core_adam_step, METH_VARARGS, "Adam.step's loop over the parameters"},

@@ -10,6 +10,7 @@ dot before its `start` (a neuron's bias), exactly as the compiled core runs them
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -160,6 +161,8 @@ def _inputs(values: Any, name: str) -> tuple[Any, ...]:
     values = tuple(values)
     if not values:
         raise ValueError(f"{name}() of an empty sequence")
+    if all(map(isinstance, values, itertools.repeat(Value))):  # the common case, checked in one pass
+        return values
     for i, v in enumerate(values):
         if not isinstance(v, Value) and _number(v) is None:
             raise TypeError(f"{name}(): item {i} is {type(v).__name__} {v!r:.40}, not a Value or a number")
@@ -305,6 +308,6 @@ def is_batch(x: Any) -> bool:
 
 # The compiled twins of the functions above take their names, which then stay their slow paths.
 if compiled is not None:
-    compiled.setup_fused(globals())
-    sum, mean, dot, logsumexp = compiled.sum, compiled.mean, compiled.dot, compiled.logsumexp  # noqa: A001
-    softmax, log_softmax, cross_entropy = compiled.softmax, compiled.log_softmax, compiled.cross_entropy
+    _twins = compiled.setup_fused(globals())
+    sum, mean, dot, logsumexp = _twins["sum"], _twins["mean"], _twins["dot"], _twins["logsumexp"]  # noqa: A001
+    softmax, log_softmax, cross_entropy = _twins["softmax"], _twins["log_softmax"], _twins["cross_entropy"]

@@ -13,17 +13,19 @@ own node would (no 0 * inf from its weights or inputs).
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .engine import Op, Value, _node, compiled, constant
+from .engine import Op, Value, _node, compiled
 from .fused import _datas, _inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
-from .numerics import numpy, relu, sigmoid, tanh
+from .numerics import data, numpy, relu, sigmoid, tanh
 
 __all__ = ["ACTIVATIONS", "affine"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", None)
+DATA = operator.attrgetter("data")
 
 
 def affine(
@@ -80,11 +82,18 @@ def _batched(
 ) -> list[Value]:
     np = numpy()
     params = [w for row in rows for w in row] + [0.0 if b is None else b for b in bs]
-    values = [constant(p.data if isinstance(p, Value) else p) for p in params]
-    if any(type(v) is not float for v in values):
+    args = (*params, *xs)
+    kinds = tuple(map(isinstance, args, itertools.repeat(Value)))
+    # a model's layer holds only Values: read their data in one pass of map
+    values = list(map(DATA, params)) if all(kinds[: len(params)]) else [data(p) for p in params]
+    try:
+        P = np.array(values, dtype=float)
+    except (TypeError, ValueError):  # a batch among single numbers
+        P = None
+    if P is None or P.shape != (len(params),):
         raise ValueError("affine(): weights and biases must be single numbers, not batches")
-    W = np.array(values[: len(params) - len(bs)]).reshape(len(rows), len(xs))
-    b = np.array(values[len(params) - len(bs) :])
+    W = P[: len(params) - len(bs)].reshape(len(rows), len(xs))
+    b = P[len(params) - len(bs) :]
     X = _matrix(xs, _datas(xs, "affine"))
     with np.errstate(all="ignore"):
         Z = W @ X + b[:, None]
@@ -94,8 +103,6 @@ def _batched(
         check_forward(AFFINE, Y, list(params))
     if flags & NO_GRAD:
         return [_node(Y[k], (), (), "", None) for k in range(len(rows))]
-    args = (*params, *xs)
-    kinds = tuple(isinstance(a, Value) for a in args)
     layer = _node(
         Y,
         tuple(itertools.compress(args, kinds)),
@@ -144,5 +151,4 @@ ROW = Op("row", None, rule=_row_rule)
 
 # The compiled twin of affine takes its name; the function above stays its slow path (and batches).
 if compiled is not None:
-    compiled.setup_layers(globals())
-    affine = compiled.affine
+    affine = compiled.setup_layers(globals())
