@@ -662,3 +662,21 @@ def test_a_deep_graph_pickles_without_recursion():
 def test_ops_pickle_to_the_same_op():
     for op in (cg.engine.OPS["+"], cg.fused.CROSS_ENTROPY, SOFTPLUS):
         assert pickle.loads(pickle.dumps(op)) is op
+
+
+@pytest.mark.parametrize("data", [6, "six", None])
+def test_backward_of_a_value_whose_data_is_not_a_float_says_so_and_changes_nothing(data):
+    a = Value(2.0)
+    b = a * 3
+    b.data = data
+    with pytest.raises(TypeError, match=f"backward\\(\\) of a Value whose data is {type(data).__name__}"):
+        b.backward()
+    assert a.grad == 0.0 and b.grad == 0.0
+    with pytest.raises(TypeError, match=r"set \.data to a float"):
+        cg.gradients(b)
+
+
+def test_float_of_a_value_holding_an_int_is_that_number():
+    v = Value(1.0)
+    v.data = 7
+    assert float(v) == 7.0 and type(float(v)) is float

@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from .engine import Op, Value, arguments
 from .fused import dot
+from .numerics import not_a_number
 
 __all__ = ["grad", "gradients", "hessian", "hvp", "value_and_grad"]
 
@@ -60,7 +61,7 @@ def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
     of their own, ready to be differentiated again.
     """
     if type(root.data) is not float:
-        raise ValueError(f"gradients of a batch of {len(root.data)} samples; reduce it first")
+        raise not_a_number(root.data, "gradients")
     nodes = _nodes(root)
     saved = [n.grad for n in nodes]
     try:

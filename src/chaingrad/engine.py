@@ -20,7 +20,7 @@ from typing import Any
 
 from . import modes, numerics, opgen
 from .modes import ANOMALY, NO_GRAD, check_forward, checked_step, mode
-from .numerics import constant, is_array, quiet
+from .numerics import constant, is_array, not_a_number, quiet
 
 __all__ = ["OPS", "Op", "Value", "apply", "arguments", "record"]
 
@@ -99,9 +99,9 @@ class Value:
     _ctx = property(lambda v: getattr(v, "_context", None), lambda v, ctx: setattr(v, "_context", ctx))
 
     def __float__(self) -> float:
-        if type(self.data) is not float:
+        if is_array(self.data):
             raise TypeError(f"float() of a batch of {len(self.data)} samples; reduce it first")
-        return self.data
+        return float(self.data)
 
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
@@ -140,7 +140,7 @@ def _op_local(op: Any) -> tuple[Any, tuple[Any, ...]]:
 def backward(root: Value, create_graph: bool = False) -> None:
     """root.backward(): the chain rule from root to every node that leads to it."""
     if type(root.data) is not float:
-        raise ValueError(f"backward() of a batch of {len(root.data)}: reduce it first with cg.batch_mean(v)")
+        raise not_a_number(root.data, "backward()")
     with _one_backward_at_a_time, quiet():  # intermediate grads live on the nodes, shared by threads
         unreached = float("0.0")  # every intermediate grad starts as this zero of its own
         order = _topo(root, unreached)

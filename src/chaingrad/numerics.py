@@ -71,6 +71,14 @@ def constant(x: Any) -> Any:
     return np.array(x, dtype=float)
 
 
+def not_a_number(data: Any, what: str) -> Exception:
+    """The error for `what` on a Value that holds no single float: a batch, or what was assigned to .data."""
+    if is_array(data):
+        return ValueError(f"{what} of a batch of {len(data)} samples: reduce it first with cg.batch_mean(v)")
+    kind = type(data).__name__
+    return TypeError(f"{what} of a Value whose data is {kind} {data!r:.40}: set .data to a float")
+
+
 def quiet() -> Any:
     """A context in which NumPy (if loaded) gives IEEE results (inf, nan) without warnings, as floats do."""
     np = sys.modules.get("numpy")
