@@ -17,23 +17,12 @@ import torch
 import torch.nn.functional as F
 from conftest import SOFTPLUS, assert_close, values_alive
 from graphs import random_graph_mismatches
+from twins import nodes as _nodes  # every node under root, leaves included, deterministically
 
 import chaingrad as cg
 from chaingrad import Value
 
 inf, nan = math.inf, math.nan
-
-
-def _nodes(root):
-    """Every node that leads to root, leaves included, in a deterministic order (no recursion)."""
-    order, seen, stack = [], set(), [root]
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            order.append(node)
-            stack.extend(reversed(node._prev))
-    return order
 
 
 # ---------------------------------------------------------------------------

@@ -989,7 +989,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     }
     rc = 0;
 done:
-    Py_DECREF(children);
+    Py_XDECREF(children);
     Py_XDECREF(d);
     Py_XDECREF(op_local);
     return rc;
@@ -1010,7 +1010,7 @@ static PyObject *value_repr(ValueObject *v) {
 
 static PyObject *value_float(ValueObject *v) {
     if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
-    if (!PyObject_HasAttrString(v->dobj, "__len__")) return PyNumber_Float(v->dobj); /* an int assigned to .data */
+    if (PyLong_Check(v->dobj)) return PyNumber_Float(v->dobj); /* an int assigned to .data */
     Py_ssize_t n = PyObject_Length(v->dobj);
     if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
     return NULL;
