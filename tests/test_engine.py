@@ -560,6 +560,14 @@ def _grads_holding_their_node():
     z._ctx = {"z": z}
 
 
+def _an_empty_context_filled_later():
+    x = Value(2.0)
+    y = x * x
+    y._ctx = {}  # empty, so CPython does not track the dict yet
+    z = y + 1.0
+    y._ctx["z"] = z  # now y -> dict -> z -> y
+
+
 @pytest.mark.parametrize(
     "make_garbage",
     [
@@ -567,6 +575,7 @@ def _grads_holding_their_node():
         _micrograd_closures,
         _a_subclass_that_remembers_its_users,
         _grads_holding_their_node,
+        _an_empty_context_filled_later,
     ],
 )
 def test_the_collector_frees_graphs_with_reference_cycles(make_garbage):

@@ -330,8 +330,9 @@ static int walk_from(PyObject *o, Walk *w) {
 /* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
 static int hold(ValueObject *v, PyObject *o) {
     if (o == NULL || !PyObject_IS_GC(o)) return 0;
-    /* CPython untracks a tuple or dict only when nothing in it may be tracked, so nothing in it is a Value */
-    if (!PyObject_GC_IsTracked(o) && !PyObject_TypeCheck(o, S.Value)) return 0;
+    /* CPython untracks a tuple only when nothing in it may be tracked (no Value), and a tuple cannot
+     * gain items; a dict or list may be untracked while empty and gain a Value later */
+    if (PyTuple_CheckExact(o) && !PyObject_GC_IsTracked(o)) return 0;
     Walk w = {0};
     int rc = walk_from(o, &w);
     if (rc == 0 && (w.found || w.open)) {
