@@ -78,6 +78,7 @@ def test_this_process_runs_the_backend_its_environment_asks_for():
 def test_help_reads_the_same_on_both_backends():
     # a learner's help(cg.dot) is the reference function's docstring, whichever backend runs
     names = ["dot", "sum", "mean", "logsumexp", "softmax", "log_softmax", "cross_entropy", "affine"]
+    names += ["Value"]  # help(cg.Value) explains data, grad, label, _prev and _op on both
     code = f"import json, chaingrad as cg; print(json.dumps([getattr(cg, n).__doc__ for n in {names!r}]))"
     docs = {}
     for pure in ("0", "1"):
@@ -87,3 +88,4 @@ def test_help_reads_the_same_on_both_backends():
         docs[pure] = json.loads(done.stdout)
     assert all(doc and len(doc) > 20 for doc in docs["1"])
     assert docs["0"] == docs["1"]
+    assert all(f"`{word}`" in docs["0"][-1] for word in ("data", "grad", "label", "_prev", "_op"))

@@ -411,6 +411,7 @@ def _compiled() -> Any:
 # backward in C, and the functions above, which it calls for all else, make and read its nodes.
 compiled = _compiled()
 if compiled is not None:
+    compiled.Value.__doc__ = Value.__doc__  # help(Value) reads the same on both engines
     Value, _node = compiled.Value, compiled.node
 
 # Each row becomes its Op, and the Value methods that apply it (opgen.py writes them): on single
