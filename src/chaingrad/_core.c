@@ -1641,11 +1641,11 @@ static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
         return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: modes.when_first_on is missing");
     }
     Py_DECREF(turned_on);
-    S.modes_seen = PyObject_IsTrue(ever_on);    S.ready = 1;
+    S.modes_seen = PyObject_IsTrue(ever_on);
+    S.ready = 1;
     Py_RETURN_NONE;
 }
 
-/* setup_fused(fused): fused.py's ops and functions (the slow paths), once, at the end of fused.py */
 /* The compiled twins of fused.py's functions and of layers.affine, in S.fallback's order. Each is
  * made at setup with the docstring of the Python function it stands for, so help() reads the same. */
 static PyMethodDef twin_defs[N_FUSED + 1] = {
