@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import gc
 import math
@@ -9,6 +10,7 @@ import pickle
 import sys
 import threading
 from operator import methodcaller
+from pathlib import Path
 
 import micrograd.engine
 import numpy as np
@@ -678,3 +680,64 @@ def test_float_of_a_value_holding_an_int_is_that_number():
     v = Value(1.0)
     v.data = 7
     assert float(v) == 7.0 and type(float(v)) is float
+
+
+# ---------------------------------------------------------------------------
+# The layout: the engine in one sitting, dependencies pointing one way
+# ---------------------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "chaingrad"
+
+
+def _code_lines(path: Path) -> int:
+    """Lines of code: not blank, not a comment, not inside a docstring."""
+    tree = ast.parse(path.read_text())
+    docs = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and ast.get_docstring(node) is not None
+        ):
+            docs.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
+    lines = path.read_text().splitlines()
+    return sum(
+        1
+        for i, line in enumerate(lines, 1)
+        if line.strip() and not line.strip().startswith("#") and i not in docs
+    )
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """The package's modules a module imports (from . import x, from .x import y): (at import time,
+    only inside functions)."""
+    tree = ast.parse(path.read_text())
+    inside = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
+    top, lazy = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = {node.module} if node.module else {a.name for a in node.names}
+            (lazy if id(node) in inside else top).update(names)
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    return top & modules, lazy & modules
+
+
+def test_the_reference_engine_is_at_most_250_lines_of_code():
+    assert _code_lines(PACKAGE / "engine.py") <= 250
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it():
+    # One exception, made on purpose: a model's to_torch() imports chaingrad.bridge (and so torch)
+    # when it is called, so that torch stays an optional extra; the bridge builds on nn.
+    imports = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
+    assert imports["numerics"] == (set(), set()), "numerics imports nothing of chaingrad"
+    assert not {"fused", "layers", "autodiff", "pickling"} & set().union(*imports["engine"])
+    assert "bridge" not in imports["nn"][0], "nn imports the bridge only when to_torch() is called"
+    graph = {m: top | {n for n in late if (m, n) != ("nn", "bridge")} for m, (top, late) in imports.items()}
+    for start in graph:  # depth first from every module: meeting it again is a cycle
+        stack, seen = list(graph[start]), set()
+        while stack:
+            module = stack.pop()
+            assert module != start, f"an import cycle through {start}"
+            if module not in seen:
+                seen.add(module)
+                stack.extend(graph[module])
