@@ -6,7 +6,9 @@ import ast
 import copy
 import gc
 import math
+import os
 import pickle
+import subprocess
 import sys
 import threading
 from operator import methodcaller
@@ -741,3 +743,28 @@ def test_no_module_of_the_package_imports_one_that_imports_it():
             if module not in seen:
                 seen.add(module)
                 stack.extend(graph[module])
+
+
+@pytest.mark.parametrize(
+    "core, why",
+    [
+        ("None", "was not built"),  # None in sys.modules: the import fails, as with no compiled module
+        ("types.SimpleNamespace(INTERFACE=1)", "is left from another version of chaingrad"),
+    ],
+)
+def test_without_a_fitting_compiled_core_chaingrad_warns_once_and_runs_the_reference_engine(core, why):
+    code = (
+        "import sys, types, warnings\n"
+        f"sys.modules['chaingrad._core'] = {core}\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import chaingrad as cg\n"
+        "    x = cg.Value(3.0); (x * x).backward()\n"
+        "print(cg.backend, x.grad, len(caught), caught[0].message)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CHAINGRAD_PURE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    backend, grad, count, message = done.stdout.split(" ", 3)
+    assert (backend, grad, count) == ("python", "6.0", "1")
+    assert why in message and "reference engine" in message

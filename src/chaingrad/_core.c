@@ -1729,6 +1729,8 @@ static int core_exec(PyObject *module) {
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
+    /* engine.py uses this module only if the numbers agree: bump both when their interface changes */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 2) < 0) return -1;
     S.empty = PyUnicode_FromString("");
     S.leaf_op_local = Py_BuildValue("(O())", S.empty);
     S.s_acquire = PyUnicode_InternFromString("acquire");

@@ -391,20 +391,25 @@ RULES = """
 
 
 def _compiled() -> Any:
-    """chaingrad._core, the compiled twin of this engine, unless CHAINGRAD_PURE=1 or it was not built."""
+    """chaingrad._core, the compiled twin of this engine, unless CHAINGRAD_PURE=1 or it was not built
+    (or was built from another version of _core.c, whose INTERFACE number differs)."""
     if os.environ.get("CHAINGRAD_PURE", "") not in ("", "0"):
         return None
     try:
         from . import _core
+
+        if getattr(_core, "INTERFACE", None) == 2:  # bumped with _core.c's whenever they change together
+            return _core
+        why = "is left from another version of chaingrad (reinstall to rebuild it)"
     except ImportError:
-        warnings.warn(
-            "chaingrad's compiled core was not built (no C compiler when it was installed?): "
-            "running the reference engine in pure Python, 10-20x slower on single numbers",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return _core
+        why = "was not built (no C compiler when it was installed?)"
+    warnings.warn(
+        f"chaingrad's compiled core {why}: running the reference engine in pure Python, "
+        "10-20x slower on single numbers",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 # The compiled twin takes Value's place unless CHAINGRAD_PURE=1: the same nodes, with their ops and
