@@ -16,7 +16,6 @@ time of all its steps, the garbage collector on, as a user runs it.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from importlib import resources
@@ -24,77 +23,12 @@ from typing import Any
 
 import chaingrad
 
-from . import earlier
+from . import earlier, naive
 from .common import CLOCK, Mismatch, Row, faster, size
 
-
-class MicroValue:
-    """microgpt's own Value: data, grad, children and local gradients; backward by a recursive sort."""
-
-    __slots__ = ("data", "grad", "_children", "_local_grads")
-
-    def __init__(self, data, children=(), local_grads=()):
-        self.data = data
-        self.grad = 0
-        self._children = children
-        self._local_grads = local_grads
-
-    def __add__(self, other):
-        other = other if isinstance(other, MicroValue) else MicroValue(other)
-        return MicroValue(self.data + other.data, (self, other), (1, 1))
-
-    def __mul__(self, other):
-        other = other if isinstance(other, MicroValue) else MicroValue(other)
-        return MicroValue(self.data * other.data, (self, other), (other.data, self.data))
-
-    def __pow__(self, k):
-        return MicroValue(self.data**k, (self,), (k * self.data ** (k - 1),))
-
-    def log(self):
-        return MicroValue(math.log(self.data), (self,), (1 / self.data,))
-
-    def exp(self):
-        return MicroValue(math.exp(self.data), (self,), (math.exp(self.data),))
-
-    def relu(self):
-        return MicroValue(max(0, self.data), (self,), (float(self.data > 0),))
-
-    def __neg__(self):
-        return self * -1
-
-    def __radd__(self, other):
-        return self + other
-
-    def __sub__(self, other):
-        return self + (-other)
-
-    def __rsub__(self, other):
-        return other + (-self)
-
-    def __rmul__(self, other):
-        return self * other
-
-    def __truediv__(self, other):
-        return self * other**-1
-
-    def __rtruediv__(self, other):
-        return other * self**-1
-
-    def backward(self):
-        order, seen = [], set()
-
-        def visit(v):
-            if v not in seen:
-                seen.add(v)
-                for child in v._children:
-                    visit(child)
-                order.append(v)
-
-        visit(self)
-        self.grad = 1
-        for v in reversed(order):
-            for child, local in zip(v._children, v._local_grads):
-                child.grad += local * v.grad
+# microgpt's own Value class: data, grad, children and local gradients, backward by a recursive sort.
+# bench/naive.py's Value is that class (it computes exp once where microgpt computes it twice).
+MicroValue = naive.Value
 
 
 def train(Value: Callable[..., Any], steps: int, seed: int = 42) -> tuple[list[float], float]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, TypeVar
 
 try:
@@ -223,16 +223,7 @@ class GPT(tnn.Module):
         """Sample up to max_len tokens after `start` (a token or a prompt), ending early at `stop` (not
         included), as chaingrad's `GPT.generate`; `generator` is a CPU torch.Generator."""
         prompt = [start] if isinstance(start, Integral) else list(start)
-        room = self.block_size - len(prompt) + 1
-        if not prompt or room < 1:
-            raise ValueError(f"generate(): the prompt needs 1 to {self.block_size} tokens, got {len(prompt)}")
-        max_len = room if max_len is None else max_len
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
-            raise ValueError(
-                f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}"
-            )
-        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
-            raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
+        max_len = nn.generate_length(prompt, self.block_size, max_len, temperature)
         device = self.lm_head.weight.device
         tokens, out = list(prompt), []
         while len(out) < max_len:

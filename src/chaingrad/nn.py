@@ -512,6 +512,20 @@ class MLP(Module):
 # ---------------------------------------------------------------------------
 
 
+def generate_length(prompt: Sequence[int], block_size: int, max_len: Any, temperature: Any) -> int:
+    """generate()'s arguments checked (here and in the torch twin): how many tokens to sample at most,
+    max_len or, when it is None, as many as fit in the block after the prompt."""
+    room = block_size - len(prompt) + 1
+    if not prompt or room < 1:
+        raise ValueError(f"generate(): the prompt needs 1 to {block_size} tokens, got {len(prompt)}")
+    max_len = room if max_len is None else max_len
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
+        raise ValueError(f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
+        raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
+    return max_len
+
+
 def _matrix(rows: int, cols: int, std: float, rng: random.Random) -> list[list[Value]]:
     return [[Value(rng.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
 
@@ -737,16 +751,7 @@ class GPT(Module):
         """Sample up to max_len tokens after `start` (a token or a prompt), ending early at `stop`
         (not included). max_len defaults to what fits in the block; rng to chaingrad's generator."""
         prompt = self._tokens([start] if isinstance(start, Integral) else start, "generate() start")
-        room = self.block_size - len(prompt) + 1
-        if not prompt or room < 1:
-            raise ValueError(f"generate(): the prompt needs 1 to {self.block_size} tokens, got {len(prompt)}")
-        max_len = room if max_len is None else max_len
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
-            raise ValueError(
-                f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}"
-            )
-        if not isinstance(temperature, Real) or not temperature > 0:
-            raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
+        max_len = generate_length(prompt, self.block_size, max_len, temperature)
         rng = _rng if rng is None else rng
         out: list[int] = []
         with no_grad():
