@@ -1063,8 +1063,9 @@ def test_gpt_input_errors():
         model.loss([1, 5])
     with pytest.raises(TypeError, match="list of token ids"):
         model.loss("abc")
-    with pytest.raises(ValueError, match="temperature"):
-        model.generate(0, temperature=0)
+    for bad in (0, True):  # as the torch twin: True is no temperature
+        with pytest.raises(ValueError, match="temperature"):
+            model.generate(0, temperature=bad)
     with pytest.raises(ValueError, match="max_len"):
         model.generate(0, max_len=4)
 
