@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import tracemalloc
 from operator import methodcaller
 from pathlib import Path
 
@@ -586,6 +587,54 @@ def test_the_collector_frees_graphs_with_reference_cycles(make_garbage):
     # The compiled engine keeps nodes that hold only numbers and inputs out of the collector's
     # sight; a node that comes to hold anything else must be seen, or its cycle is never freed.
     assert _blocks_left_by(make_garbage) < 100
+
+
+def _nodes_of_every_state():
+    """Nodes holding everything a node can hold, then freed: labels, Value grads, contexts, closures."""
+    x = Value(0.5, label="x")
+    y = (x * x).tanh() * x + x.exp()
+    y.backward(create_graph=True)
+    y.label = "y"
+    y._ctx = {"y": [y]}
+    _micrograd_closures()
+    _grads_holding_their_node()
+
+
+def test_a_node_made_after_others_were_freed_carries_nothing_of_theirs():
+    # The compiled core reuses freed nodes; whatever an old node held must be gone from the new one.
+    for _ in range(50):
+        _nodes_of_every_state()
+    fresh = [Value(1.5), Value(2.0) * 3.0, -Value(4.0), Value(1.0) + Value(2.0)]
+    assert [v.data for v in fresh] == [1.5, 6.0, -4.0, 3.0]
+    for v in fresh:
+        assert (v.grad, v.label) == (0.0, "")
+        assert type(v.grad) is float
+    assert fresh[0]._ctx is None and fresh[1]._ctx == (fresh[1]._prev[0], 3.0)
+    assert [v._op for v in fresh] == ["", "*", "neg", "+"]
+    assert [len(v._prev) for v in fresh] == [0, 1, 1, 2]
+    if cg.backend == "compiled":  # nodes of numbers only stay out of the collector's sight
+        assert not any(gc.is_tracked(v) for v in fresh)
+    fresh[3].backward()
+    assert [p.grad for p in fresh[3]._prev] == [1.0, 1.0]
+
+
+def test_freed_nodes_kept_for_reuse_are_bounded_and_a_full_collection_frees_them():
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        v = Value(1.0)
+        for _ in range(200_000):
+            v = v * 1.0
+        built = tracemalloc.get_traced_memory()[0] - start
+        del v
+        kept = tracemalloc.get_traced_memory()[0] - start
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert kept < built / 2, f"{kept} of {built} bytes still held after the graph was freed"
+    assert left < 2**16, f"{left} bytes still held after a full collection"
 
 
 def test_nodes_have_slots_and_store_no_closures():
