@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import chaingrad as cg
 from chaingrad import Value
+from chaingrad.layers import affine_layers
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", None]
 
@@ -145,6 +146,60 @@ def test_batch_data_must_be_one_dimensional_and_non_empty():
         Value(np.ones((2, 2)))
     with pytest.raises(ValueError, match="at least one sample"):
         Value(np.array([]))
+
+
+def _bits(x):
+    """A float or an array as the exact bits of each entry, -0.0 and nan payloads included."""
+    return np.asarray(x, dtype=float).tobytes()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 5),
+    sizes=st.lists(st.integers(1, 4), min_size=2, max_size=5),
+    activation=st.sampled_from(ACTIVATIONS),
+    used=st.integers(0, 15),
+    scale=st.sampled_from([1.0, 1e-300, 1e200]),
+)
+def test_all_layers_as_one_node_give_the_layers_one_after_the_other_bit_for_bit(
+    seed, batch, sizes, activation, used, scale
+):
+    # affine_layers (an MLP on a batch) is one node; its composition is one affine node per layer.
+    # Same data, same grads, to the bit, with outputs that nothing consumes and values that overflow.
+    rng = np.random.default_rng(seed)
+    layers = [
+        (
+            [[Value(v) for v in row] for row in rng.normal(size=(o, i)) * scale],
+            [Value(v) for v in rng.normal(size=o)],
+        )
+        for i, o in itertools.pairwise(sizes)
+    ]
+    params = [p for W, b in layers for row in W for p in row] + [p for _, b in layers for p in b]
+    acts = [activation if k < len(layers) - 1 else "tanh" for k in range(len(layers))]
+    X = rng.normal(size=(sizes[0], batch))
+    results = []
+    for fused in (True, False):
+        for p in params:
+            p.grad = 0.0
+        xs = [Value(x) for x in X]
+        if fused:
+            outs = affine_layers([(W, b, a) for (W, b), a in zip(layers, acts)], xs)
+        else:
+            outs = xs
+            for (W, b), a in zip(layers, acts):
+                outs = cg.affine(W, outs, b, a)
+        consumed = [o for k, o in enumerate(outs) if used >> k & 1] or outs[:1]
+        cg.batch_sum(cg.sum([o * o for o in consumed])).backward()
+        results.append([_bits(o.data) for o in outs] + [_bits(v.grad) for v in params + xs])
+    assert results[0] == results[1]
+
+
+def test_an_mlp_on_a_batch_is_one_node_below_its_outputs():
+    model = cg.nn.MLP(3, [4, 4, 2], seed=0)
+    outs = model(cg.data.columns(np.ones((5, 3))))
+    (layer,) = {o._prev[0] for o in outs}
+    assert layer._op == "affine" and len(layer._prev) == len(model.parameters()) + 3
 
 
 def test_no_grad_on_a_batched_layer_gives_the_same_numbers_and_no_graph():

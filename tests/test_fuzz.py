@@ -360,12 +360,12 @@ def test_the_fuzz_catches_a_gradient_off_by_one_part_in_a_million(op, scale, mon
         rule = target.rule
 
         def skewed_rule(node, g, differentiable=False):
-            X = node._ctx.X
-            node._ctx = node._ctx._replace(X=X * (1 + 1e-6))
+            Xs = node._ctx.Xs
+            node._ctx = node._ctx._replace(Xs=tuple(X * (1 + 1e-6) for X in Xs))
             try:
                 return rule(node, g)
             finally:
-                node._ctx = node._ctx._replace(X=X)
+                node._ctx = node._ctx._replace(Xs=Xs)
 
         monkeypatch.setattr(target, "rule", skewed_rule)
     else:

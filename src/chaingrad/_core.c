@@ -1612,6 +1612,20 @@ static PyObject *core_add_shares(PyObject *module, PyObject *const *args, Py_ssi
     return PyLong_FromSsize_t(i);
 }
 
+/* layers._batched's parameters: the data of every item of a list, packed as C doubles (bytes, for
+ * numpy.frombuffer), when each is a Value holding a float; None otherwise, and Python reads them. */
+static PyObject *core_floats(PyObject *module, PyObject *values) {
+    if (!PyList_CheckExact(values)) Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!IS_FLOAT_VALUE(PyList_GET_ITEM(values, i))) Py_RETURN_NONE;
+    PyObject *packed = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
+    if (packed == NULL) return NULL;
+    char *out = PyBytes_AS_STRING(packed);
+    for (Py_ssize_t i = 0; i < n; i++) memcpy(out + i * sizeof(double), &V(PyList_GET_ITEM(values, i))->d, sizeof(double));
+    return packed;
+}
+
 /* SGD.step: sgd_step(params, lr, momentum, weight_decay, nesterov, buffers, steps) */
 static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
     PyObject *params, *buf;
@@ -1765,6 +1779,7 @@ static PyMethodDef core_functions[] = {
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "engine._node: a node of this type"},
     {"add_shares", (PyCFunction)(void (*)(void))core_add_shares, METH_FASTCALL, "engine._add's loop over float shares"},
+    {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (None: not all are)"},
     {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
     {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
     {"adam_step", core_adam_step, METH_VARARGS, "Adam.step's loop over the parameters"},

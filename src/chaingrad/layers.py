@@ -1,10 +1,11 @@
-"""A whole layer at once: activation(W x + b), as one `dot` node per output or, on a batch, one node.
+"""Whole layers at once: activation(W x + b), as one `dot` node per output or, on a batch, one node.
 
 On single numbers a layer is what its neurons compute: one `dot` node per
 output (the bias added last), then the activation. On a batch (NumPy data) the
 per-input work would be one NumPy call per weight, so the layer becomes one
 `affine` node holding the (outputs x samples) matrix, with one `row` node per
 output picking out its row: forward is one matrix product, backward three.
+A whole MLP on a batch (`affine_layers`) is one such node for all its layers.
 The layer's gradient is an honest matrix, masked where an output was not
 consumed: such an output sends nothing back, exactly as an unused neuron's
 own node would (no 0 * inf from its weights or inputs).
@@ -13,7 +14,6 @@ own node would (no 0 * inf from its weights or inputs).
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,10 +22,9 @@ from .fused import _datas, _inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
 from .numerics import data, numpy, relu, sigmoid, tanh
 
-__all__ = ["ACTIVATIONS", "affine"]
+__all__ = ["ACTIVATIONS", "affine", "affine_layers"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", None)
-DATA = operator.attrgetter("data")
 
 
 def affine(
@@ -35,30 +34,55 @@ def affine(
     activation: str | None = None,
 ) -> list[Value]:
     """[activation(dot(w, xs) + b) for each row w of weights and b of biases], one Value per row."""
+    xs = _inputs(xs, "affine")
+    rows, bs, activation = layer = _checked(weights, len(xs), biases, activation)
+    if not any(map(is_batch, xs)):
+        outs = [dot(w, xs, b) for w, b in zip(rows, bs)]
+        return outs if activation is None else [getattr(o, activation)() for o in outs]
+    return _batched([layer], xs)
+
+
+def affine_layers(layers: Sequence[tuple[Any, Any, str | None]], xs: Sequence[Any]) -> list[Value]:
+    """affine(weights, xs, biases, activation) for each layer in turn, each layer's outputs the next
+    one's inputs: a whole MLP. On a batch all the layers are one node, with their math: the hidden
+    layers' outputs stay matrices, and backward goes down through them as their own nodes would."""
+    xs = _inputs(xs, "affine")
+    if not any(map(is_batch, xs)):
+        for weights, biases, activation in layers:
+            xs = affine(weights, xs, biases, activation)
+        return xs
+    checked: list[tuple[Any, ...]] = []
+    for weights, biases, activation in layers:
+        checked.append(_checked(weights, len(checked[-1][0]) if checked else len(xs), biases, activation))
+    return _batched(checked, xs)
+
+
+def _checked(
+    weights: Any, nin: int, biases: Any, activation: Any
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], Any]:
+    """One layer's (rows of weights, biases, activation), checked against its number of inputs; a
+    missing bias is 0.0."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"affine(): activation must be one of {list(ACTIVATIONS)}, not {activation!r}")
-    xs = _inputs(xs, "affine")
     rows = [_inputs(w, "affine") for w in weights] if isinstance(weights, (list, tuple)) else None
     if not rows:
         raise ValueError("affine() needs at least one row of weights (a list of lists)")
     for k, w in enumerate(rows):
-        if len(w) != len(xs):
-            raise ValueError(f"affine(): weight row {k} has {len(w)} entries for {len(xs)} inputs")
-    bs = (None,) * len(rows) if biases is None else _inputs(biases, "affine")
+        if len(w) != nin:
+            raise ValueError(f"affine(): weight row {k} has {len(w)} entries for {nin} inputs")
+    bs = (0.0,) * len(rows) if biases is None else _inputs(biases, "affine")
     if len(bs) != len(rows):
         raise ValueError(f"affine(): {len(bs)} biases for {len(rows)} rows of weights")
-    if not any(map(is_batch, xs)):
-        outs = [dot(w, xs, 0.0 if b is None else b) for w, b in zip(rows, bs)]
-        return outs if activation is None else [getattr(o, activation)() for o in outs]
-    return _batched(rows, xs, bs, activation)
+    return rows, bs, activation
 
 
-class Layer(NamedTuple):
-    """What an affine node's backward needs besides its output: the weights and inputs as matrices."""
+class Layers(NamedTuple):
+    """What an affine node's backward needs besides its output: each layer's weights and inputs as
+    matrices (a hidden layer's output is the next one's input)."""
 
-    W: Any  # (outputs x inputs)
-    X: Any  # (inputs x samples)
-    activation: str | None
+    Ws: tuple[Any, ...]  # (outputs x inputs), layer by layer
+    Xs: tuple[Any, ...]  # (inputs x samples)
+    activations: tuple[str | None, ...]
     kinds: tuple[bool, ...]  # which of the node's arguments (weights, biases, inputs) are Values
     consumed: Any  # in backward: which outputs got a gradient (the mask of the layer's gradient matrix)
 
@@ -77,40 +101,50 @@ def _matrix(xs: tuple[Any, ...], datas: list[Any]) -> Any:
     return np.stack(np.broadcast_arrays(*datas))
 
 
-def _batched(
-    rows: list[tuple[Any, ...]], xs: tuple[Any, ...], bs: tuple[Any, ...], activation: str | None
-) -> list[Value]:
+def _parameters(params: list[Any]) -> tuple[Any, tuple[bool, ...]]:
+    """The weights' and biases' data as one float64 array, and which of them are Values."""
     np = numpy()
-    params = [w for row in rows for w in row] + [0.0 if b is None else b for b in bs]
-    args = (*params, *xs)
-    kinds = tuple(map(isinstance, args, itertools.repeat(Value)))
-    # a model's layer holds only Values: read their data in one pass of map
-    values = list(map(DATA, params)) if all(kinds[: len(params)]) else [data(p) for p in params]
+    packed = None if compiled is None else compiled.floats(params)  # a model's: float Values, read in C
+    if packed is not None:
+        return np.frombuffer(packed), (True,) * len(params)
     try:
-        P = np.array(values, dtype=float)
+        P = np.array([data(p) for p in params], dtype=float)
     except (TypeError, ValueError):  # a batch among single numbers
         P = None
     if P is None or P.shape != (len(params),):
         raise ValueError("affine(): weights and biases must be single numbers, not batches")
-    W = P[: len(params) - len(bs)].reshape(len(rows), len(xs))
-    b = P[len(params) - len(bs) :]
-    X = _matrix(xs, _datas(xs, "affine"))
-    with np.errstate(all="ignore"):
-        Z = W @ X + b[:, None]
-    Y = Z if activation is None else ACTIVATION[activation](Z)
-    flags = mode()
-    if flags & ANOMALY:
-        check_forward(AFFINE, Y, list(params))
+    return P, tuple(map(isinstance, params, itertools.repeat(Value)))
+
+
+def _batched(layers: list[tuple[Any, ...]], xs: tuple[Any, ...]) -> list[Value]:
+    np = numpy()
+    params = [p for rows, bs, _ in layers for p in itertools.chain(*rows, bs)]
+    P, kinds = _parameters(params)
+    kinds += tuple(map(isinstance, xs, itertools.repeat(Value)))
+    args = (*params, *xs)
+    flags, X, Ws, Xs, start = mode(), _matrix(xs, _datas(xs, "affine")), [], [], 0
+    for rows, _, activation in layers:  # each layer's weights, then its biases, are the next slice of P
+        n, m = len(rows), len(rows[0])
+        end = start + n * m
+        W, b = P[start:end].reshape(n, m), P[end : end + n]
+        with np.errstate(all="ignore"):
+            Z = W @ X + b[:, None]
+        Y = Z if activation is None else ACTIVATION[activation](Z)
+        if flags & ANOMALY:
+            check_forward(AFFINE, Y, params[start : end + n])
+        Ws.append(W), Xs.append(X)
+        X, start = Y, end + n
     if flags & NO_GRAD:
-        return [_node(Y[k], (), (), "", None) for k in range(len(rows))]
+        return [_node(Y[k], (), (), "", None) for k in range(len(Y))]
+    activations = tuple(activation for _, _, activation in layers)
     layer = _node(
         Y,
-        tuple(itertools.compress(args, kinds)),
+        args if all(kinds) else tuple(itertools.compress(args, kinds)),
         None,
         AFFINE,
-        Layer(W, X, activation, kinds, np.zeros(len(rows), bool)),
+        Layers(tuple(Ws), tuple(Xs), activations, kinds, np.zeros(len(Y), bool)),
     )
-    return [_node(Y[k], (layer,), None, ROW, k) for k in range(len(rows))]
+    return [_node(Y[k], (layer,), None, ROW, k) for k in range(len(Y))]
 
 
 ACTIVATION = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
@@ -136,14 +170,20 @@ def _row_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
 
 
 def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
-    W, X, activation, kinds, used = node._ctx
-    G = THROUGH[activation](g, node.data)
-    # d/dW = G X^T, d/db = G's row sums, d/dX = W^T G; an unconsumed output sends nothing at all
-    dW = [row if u else [None] * len(row) for row, u in zip((G @ X.T).tolist(), used)]
-    db = [d if u else None for d, u in zip(G.sum(axis=1).tolist(), used)]
-    dX = W[used].T @ G[used]
-    shares = [*(d for row in dW for d in row), *db, *dX]
-    return list(itertools.compress(shares, kinds))
+    Ws, Xs, activations, kinds, used = node._ctx
+    Ys, shares = (*Xs[1:], node.data), []
+    for W, X, Y, activation in reversed(list(zip(Ws, Xs, Ys, activations))):
+        G = THROUGH[activation](g, Y)
+        # d/dW = G X^T, d/db = G's row sums, d/dX = W^T G
+        dW, db, m = (G @ X.T).ravel().tolist(), G.sum(axis=1).tolist(), len(X)
+        for k in numpy().flatnonzero(~used):  # an unconsumed output sends nothing at all
+            dW[k * m : (k + 1) * m], db[k] = [None] * m, None
+        shares[:0] = dW + db
+        dX = W[used].T @ G[used]
+        # the layer below gets dX as its rows would: added to their zero grads, every one consumed
+        g, used = 0.0 + dX, numpy().ones(len(dX), bool)
+    shares.extend(dX)  # the inputs' shares, a row each
+    return shares if all(kinds) else list(itertools.compress(shares, kinds))
 
 
 AFFINE = Op("affine", None, rule=_affine_rule)

@@ -22,7 +22,7 @@ from .checks import positive_int
 from .engine import Value, zero_grads
 from .files import atomic_write, read_regular
 from .fused import cross_entropy, dot, mean, softmax
-from .layers import affine
+from .layers import affine, affine_layers
 from .modes import no_grad
 
 __all__ = [
@@ -448,7 +448,13 @@ class Layer(Module):
             _wrong_inputs(x, len(ns[0].w), f"Layer({len(ns[0].w)}, {len(ns)})")
         # The neurons' math for all of them at once: one dot node (+ activation) per neuron, or on a
         # batch one affine node for the layer (three matrix products backward).
-        return affine([n.w for n in ns], x, [n.b for n in ns], ns[0].activation)
+        weights, biases, activation = self.parts()
+        return affine(weights, x, biases, activation)
+
+    def parts(self) -> tuple[list[list[Value]], list[Value], str | None]:
+        """(rows of weights, biases, activation): the layer as `cg.affine` takes it."""
+        ns = self.neurons
+        return [n.w for n in ns], [n.b for n in ns], ns[0].activation
 
     def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
         out = self.outputs(x)
@@ -469,7 +475,8 @@ class Layer(Module):
 
 
 class MLP(Module):
-    """A multi-layer perceptron: hidden layers use `activation`, the last layer is linear (micrograd's)."""
+    """A multi-layer perceptron: hidden layers use `activation`, the last layer is linear (micrograd's).
+    On a batch the whole MLP is one `cg.affine` node, with the layers' math."""
 
     def __init__(
         self,
@@ -495,9 +502,9 @@ class MLP(Module):
             fits = False
         if not fits:
             _wrong_inputs(x, nin, f"MLP({nin}, {[len(layer.neurons) for layer in self.layers]})")
-        for layer in self.layers[:-1]:
-            x = layer.outputs(x)
-        return self.layers[-1](x)
+        # the layers' math for all of them at once: on a batch one affine node for the whole MLP
+        outs = affine_layers([layer.parts() for layer in self.layers], x)
+        return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(map(repr, self.layers))}]"
