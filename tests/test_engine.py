@@ -798,7 +798,7 @@ def test_no_module_of_the_package_imports_one_that_imports_it():
     "core, why",
     [
         ("None", "was not built"),  # None in sys.modules: the import fails, as with no compiled module
-        ("types.SimpleNamespace(INTERFACE=1)", "is left from another version of chaingrad"),
+        ("types.SimpleNamespace(INTERFACE=2)", "is left from another version of chaingrad"),
     ],
 )
 def test_without_a_fitting_compiled_core_chaingrad_warns_once_and_runs_the_reference_engine(core, why):

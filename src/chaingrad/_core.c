@@ -1801,7 +1801,7 @@ static int core_exec(PyObject *module) {
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     /* engine.py uses this module only if the numbers agree: bump both when their interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 2) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "INTERFACE", 3) < 0) return -1;
     S.empty = PyUnicode_FromString("");
     S.leaf_op_local = Py_BuildValue("(O())", S.empty);
     S.s_acquire = PyUnicode_InternFromString("acquire");

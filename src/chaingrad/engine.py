@@ -398,7 +398,7 @@ def _compiled() -> Any:
     try:
         from . import _core
 
-        if getattr(_core, "INTERFACE", None) == 2:  # bumped with _core.c's whenever they change together
+        if getattr(_core, "INTERFACE", None) == 3:  # bumped with _core.c's whenever they change together
             return _core
         why = "is left from another version of chaingrad (reinstall to rebuild it)"
     except ImportError:
