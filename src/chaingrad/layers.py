@@ -170,18 +170,20 @@ def _row_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
 
 
 def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
+    np = numpy()
     Ws, Xs, activations, kinds, used = node._ctx
     Ys, shares = (*Xs[1:], node.data), []
     for W, X, Y, activation in reversed(list(zip(Ws, Xs, Ys, activations))):
         G = THROUGH[activation](g, Y)
-        # d/dW = G X^T, d/db = G's row sums, d/dX = W^T G
+        # d/dW = G X^T, d/db = G's row sums, d/dX = W^T G; an unconsumed output sends nothing at all
         dW, db, m = (G @ X.T).ravel().tolist(), G.sum(axis=1).tolist(), len(X)
-        for k in numpy().flatnonzero(~used):  # an unconsumed output sends nothing at all
+        every = used is None or used.all()
+        for k in () if every else np.flatnonzero(~used):
             dW[k * m : (k + 1) * m], db[k] = [None] * m, None
         shares[:0] = dW + db
-        dX = W[used].T @ G[used]
+        dX = W.T @ G if every else W[used].T @ G[used]
         # the layer below gets dX as its rows would: added to their zero grads, every one consumed
-        g, used = 0.0 + dX, numpy().ones(len(dX), bool)
+        g, used = 0.0 + dX, None
     shares.extend(dX)  # the inputs' shares, a row each
     return shares if all(kinds) else list(itertools.compress(shares, kinds))
 
