@@ -157,7 +157,9 @@ static PyObject *get_ctx(ValueObject *v);
  * the GIL keeps no list.
  * ---------------------------------------------------------------------------------------------- */
 
+#ifndef KEEP_FREED /* -DKEEP_FREED=0 keeps none: a sanitizer then sees every freed node as freed */
 #define KEEP_FREED 65536
+#endif
 static struct {
     ValueObject *top; /* linked through walk */
     Py_ssize_t n;
