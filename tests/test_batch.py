@@ -195,6 +195,15 @@ def test_all_layers_as_one_node_give_the_layers_one_after_the_other_bit_for_bit(
     assert results[0] == results[1]
 
 
+def test_all_layers_take_any_sequence_of_inputs_and_refuse_a_non_sequence():
+    layers = [([[Value(2.0), Value(1.0)]], [Value(0.5)], "relu"), ([[Value(3.0)]], None, None)]
+    for xs in ([1.0, 4.0], (1.0, 4.0), iter([1.0, 4.0]), [Value(np.array([1.0])), Value(np.array([4.0]))]):
+        (out,) = affine_layers(layers, xs)
+        assert float(np.sum(out.data)) == 3.0 * (2.0 * 1.0 + 1.0 * 4.0 + 0.5)
+    with pytest.raises(TypeError, match="affine"):
+        affine_layers(layers, 5)
+
+
 def test_an_mlp_on_a_batch_is_one_node_below_its_outputs():
     model = cg.nn.MLP(3, [4, 4, 2], seed=0)
     outs = model(cg.data.columns(np.ones((5, 3))))

@@ -46,12 +46,13 @@ def affine_layers(layers: Sequence[tuple[Any, Any, str | None]], xs: Sequence[An
     """affine(weights, xs, biases, activation) for each layer in turn, each layer's outputs the next
     one's inputs: a whole MLP. On a batch all the layers are one node, with their math: the hidden
     layers' outputs stay matrices, and backward goes down through them as their own nodes would."""
-    xs = _inputs(xs, "affine")
-    if not any(map(is_batch, xs)):
+    if not isinstance(xs, (list, tuple)):
+        xs = _inputs(xs, "affine")
+    if not any(map(is_batch, xs)):  # single numbers: affine() layer by layer, which checks its inputs
         for weights, biases, activation in layers:
             xs = affine(weights, xs, biases, activation)
         return xs
-    checked: list[tuple[Any, ...]] = []
+    xs, checked = _inputs(xs, "affine"), []
     for weights, biases, activation in layers:
         checked.append(_checked(weights, len(checked[-1][0]) if checked else len(xs), biases, activation))
     return _batched(checked, xs)
