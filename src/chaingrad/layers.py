@@ -179,11 +179,13 @@ def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]
         # d/dW = G X^T, d/db = G's row sums, d/dX = W^T G; an unconsumed output sends nothing at all
         dW, db, m = (G @ X.T).ravel().tolist(), G.sum(axis=1).tolist(), len(X)
         every = used is None or used.all()
-        for k in () if every else np.flatnonzero(~used):
-            dW[k * m : (k + 1) * m], db[k] = [None] * m, None
+        if not every:
+            for k in np.flatnonzero(~used):
+                dW[k * m : (k + 1) * m], db[k] = [None] * m, None
         shares[:0] = dW + db
         dX = W.T @ G if every else W[used].T @ G[used]
-        # the layer below gets dX as its rows would: added to their zero grads, every one consumed
+        # the layer below gets dX as its rows would: added to their zero grads (so a -0.0 from some
+        # BLAS becomes 0.0, as a row's grad += share makes it), every one consumed
         g, used = 0.0 + dX, None
     shares.extend(dX)  # the inputs' shares, a row each
     return shares if all(kinds) else list(itertools.compress(shares, kinds))
