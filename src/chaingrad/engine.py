@@ -189,7 +189,8 @@ def _topo(root: Value, unreached: float) -> list[Value]:
             order.append(stack.pop())
         elif node.grad is not unreached:
             node.grad = unreached
-            stack += (node, _INPUTS_DONE)
+            stack.append(node)  # one by one: `stack += (node, _INPUTS_DONE)` allocates a tuple a node
+            stack.append(_INPUTS_DONE)
             for child in node._prev:
                 if child._prev and child.grad is not unreached:
                     stack.append(child)
