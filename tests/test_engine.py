@@ -158,6 +158,39 @@ def test_micrograd_readme_example():
     assert_close(ours, [value.item(), ga.item(), gb.item()], what="torch")
 
 
+def _micrograds_draw_dot(root):
+    """micrograd's draw_dot (trace_graph.ipynb, the lecture), its graphviz calls written down as text."""
+    nodes, edges = set(), set()
+
+    def build(v):
+        if v not in nodes:
+            nodes.add(v)
+            for child in v._prev:
+                edges.add((child, v))
+                build(child)
+
+    build(root)
+    lines = []
+    for n in nodes:
+        lines.append(f"node {id(n)} {{ data {n.data:.4f} | grad {n.grad:.4f} }}")
+        if n._op:
+            lines.append(f"node {str(id(n)) + n._op} label={n._op}")
+            lines.append(f"edge {str(id(n)) + n._op} {id(n)}")
+    for n1, n2 in edges:
+        lines.append(f"edge {id(n1)} {str(id(n2)) + n2._op}")
+    return lines
+
+
+def test_micrograds_own_draw_dot_runs_on_our_graphs():
+    x1, x2, w1, w2 = Value(2.0), Value(0.0), Value(-3.0), Value(1.0)
+    o = (x1 * w1 + x2 * w2 + 6.8813735870195432).tanh()
+    o.backward()
+    lines = _micrograds_draw_dot(o)
+    ops = sorted(line.rsplit("label=", 1)[1] for line in lines if "label=" in line)
+    assert ops == ["*", "*", "+", "+", "tanh"]
+    assert all(type(n._op) is not str and isinstance(n._op, str) for n in (o, o._prev[0]))  # an Op, a str
+
+
 def test_a_chain_of_a_million_nodes():
     gc.collect()
     before = values_alive()

@@ -206,8 +206,8 @@ _INPUTS_DONE = object()  # on the stack above a node whose inputs come next: whe
 # ---------------------------------------------------------------------------
 
 
-class Op:
-    """An op: its name (what a node's `_op` shows), its forward value and its local gradients.
+class Op(str):
+    """An op: its name, its forward value and its local gradients.
 
     `Op(name, forward, local)`: `forward(*xs)` gives the value from the inputs'
     data; `local(*xs, out)` gives d(out)/d(x) for each input. Write both with
@@ -216,19 +216,24 @@ class Op:
     applies it: `softplus(x)`. An op whose backward is not `local * grad`
     gives `rule(node, g)` instead, returning each input's share of g.
 
-    An op compares equal to its name, so `node._op == "tanh"` reads as in micrograd.
+    An op is the str of its name, and a node's `_op` is its op: so `node._op == "tanh"`,
+    `str(id(node)) + node._op` and the lecture's `draw_dot` read as in micrograd.
     """
 
-    __slots__ = ("name", "forward", "local", "rule", "chain")
+    __slots__ = ("forward", "local", "rule", "chain")
 
-    def __init__(self, name: str, forward: Any, local: Any = None, rule: Any = None) -> None:
+    def __new__(cls, name: str, forward: Any, local: Any = None, rule: Any = None) -> Op:
         if not isinstance(name, str) or not name:
             raise TypeError(f"an op needs a non-empty name, got {name!r}")
         if not callable(local or rule) or None not in (local, rule) or not callable(forward or local or rule):
             raise TypeError(f"op {name!r}: forward(*inputs) and local(*inputs, out) must be callable")
-        self.name, self.forward, self.local, self.rule = name, forward, local, rule
-        self.chain = self._chain  # how backward applies a rule; the table's ops get theirs written out
-        OPS[name] = self  # defined again (a notebook cell run twice): the new op replaces the old
+        op = super().__new__(cls, name)
+        op.forward, op.local, op.rule = forward, local, rule
+        op.chain = op._chain  # how backward applies a rule; the table's ops get theirs written out
+        OPS[name] = op  # defined again (a notebook cell run twice): the new op replaces the old
+        return op
+
+    name = property(str.__str__, doc="The op's name, a plain str.")
 
     def __call__(self, *args: Any) -> Value:
         """Apply the op to Values and numbers, recording one node."""
@@ -238,18 +243,6 @@ class Op:
 
     def _chain(self, node: Value, g: Any) -> None:
         _add(node, self.rule(node, g))  # each input's share of g, added to its grad
-
-    def __str__(self) -> str:
-        return self.name
-
-    def __repr__(self) -> str:
-        return repr(self.name)  # as micrograd's _op, a str, shows
-
-    def __eq__(self, other: object) -> bool:
-        return self is other or self.name == other
-
-    def __hash__(self) -> int:
-        return hash(self.name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return op_named, (self.name,)
