@@ -260,3 +260,22 @@ def test_a_failed_schedule_leaves_the_lr_alone():
     with pytest.raises(ValueError):
         optim.StepLR(opt, step_size=0)
     assert opt.lr == 0.3
+
+
+@pytest.mark.parametrize("name", ["sgd momentum", "adam", "adamw"])
+@pytest.mark.parametrize("bad", [None, "x", np.array([1.0, 2.0]), True])
+def test_a_bad_grad_on_a_later_parameter_is_named_and_nothing_changes(name, bad):
+    ours, _, kwargs = OPTIMIZERS[name]
+    ps = [cg.Value(1.0), cg.Value(2.0), cg.Value(3.0)]
+    opt = ours(ps, **kwargs)
+    for p in ps:
+        p.grad = 0.5
+    opt.step()
+    before = json.dumps(opt.state_dict()), [p.data for p in ps]
+    ps[0].grad, ps[1].grad, ps[2].grad = 1.0, 0.25, bad
+    with pytest.raises(TypeError, match="parameter 2's grad is .* not a number"):
+        opt.step()
+    assert (json.dumps(opt.state_dict()), [p.data for p in ps]) == before
+    ps[2].grad = 0.0  # and the optimizer goes on as if the failed step had not been tried
+    opt.step()
+    assert opt.steps == 2

@@ -30,10 +30,17 @@ def _number(x: Any, name: str, low: float = 0.0, high: float = math.inf, high_op
     return float(x)
 
 
-def _grad(p: Value) -> float:
-    """p's gradient as a number (after backward(create_graph=True) it is a Value: step on its data)."""
-    g = p.grad
-    return g.data if isinstance(g, Value) else g
+def _grads(params: list[Value]) -> list[float]:
+    """Each parameter's gradient as a number, all checked before a step changes anything (after
+    backward(create_graph=True) a grad is a Value: the step uses its data)."""
+    grads = [p.grad.data if isinstance(p.grad, Value) else p.grad for p in params]
+    for i, g in enumerate(grads):
+        if isinstance(g, bool) or not isinstance(g, Real):
+            raise TypeError(
+                f"parameter {i}'s grad is {type(g).__name__} {g!r:.40}, not a number: "
+                "set it with backward() (after zero_grad()), or to 0.0"
+            )
+    return grads
 
 
 class Optimizer:
@@ -98,8 +105,7 @@ class SGD(Optimizer):
         ):
             self.steps += 1  # the compiled core's loop, this one's twin, did it
             return
-        for i, p in enumerate(self.params):
-            g = _grad(p)
+        for i, (p, g) in enumerate(zip(self.params, _grads(self.params))):
             if wd:
                 g = g + wd * p.data
             if mu:
@@ -136,7 +142,6 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         """m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr m_hat / (sqrt(v_hat) + eps)."""
-        self.steps += 1
         lr, wd, eps, (b1, b2), m, v = (
             self.lr,
             self.weight_decay,
@@ -145,13 +150,16 @@ class Adam(Optimizer):
             self.exp_avg,
             self.exp_avg_sq,
         )
-        step_size = lr / (1 - b1**self.steps)
-        bias_correction2_sqrt = math.sqrt(1 - b2**self.steps)
+        t = self.steps + 1
+        step_size = lr / (1 - b1**t)
+        bias_correction2_sqrt = math.sqrt(1 - b2**t)
         args = (self.params, lr, wd, eps, b1, b2, m, v, step_size, bias_correction2_sqrt, self._decoupled)
         if compiled is not None and compiled.adam_step(*args):
-            return  # the compiled core's loop, this one's twin, did it
-        for i, p in enumerate(self.params):
-            g = _grad(p)
+            self.steps = t  # the compiled core's loop, this one's twin, did it
+            return
+        grads = _grads(self.params)
+        self.steps = t
+        for i, (p, g) in enumerate(zip(self.params, grads)):
             if self._decoupled:
                 p.data *= 1 - lr * wd
             elif wd:
