@@ -193,6 +193,26 @@ def test_grad_errors():
         hvp(lambda p: p[0] * p[1], [1.0, 2.0], [1.0])
 
 
+def test_functional_derivatives_inside_no_grad_are_the_same_as_outside():
+    def f(x):
+        return x**3 * cg.Value(2.0).exp()
+
+    def tf(t):
+        return t**3 * torch.tensor(2.0, dtype=torch.float64).exp()
+
+    def cube(xs):
+        return xs[0] ** 3 * xs[1]
+
+    outside = grad(f)(1.5).data, value_and_grad(f)(1.5)[0].data, hessian(cube, [1.5, 2.0])
+    with cg.no_grad():  # as torch.func.grad inside torch.no_grad(): the gradient still needs its graph
+        inside = grad(f)(1.5).data, value_and_grad(f)(1.5)[0].data, hessian(cube, [1.5, 2.0])
+        assert not cg.is_grad_enabled()  # and no_grad holds again after each call
+    assert inside == outside
+    with torch.no_grad():
+        expected = torch.func.grad(tf)(torch.tensor(1.5, dtype=torch.float64)).item()
+    assert inside[0] == pytest.approx(expected, rel=1e-15) and inside[2] == [[18.0, 6.75], [6.75, 0.0]]
+
+
 def test_hessian_of_a_quadratic_form():
     a = [[2.0, 0.5], [0.5, 1.0]]
 

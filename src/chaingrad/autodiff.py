@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from .engine import Op, Value, arguments
 from .fused import dot
+from .modes import enable_grad
 from .numerics import not_a_number
 
 __all__ = ["grad", "gradients", "hessian", "hvp", "value_and_grad"]
@@ -96,6 +97,7 @@ def value_and_grad(
     many = not isinstance(argnums, int)
     nums = tuple(argnums) if many else (argnums,)
 
+    @enable_grad()  # the gradient needs the graph even inside no_grad, as torch.func.grad does
     def wrapped(*args: Any) -> tuple[Value, Any]:
         for i in nums:
             if not isinstance(i, int) or not -len(args) <= i < len(args):
@@ -116,6 +118,7 @@ def grad(f: Callable[..., Value], argnums: int | Sequence[int] = 0) -> Callable[
     return lambda *args: vg(*args)[1]
 
 
+@enable_grad()
 def hvp(f: Callable[[list[Value]], Value], xs: Sequence[Any], v: Sequence[float]) -> list[float]:
     """The Hessian of f at xs times the vector v, by reverse-over-reverse differentiation."""
     xs = [_as_value(x) for x in xs]
