@@ -108,3 +108,59 @@ def test_gradcheck_works_inside_no_grad():
     # A check of gradients should not depend on the caller's grad mode.
     with cg.no_grad():
         assert cg.gradcheck(lambda a: a * a, [Value(1.0)]) is True
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["number", "batch"])
+@pytest.mark.parametrize("failing_call", [2, 3, 4])  # f(x + eps), f(x - eps), the next entry's
+def test_an_f_that_raises_midway_leaves_the_inputs_as_they_were(batch, failing_call):
+    x = Value(np.array([1.0, 2.0])) if batch else Value(1.0)
+    y = Value(0.5)
+    calls = []
+
+    def f(a, b):
+        calls.append(1)
+        if len(calls) == failing_call:
+            raise RuntimeError("boom")
+        return cg.batch_mean(a * a * b)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cg.gradcheck(f, [x, y])
+    assert (x.data.tolist() if batch else x.data, y.data) == ([1.0, 2.0] if batch else 1.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda x: cg.gradcheck(lambda a: a * a, x),
+            TypeError,
+            "a list of Values, e.g. \\[x, w\\], not one Value",
+        ),
+        (lambda x: cg.gradcheck(lambda: Value(1.0), []), ValueError, "no inputs to check"),
+        (
+            lambda x: cg.gradcheck(lambda a: a * a, [x], eps=0),
+            ValueError,
+            "eps must be a positive finite step",
+        ),
+        (lambda x: cg.gradcheck(lambda a: a * a, [x], eps=float("inf")), ValueError, "positive finite"),
+        (lambda x: cg.gradcheck(lambda a: a * a, [x], eps="a"), TypeError, "gradcheck: eps must be a number"),
+        (
+            lambda x: cg.gradcheck(lambda a: a * a, [x], atol=None),
+            TypeError,
+            "gradcheck: atol must be a number",
+        ),
+        (lambda x: cg.gradcheck(lambda a: a * a, [x], rtol=-1.0), ValueError, "gradcheck: rtol must be in"),
+    ],
+)
+def test_bad_arguments_are_named_and_nothing_is_called(call, error, message):
+    x = Value(1.0)
+    with pytest.raises(error, match=message):
+        call(x)
+    assert (x.data, x.grad) == (1.0, 0.0)
+
+
+def test_an_input_holding_an_int_is_refused():
+    x = Value(1.0)
+    x.data = 2
+    with pytest.raises(TypeError, match="input 0 holds int 2; give it a float"):
+        cg.gradcheck(lambda a: a * a, [x])

@@ -154,12 +154,20 @@ def test_neuron_is_one_dot_node_then_its_activation_and_matches_torch(activation
         (lambda: nn.MLP(2, []), "nouts"),
         (lambda: nn.MLP(2, [3, -1]), "width"),
         (lambda: nn.MLP(2.5, [3]), "nin"),
+        (lambda: nn.MLP(2, [True]), "width"),
+        (lambda: nn.MLP(2, [3], activation="gelu"), "activation"),  # one layer: no hidden one to use it
         (lambda: nn.CausalSelfAttention(6, 4), "multiple"),
     ],
 )
 def test_bad_construction_is_a_clear_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_sizes_may_be_numpy_integers():
+    model = nn.MLP(np.int64(2), [np.int64(3), np.int32(1)], seed=0)
+    assert model.architecture() == nn.MLP(2, [3, 1], seed=0).architecture()
+    assert [type(n) for n in (len(model.layers[0].neurons), len(model.layers[0].neurons[0].w))] == [int, int]
 
 
 def test_bad_seed_is_a_type_error():

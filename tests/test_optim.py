@@ -273,7 +273,7 @@ def test_a_bad_grad_on_a_later_parameter_is_named_and_nothing_changes(name, bad)
     opt.step()
     before = json.dumps(opt.state_dict()), [p.data for p in ps]
     ps[0].grad, ps[1].grad, ps[2].grad = 1.0, 0.25, bad
-    with pytest.raises(TypeError, match="parameter 2's grad is .* not a number"):
+    with pytest.raises(TypeError, match=r"parameter 2's grad is .* not a number"):
         opt.step()
     assert (json.dumps(opt.state_dict()), [p.data for p in ps]) == before
     ps[2].grad = 0.0  # and the optimizer goes on as if the failed step had not been tried

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .checks import number
 from .engine import Value
 from .modes import enable_grad, no_grad
+from .numerics import is_array
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -30,25 +33,27 @@ def _numeric(f: Callable[..., Any], inputs: Sequence[Value], eps: float) -> list
     with no_grad():
         for x in inputs:
             if type(x.data) is float:
-                x0 = x.data
-                x.data = x0 + eps
-                hi = f(*inputs).data
-                x.data = x0 - eps
-                lo = f(*inputs).data
-                x.data = x0
-                grads.append((hi - lo) / (2 * eps))
+                grads.append(_central(f, inputs, lambda v, x=x: setattr(x, "data", v), x.data, eps))
             else:  # a batch: perturb one sample at a time
                 g = x.data.copy()
                 for k in range(len(g)):
-                    x0 = x.data[k]
-                    x.data[k] = x0 + eps
-                    hi = f(*inputs).data
-                    x.data[k] = x0 - eps
-                    lo = f(*inputs).data
-                    x.data[k] = x0
-                    g[k] = (hi - lo) / (2 * eps)
+                    g[k] = _central(f, inputs, lambda v, x=x, k=k: x.data.__setitem__(k, v), x.data[k], eps)
                 grads.append(g)
     return grads
+
+
+def _central(
+    f: Callable[..., Any], inputs: Sequence[Value], put: Callable[[Any], None], x0: Any, eps: float
+) -> Any:
+    """(f(x0 + eps) - f(x0 - eps)) / 2 eps, where put(x) sets the entry; x0 is put back even if f raises."""
+    try:
+        put(x0 + eps)
+        hi = f(*inputs).data
+        put(x0 - eps)
+        lo = f(*inputs).data
+    finally:
+        put(x0)
+    return (hi - lo) / (2 * eps)
 
 
 def _entries(g: Any, x: Value) -> list[float]:
@@ -70,10 +75,23 @@ def gradcheck(
     Each entry must satisfy |analytic - numeric| <= atol + rtol * |numeric|.
     The inputs' data and grads are left as they were.
     """
+    if isinstance(inputs, Value):
+        raise TypeError("gradcheck: inputs must be a list of Values, e.g. [x, w], not one Value")
     inputs = list(inputs)
+    if not inputs:
+        raise ValueError("gradcheck: no inputs to check; pass the Values to differentiate f by")
     for i, x in enumerate(inputs):
         if not isinstance(x, Value):
             raise TypeError(f"gradcheck: input {i} is {type(x).__name__}, not a Value")
+        if type(x.data) is not float and not is_array(x.data):
+            raise TypeError(
+                f"gradcheck: input {i} holds {type(x.data).__name__} {x.data!r:.40}; give it a float"
+            )
+    eps, atol, rtol = (
+        number(v, f"gradcheck: {k}") for k, v in (("eps", eps), ("atol", atol), ("rtol", rtol))
+    )
+    if not 0 < eps < math.inf:
+        raise ValueError(f"gradcheck: eps must be a positive finite step, got {eps!r}")
     saved = [x.grad for x in inputs]
     try:
         for x in inputs:

@@ -487,6 +487,7 @@ class MLP(Module):
     ):
         if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence) or not nouts:
             raise ValueError(f"nouts must be a non-empty list of layer widths, got {nouts!r}")
+        _activation(activation)  # checked even where there is no hidden layer to use it
         rng = _generator(seed)
         sizes = [positive_int(nin, "nin")] + [positive_int(n, "each layer width") for n in nouts]
         last = len(nouts) - 1

@@ -14,20 +14,11 @@ from collections.abc import Iterable
 from numbers import Real
 from typing import Any
 
-from .checks import positive_int
+from .checks import number, positive_int
 from .engine import Value, compiled, zero_grads
 from .numerics import div
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LinearLR", "Optimizer", "StepLR"]
-
-
-def _number(x: Any, name: str, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
-    """x as a float, checked to lie in [low, high] (or [low, high) when high_open)."""
-    if isinstance(x, bool) or not isinstance(x, Real):
-        raise TypeError(f"{name} must be a number, not {type(x).__name__} {x!r:.40}")
-    if not (low <= x < high if high_open else low <= x <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {x!r}")
-    return float(x)
 
 
 def _grads(params: list[Value]) -> list[float]:
@@ -60,7 +51,7 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params):
             raise ValueError("the parameter list holds the same Value more than once")
         self.params = params
-        self.lr = _number(lr, "lr")
+        self.lr = number(lr, "lr")
         self.steps = 0
 
     def zero_grad(self) -> None:
@@ -90,8 +81,8 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ):
         super().__init__(params, lr)
-        self.momentum = _number(momentum, "momentum", high=1.0, high_open=True)
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.momentum = number(momentum, "momentum", high=1.0, high_open=True)
+        self.weight_decay = number(weight_decay, "weight_decay")
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
@@ -134,9 +125,9 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-        self.betas = tuple(_number(b, f"betas[{i}]", high=1.0, high_open=True) for i, b in enumerate(betas))
-        self.eps = _number(eps, "eps")
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.betas = tuple(number(b, f"betas[{i}]", high=1.0, high_open=True) for i, b in enumerate(betas))
+        self.eps = number(eps, "eps")
+        self.weight_decay = number(weight_decay, "weight_decay")
         self.exp_avg = [0.0] * len(self.params)
         self.exp_avg_sq = [0.0] * len(self.params)
 
@@ -219,10 +210,10 @@ class LinearLR(LRScheduler):
     def __init__(
         self, optimizer: Optimizer, start_factor: float = 1 / 3, end_factor: float = 1.0, total_iters: int = 5
     ):
-        self.start_factor = _number(start_factor, "start_factor", high=1.0)
+        self.start_factor = number(start_factor, "start_factor", high=1.0)
         if self.start_factor == 0:
             raise ValueError("start_factor must be > 0")
-        self.end_factor = _number(end_factor, "end_factor", high=1.0)
+        self.end_factor = number(end_factor, "end_factor", high=1.0)
         self.total_iters = positive_int(total_iters, "total_iters")
         super().__init__(optimizer)
 
@@ -237,7 +228,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         self.T_max = positive_int(T_max, "T_max")
-        self.eta_min = _number(eta_min, "eta_min")
+        self.eta_min = number(eta_min, "eta_min")
         super().__init__(optimizer)
 
     def lr_at(self, t: int) -> float:
@@ -250,7 +241,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         self.step_size = positive_int(step_size, "step_size")
-        self.gamma = _number(gamma, "gamma")
+        self.gamma = number(gamma, "gamma")
         super().__init__(optimizer)
 
     def lr_at(self, t: int) -> float:
