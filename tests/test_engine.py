@@ -850,3 +850,20 @@ def test_without_a_fitting_compiled_core_chaingrad_warns_once_and_runs_the_refer
     backend, grad, count, message = done.stdout.split(" ", 3)
     assert (backend, grad, count) == ("python", "6.0", "1")
     assert why in message and "reference engine" in message
+
+
+@pytest.mark.parametrize("kind", [tuple, list, iter], ids=["tuple", "list", "generator"])
+def test_a_nodes_children_may_come_in_any_iterable(kind):
+    a, b = Value(2.0), Value(3.0)
+    out = Value(6.0, kind([a, b]), "*")
+
+    def _backward():
+        a.grad += b.data * out.grad
+        b.grad += a.data * out.grad
+
+    out._backward = _backward
+    assert out._prev == (a, b)
+    out.backward()
+    assert (a.grad, b.grad) == (3.0, 2.0)
+    with pytest.raises(TypeError, match="_children must be Values"):
+        Value(1.0, iter([a, 2.0]), "+")

@@ -157,6 +157,64 @@ def test_an_op_needs_local_or_rule_and_says_so():
             cg.Op("test_bad_op", *args)
 
 
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        (
+            cg.Op("test_local_too_few", lambda x, y: x * y, lambda x, y, out: (y,)),
+            "local\\(\\) gave 1 gradient for 2",
+        ),
+        (
+            cg.Op("test_local_a_str", lambda x, y: x * y, lambda x, y, out: (y, "x")),
+            "gave str 'x' as a gradient",
+        ),
+        (cg.Op("test_local_a_value", lambda x, y: x * y, lambda x, y, out: (y, Value(x))), "gave Value"),
+        (
+            cg.Op("test_local_a_batch", lambda x, y: x * y, lambda x, y, out: (y, np.array([x, x]))),
+            "a batch as the local gradient of single numbers",
+        ),
+        (
+            cg.Op("test_rule_too_few", lambda x, y: x * y, rule=lambda node, g: [g]),
+            "its rule gave 1 gradient for 2",
+        ),
+        (cg.Op("test_rule_a_str", lambda x, y: x * y, rule=lambda node, g: [g, "oops"]), "gave str 'oops'"),
+    ],
+    ids=lambda v: v if isinstance(v, cg.Op) else "",
+)
+def test_an_op_that_gives_a_wrong_gradient_is_named_and_the_graph_stays_usable(op, message):
+    a, b = Value(2.0), Value(3.0)
+    with pytest.raises(TypeError, match=message):
+        op(a, b).backward()
+    assert (a.grad, b.grad) == (0.0, 0.0)  # every gradient is checked before any is added
+    good = a * b
+    good.backward()
+    assert good.data == 6.0 and b.grad == 2.0
+
+
+def test_a_local_gradient_that_is_an_int_or_a_numpy_number_is_a_float():
+    op = cg.Op("test_local_ints", lambda x, y: x * y, lambda x, y, out: (3, np.float64(2.0)))
+    a, b = Value(2.0), Value(3.0)
+    op(a, b).backward()
+    assert (a.grad, b.grad) == (3.0, 2.0) and type(a.grad) is float and type(b.grad) is float
+
+
+def test_an_op_whose_last_arguments_are_constants_needs_no_gradient_for_them():
+    scale = cg.Op("test_scale_by", lambda x, k: k * x, lambda x, k, out: (k,))  # none for the constant k
+    x = Value(2.0)
+    scale(x, 4.0).backward()
+    assert x.grad == 4.0
+
+
+@pytest.mark.parametrize("op", ["*", "/", "relu", "log", "**"])
+def test_a_grad_set_to_an_int_steps_back_as_its_float(op):
+    a, b = Value(2.0), Value(3.0)
+    o = {"*": a * b, "/": a / b, "relu": a.relu(), "log": a.log(), "**": a**b}[op]
+    o.grad = 1  # an int, as micrograd's notebook writes o.grad = 1
+    o._backward()
+    want = {"*": 3.0, "/": 1 / 3.0, "relu": 1.0, "log": 0.5, "**": 12.0}[op]
+    assert a.grad == want and type(a.grad) is float
+
+
 # ---------------------------------------------------------------------------
 # logsumexp at infinities and nan (no fsum overflow)
 # ---------------------------------------------------------------------------

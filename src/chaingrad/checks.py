@@ -1,11 +1,14 @@
-"""Argument checks the modules share, so a bad size reads the same everywhere."""
+"""Argument checks the modules share, so a bad size, number or gradient reads the same everywhere."""
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from numbers import Real
 from typing import Any
+
+from .numerics import constant, is_array
 
 
 def positive_int(n: Any, name: str) -> int:
@@ -27,3 +30,54 @@ def number(x: Any, name: str, low: float = 0.0, high: float = math.inf, high_ope
     if not (low <= x < high if high_open else low <= x <= high):
         raise ValueError(f"{name} must be in [{low}, {high}{')' if high_open else ']'}, got {x!r}")
     return float(x)
+
+
+def local_gradients(
+    op: Any, local: Sequence[Any], args: Sequence[Any], out: Any, Value: type
+) -> tuple[Any, ...]:
+    """The local gradients op.local gave for args (out: the op's value), one kept for each argument that
+    is a Value, each a float or a batch; a TypeError naming the op for a missing or a bad one."""
+    _count(op, "local()", local, args, Value)
+    return tuple(
+        d if type(d) is float else gradient(op, d, a.data, out)
+        for a, d in zip(args, local)
+        if isinstance(a, Value)
+    )
+
+
+def shares(op: Any, shares: Sequence[Any], inputs: Sequence[Any]) -> list[Any]:
+    """The shares of a node's gradient that its op's rule gave for its inputs, as their grads take them
+    (None: nothing), all checked before any is added; a TypeError naming the op for a missing or bad one."""
+    _count(op, "its rule", shares, inputs, object)
+    return [d if type(d) is float or d is None else gradient(op, d, x.data) for x, d in zip(inputs, shares)]
+
+
+def _count(op: Any, what: str, gradients: Sequence[Any], inputs: Sequence[Any], Value: type) -> None:
+    """A TypeError unless there is a gradient for each input that is a Value; arguments after the last
+    Value, such as a class index, may have none."""
+    if len(gradients) < len(inputs):
+        need = max((i + 1 for i, x in enumerate(inputs) if isinstance(x, Value)), default=0)
+        if len(gradients) < need:
+            many = "gradient" if len(gradients) == 1 else "gradients"
+            raise TypeError(
+                f"op {str(op)!r}: {what} gave {len(gradients)} {many} for {need} inputs; give one per input"
+            )
+
+
+def gradient(op: Any, d: Any, x: Any, out: Any = None) -> Any:
+    """d, a gradient an op gave for an input whose data is x, as the input takes it: a float, or a batch
+    (summed over its samples where x is a single number, the sum of its samples' shares). With out (the
+    op's value), d is a local gradient: a batch of them for single numbers in and out is refused."""
+    c = d if is_array(d) else constant(d)
+    if c is None:
+        raise TypeError(
+            f"op {str(op)!r} gave {type(d).__name__} {d!r:.40} as a gradient; give a number or a batch"
+        )
+    if is_array(c) and type(x) is float:
+        if out is None:
+            return float(c.sum())
+        if type(out) is float:
+            raise TypeError(
+                f"op {str(op)!r} gave a batch as the local gradient of single numbers; give a number"
+            )
+    return c

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import modes, numerics, opgen
+from . import checks, modes, numerics, opgen
 from .modes import ANOMALY, NO_GRAD, check_forward, checked_step, mode
 from .numerics import constant, is_array, not_a_number, quiet
 
@@ -53,11 +53,9 @@ class Value:
     __array_ufunc__ = None  # an ndarray (op) Value defers to the Value, giving a Value
 
     def __init__(self, data: Any, _children: Sequence[Value] = (), _op: Any = "", label: str = "") -> None:
+        _children = _children if type(_children) is tuple else tuple(_children)  # a generator only once
         self.data, self.grad = parsed(data, _children, _op), 0.0
-        self._prev, self._op, self._local = (
-            _children if type(_children) is tuple else tuple(_children),
-            *_op_local(_op),
-        )
+        self._prev, self._op, self._local = _children, *_op_local(_op)
         if label != "":
             self.label = label
 
@@ -286,7 +284,7 @@ def record(op: Op, out: Any, args: tuple[Any, ...], local: Sequence[Any] | None)
     flat = _flat(args)
     prev = tuple(a for a in flat if isinstance(a, Value))
     if local is not None:
-        local = tuple(d for a, d in zip(flat, local) if isinstance(a, Value))
+        local = checks.local_gradients(op, local, flat, value, Value)
     plain = len(prev) == len(args) and tuple not in map(type, args)  # the inputs are all there is
     return _node(value, prev, local, op, None if plain else args)
 
@@ -294,10 +292,11 @@ def record(op: Op, out: Any, args: tuple[Any, ...], local: Sequence[Any] | None)
 def _add(node: Value, shares: Sequence[Any]) -> None:
     """Add each share of node's gradient to its input's grad (None: nothing), summed over the samples
     where the share is a batch but the input a single number."""
+    shares = checks.shares(node._op, shares, node._prev)
     done = 0 if compiled is None else compiled.add_shares(node, shares)  # the float shares it can, in C
     for child, d in itertools.islice(zip(node._prev, shares), done, None):
         if d is not None:
-            child.grad += d if type(d) is float or type(child.data) is not float else float(d.sum())
+            child.grad += d
 
 
 def _node(out: Any, prev: tuple[Value, ...], local: tuple[Any, ...] | None, op: Any, ctx: Any) -> Value:

@@ -167,7 +167,7 @@ def _row_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
         layer._ctx.consumed[:] = False
     layer.grad[node._ctx] = g
     layer._ctx.consumed[node._ctx] = True
-    return []
+    return [None]  # nothing more to add: the row is in place
 
 
 def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
