@@ -867,3 +867,33 @@ def test_a_nodes_children_may_come_in_any_iterable(kind):
     assert (a.grad, b.grad) == (3.0, 2.0)
     with pytest.raises(TypeError, match="_children must be Values"):
         Value(1.0, iter([a, 2.0]), "+")
+
+
+def test_errors_name_the_type_value_as_python_shows_it():
+    with pytest.raises(TypeError, match=r"for \+: 'Value' and 'NoneType'"):
+        Value(1.0) + None
+    with pytest.raises(TypeError, match="'Value' object is not iterable"):
+        iter(Value(1.0))
+    assert pickle.loads(pickle.dumps(Value)) is Value
+
+
+@pytest.mark.parametrize("data", [np.float64(2.5), np.int64(4), np.float32(0.5), 7, "3"])
+def test_float_of_a_value_holding_what_was_assigned_is_float_of_it(data):
+    v = Value(1.0)
+    v.data = data
+    assert float(v) == float(data)
+    v.data = np.array([1.0, 2.0])
+    with pytest.raises(TypeError, match="float\\(\\) of a batch of 2 samples"):
+        float(v)
+
+
+@pytest.mark.parametrize("bad", [None, 3, "f"])
+def test_backward_must_be_set_to_a_function(bad):
+    a = Value(2.0)
+    o = a * 3.0
+    with pytest.raises(
+        TypeError, match=f"_backward must be a function of no arguments, not {type(bad).__name__}"
+    ):
+        o._backward = bad
+    o.backward()  # the node keeps its own step
+    assert a.grad == 3.0

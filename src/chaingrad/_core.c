@@ -42,6 +42,7 @@ static struct {
     PyObject *doc[N_FUSED + 1];                                          /* their docstrings */
     PyObject *lock;        /* engine._one_backward_at_a_time */
     PyObject *quiet;       /* numerics.quiet */
+    PyObject *is_array;    /* numerics.is_array */
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
     PyObject *leaf_op_local; /* ("", ()): a leaf's op and local gradients */
@@ -882,6 +883,10 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
         PyErr_SetString(PyExc_AttributeError, "_backward cannot be deleted");
         return -1;
     }
+    if (!PyCallable_Check(closure)) {
+        PyErr_Format(PyExc_TypeError, "_backward must be a function of no arguments, not %.80s", Py_TYPE(closure)->tp_name);
+        return -1;
+    }
     /* as engine.py: in place of local gradients; the op becomes just its name */
     PyObject *name = PyObject_Str(self->op);
     if (name == NULL) return -1;
@@ -1067,7 +1072,11 @@ static PyObject *value_repr(ValueObject *v) {
 
 static PyObject *value_float(ValueObject *v) {
     if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
-    if (PyLong_Check(v->dobj)) return PyNumber_Float(v->dobj); /* an int assigned to .data */
+    PyObject *batch = PyObject_CallOneArg(S.is_array, v->dobj);
+    if (batch == NULL) return NULL;
+    int is_batch = batch == Py_True;
+    Py_DECREF(batch);
+    if (!is_batch) return PyNumber_Float(v->dobj); /* what was assigned to .data: an int, a NumPy number */
     Py_ssize_t n = PyObject_Length(v->dobj);
     if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
     return NULL;
@@ -1701,6 +1710,7 @@ static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
         (S.apply = get(engine, "apply")) == NULL || (S.operator_ = get(engine, "_operator")) == NULL ||
         (S.chain = get(engine, "chain")) == NULL || (S.backward = get(engine, "backward")) == NULL ||
         (S.lock = get(engine, "_one_backward_at_a_time")) == NULL || (S.quiet = get(numerics, "quiet")) == NULL ||
+        (S.is_array = get(numerics, "is_array")) == NULL ||
         (S.mode_var = get(modes, "_mode")) == NULL || (S.Op = (PyTypeObject *)get(engine, "Op")) == NULL)
         return NULL;
     if (!PyType_Check(S.Op)) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: Op is not a class");
@@ -1797,13 +1807,20 @@ static int core_exec(PyObject *module) {
     }
     S.Value = (PyTypeObject *)PyType_FromSpec(&value_spec);
     if (S.Value == NULL) return -1;
+    /* __name__ set again sets the name Python's messages show ("'Value' object is not iterable") to
+     * "Value", as on the reference engine, in place of the spec's dotted name */
+    PyObject *name = PyUnicode_FromString("Value");
+    if (name == NULL) return -1;
+    int failed = PyObject_SetAttrString((PyObject *)S.Value, "__name__", name);
+    Py_DECREF(name);
+    if (failed < 0) return -1;
     if (PyObject_SetAttrString((PyObject *)S.Value, "__array_ufunc__", Py_None) < 0) return -1;
     PyObject *slots = Py_BuildValue("(sssssss)", "data", "grad", "_prev", "_op", "_local", "_label", "_context");
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     /* engine.py uses this module only if the numbers agree: bump both when their interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 3) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "INTERFACE", 4) < 0) return -1;
     S.empty = PyUnicode_FromString("");
     S.leaf_op_local = Py_BuildValue("(O())", S.empty);
     S.s_acquire = PyUnicode_InternFromString("acquire");

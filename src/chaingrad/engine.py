@@ -68,6 +68,8 @@ class Value:
     def _backward(self, closure: Callable[[], None]) -> None:
         # micrograd's way: a function that updates the inputs' grads itself, kept in place of local
         # gradients; the node's op becomes just its name, so that backward calls the function instead
+        if not callable(closure):
+            raise TypeError(f"_backward must be a function of no arguments, not {type(closure).__name__}")
         self._local, self._context, self._op = None, closure, str(self._op)
 
     def _chain(self) -> None:
@@ -391,7 +393,7 @@ def _compiled() -> Any:
     try:
         from . import _core
 
-        if getattr(_core, "INTERFACE", None) == 3:  # bumped with _core.c's whenever they change together
+        if getattr(_core, "INTERFACE", None) == 4:  # bumped with _core.c's whenever they change together
             return _core
         why = "is left from another version of chaingrad (reinstall to rebuild it)"
     except ImportError:
