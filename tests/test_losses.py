@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import same
 
 import chaingrad as cg
 from chaingrad import losses
@@ -127,3 +130,14 @@ def test_l2_is_one_dot_node_with_torchs_gradient():
 def test_bad_input_is_a_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "x, t", [(math.inf, 0.0), (math.inf, 0.5), (math.inf, 1.0), (-math.inf, 0.0), (-math.inf, 1.0)]
+)
+def test_bce_at_an_infinite_logit_is_what_torch_gives(x, t):
+    want = F.binary_cross_entropy_with_logits(
+        torch.tensor(x, dtype=torch.float64), torch.tensor(t, dtype=torch.float64)
+    )
+    got = losses.binary_cross_entropy_with_logits([cg.Value(x)], [t]).data
+    assert same(got, want.item())  # inf where the loss is infinite, nan where torch gives nan

@@ -56,10 +56,16 @@ def _log1p_exp_neg_abs(x: Any) -> Any:
     return np.log1p(np.exp(-np.abs(x)))
 
 
-# One node per sample, so the gradient is exactly sigmoid(x) - t, also at x = 0.
+def _log_sigmoid(x: Any) -> Any:
+    """log(sigmoid(x)) = min(x, 0) - log(1 + e ** -|x|), as PyTorch computes it."""
+    return -relu(-x) - _log1p_exp_neg_abs(x)
+
+
+# One node per sample, so the gradient is exactly sigmoid(x) - t, also at x = 0. The loss is
+# PyTorch's formula, (1 - t) x - log sigmoid(x), term for term: the same numbers, inf at x = inf.
 BCE_WITH_LOGITS = Op(
     "bce_with_logits",
-    lambda x, t: relu(x) - x * t + _log1p_exp_neg_abs(x),
+    lambda x, t: (1.0 - t) * x - _log_sigmoid(x),
     lambda x, t, out: (sigmoid(x) - t, -x),
 )
 
