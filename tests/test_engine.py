@@ -476,6 +476,11 @@ def test_a_new_thread_does_not_inherit_no_grad():
         (lambda: Value(-4.0, label="q").sqrt(), ["'sqrt'", "nan", "q=-4.0"]),
         (lambda: 1 - Value(inf, label="i"), ["'-'", "-inf", "i=inf"]),
         (lambda: cg.sum([Value(1e308, label="big"), 1e308]), ["'sum'", "inf", "big=1e+308"]),
+        (
+            lambda: Value(nan, (Value(-1.0, label="v"),), "mylog"),
+            ["'mylog'", "nan", "v=-1.0"],
+        ),  # the lecture's
+        (lambda: Value(inf, (Value(3.0, label="u"),), (1.0,)), ["'Value'", "inf", "u=3.0"]),  # microgpt's
     ],
 )
 def test_anomaly_in_forward_names_the_op_and_inputs(build, words):

@@ -129,6 +129,8 @@ def parsed(data: Any, children: Sequence[Any], op: Any) -> Any:
         raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
     if not isinstance(op, str) and (len(_op_local(op)[1]) != len(children) or None in _op_local(op)[1]):
         raise TypeError("Value(data, children, local_grads) needs one number per child")
+    if children and modes.ever_on and mode() & ANOMALY:  # a node made by hand, as the lecture's, too
+        check_forward(op if isinstance(op, str) else "Value", d, list(children))
     return d
 
 
