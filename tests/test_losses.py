@@ -141,3 +141,16 @@ def test_bce_at_an_infinite_logit_is_what_torch_gives(x, t):
     )
     got = losses.binary_cross_entropy_with_logits([cg.Value(x)], [t]).data
     assert same(got, want.item())  # inf where the loss is infinite, nan where torch gives nan
+
+
+def test_a_batch_takes_its_targets_as_a_list_too_and_bad_targets_are_named():
+    scores = np.array([0.5, -1.0, 2.0])
+    targets = [1.0, -1.0, 0.5]
+    as_list, as_array = cg.Value(scores), cg.Value(scores)
+    losses.mse(as_list, targets).backward()
+    losses.mse(as_array, np.array(targets)).backward()
+    assert as_list.grad.tolist() == as_array.grad.tolist()
+    with pytest.raises(TypeError, match="mse\\(\\): targets must be a list, one per output, not NoneType"):
+        losses.mse([cg.Value(1.0)], None)
+    with pytest.raises(TypeError, match="batch_mean\\(\\) takes one Value holding a batch, not a list"):
+        cg.batch_mean([1.0, 2.0])

@@ -653,6 +653,25 @@ def test_load_refuses_a_fifo_and_a_device_at_once(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, p: m.save(bytes(p)), TypeError, "a file path is a str or a pathlib.Path, not bytes"),
+        (lambda m, p: m.load(bytes(p)), TypeError, "a file path is a str or a pathlib.Path, not bytes"),
+        (lambda m, p: m.load(p, max_bytes="1"), ValueError, "max_bytes must be a positive int, got '1'"),
+        (lambda m, p: m.load(p, max_bytes=0), ValueError, "max_bytes must be a positive int, got 0"),
+    ],
+)
+def test_bad_paths_and_limits_are_named_and_change_nothing(call, error, message, tmp_path):
+    path = tmp_path / "model.json"
+    model = nn.MLP(2, [3, 1], seed=1)
+    model.save(path)
+    before, weights = path.read_bytes(), [p.data for p in model.parameters()]
+    with pytest.raises(error, match=message):
+        call(model, path)
+    assert path.read_bytes() == before and [p.data for p in model.parameters()] == weights
+
+
 def test_load_has_a_size_limit_it_states(tmp_path):
     path = tmp_path / "model.json"
     nn.MLP(2, [3, 1], seed=1).save(path)

@@ -127,8 +127,8 @@ def parsed(data: Any, children: Sequence[Any], op: Any) -> Any:
         raise TypeError(f"Value() takes an int, a float or a 1-D NumPy array of numbers, not {what}")
     if not all(isinstance(c, Value) for c in children):
         raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
-    if not isinstance(op, str) and (len(_op_local(op)[1]) != len(children) or None in _op_local(op)[1]):
-        raise TypeError("Value(data, children, local_grads) needs one number per child")
+    if not isinstance(op, str):
+        checks.given_local_gradients(op, len(children))
     if children and modes.ever_on and mode() & ANOMALY:  # a node made by hand, as the lecture's, too
         check_forward(op if isinstance(op, str) else "Value", d, list(children))
     return d

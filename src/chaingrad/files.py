@@ -18,7 +18,9 @@ import secrets
 import stat
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from .checks import positive_int
 
 try:
     import fcntl
@@ -121,6 +123,14 @@ def _create_temp(folder: str, prefix: str, mode: int) -> tuple[str, int]:
         os.close(fd)
 
 
+def _name(path: Any) -> str:
+    """path as a str: a str or an os.PathLike of one (a bytes path is refused, as the names here are text)."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(name, str):
+        raise TypeError(f"a file path is a str or a pathlib.Path, not {type(path).__name__} {path!r:.60}")
+    return name
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Call write(f) on a temporary file beside path, flush it to disk, then rename it over path.
 
@@ -129,7 +139,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     Anything at path other than a regular file (a folder, a FIFO, a device) is refused with a ValueError
     before anything is written.
     """
-    target = os.path.realpath(os.fspath(path))
+    target = os.path.realpath(_name(path))
     folder, base = os.path.split(target)
     prefix = _temp_prefix(folder, base)
     _remove_abandoned(folder, prefix)
@@ -168,7 +178,7 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int, advice: str = "")
     reading from it: opening does not wait for a FIFO's writer. A larger file is a ValueError too,
     ending with `advice`.
     """
-    name = os.fspath(path)
+    name, max_bytes = _name(path), positive_int(max_bytes, "max_bytes")
     fd = os.open(name, os.O_RDONLY | _NONBLOCK | _BINARY)
     try:
         st = os.fstat(fd)

@@ -293,12 +293,20 @@ def _class_index(target: Any, n: int, batch: int | None) -> Any:
 
 def batch_sum(v: Value) -> Value:
     """The sum over a batch's samples (a number stays as it is)."""
-    return apply(BATCH_SUM, v)
+    return apply(BATCH_SUM, _one_value(v, "batch_sum"))
 
 
 def batch_mean(v: Value) -> Value:
     """The mean over a batch's samples (a number stays as it is)."""
-    return apply(BATCH_MEAN, v)
+    return apply(BATCH_MEAN, _one_value(v, "batch_mean"))
+
+
+def _one_value(v: Any, name: str) -> Any:
+    if isinstance(v, (list, tuple)):
+        raise TypeError(
+            f"{name}() takes one Value holding a batch, not a {type(v).__name__}; for a list, cg.{name[6:]}()"
+        )
+    return v
 
 
 def is_batch(x: Any) -> bool:

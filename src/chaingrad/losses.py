@@ -22,10 +22,14 @@ __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "
 
 def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any, name: str) -> Value:
     """The mean of per_sample(output, target), over a sequence or over a batch."""
-    if isinstance(outputs, Value):
-        return batch_mean(per_sample(outputs, targets))
+    if isinstance(outputs, Value):  # a batch: its targets an array (or a list, made one)
+        return batch_mean(
+            per_sample(outputs, numpy().asarray(targets) if isinstance(targets, list) else targets)
+        )
     if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence):
         raise TypeError(f"{name}: outputs must be a list of per-sample Values or one batched Value")
+    if isinstance(targets, (str, bytes)) or not hasattr(targets, "__len__"):
+        raise TypeError(f"{name}: targets must be a list, one per output, not {type(targets).__name__}")
     if len(outputs) != len(targets):
         raise ValueError(f"{name}: {len(outputs)} outputs but {len(targets)} targets")
     if not outputs:
