@@ -359,6 +359,10 @@ def test_microgpts_form_of_a_node_has_its_local_gradients():
     y = Value(math.log(x.data), (x,), (1 / x.data,))  # microgpt: Value(math.log(d), (self,), (1/d,))
     (y * 3.0).backward()
     assert x.grad == 1.5
+    for local in ([0.5], np.array([0.5])):  # a list or an array of them too
+        x.grad = 0.0
+        (Value(1.0, (x,), local) * 3.0).backward()
+        assert x.grad == 1.5
     for bad in [(1.0, 2.0), ("x",), 5, {1.0}]:  # too many, not a number, not a sequence of them
         with pytest.raises(
             TypeError, match="op is the op's name, or one local gradient \\(a number\\) per child"

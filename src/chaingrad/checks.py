@@ -33,8 +33,10 @@ def number(x: Any, name: str, low: float = 0.0, high: float = math.inf, high_ope
 
 
 def given_local_gradients(local: Any, n: int) -> None:
-    """A TypeError unless local, the third argument of Value(data, children, local_grads), is n numbers."""
-    if type(local) not in (tuple, list) or len(local) != n or None in map(constant, local):
+    """A TypeError unless local, the third argument of Value(data, children, local_grads), is n numbers
+    (a tuple, a list or a NumPy array of them)."""
+    sequence = isinstance(local, (tuple, list)) or is_array(local)
+    if not sequence or len(local) != n or None in map(constant, local):
         raise TypeError(
             "Value(data, children, op): op is the op's name, or one local gradient (a number) per child"
         )
