@@ -3,6 +3,7 @@ GPT's batched training, the errors on what cannot be converted, and the example 
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import runpy
@@ -21,6 +22,7 @@ from chaingrad import bridge, data, demos, nn
 ROOT = Path(__file__).resolve().parent.parent
 TOK = data.CharTokenizer(data.load_names())
 NAMES = ["emma", "olivia", "ava", "isabella", "mia"]
+CXX_ABORT = "terminate called"  # libstdc++'s last words when C++ code aborts the process
 
 
 def _biased(model):
@@ -605,7 +607,15 @@ def test_the_readmes_ddp_snippet_trains_under_torchrun_with_two_processes(tmp_pa
         "--nproc-per-node=2",
         "train_ddp.py",
     ]
-    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a crash prints each rank's Python stack
+    for _ in range(2):
+        (tmp_path / "gpt.json").unlink(missing_ok=True)
+        out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        # PyTorch's gloo backend, under load, now and then aborts a rank in its own C++ code (once in CI;
+        # PyTorch's own gloo tests have known it). chaingrad has no C++, so only that failure gets a
+        # second, whole run, which must then succeed.
+        if out.returncode == 0 or CXX_ABORT not in out.stderr:
+            break
     assert out.returncode == 0, out.stderr[-3000:]
     nn.GPT(TOK.vocab_size).load(
         tmp_path / "gpt.json"
