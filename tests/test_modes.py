@@ -78,6 +78,35 @@ def test_an_async_generator_is_refused_with_advice():
 def test_decorating_something_not_callable_is_refused():
     with pytest.raises(TypeError, match="decorates a function"):
         cg.no_grad()(3)
+    with pytest.raises(TypeError, match="decorates a function"):
+        cg.no_grad(3)
+
+
+def test_each_mode_decorates_without_parentheses_as_torchs_do():
+    @cg.no_grad
+    def quiet(x):
+        return x * 2.0
+
+    @cg.enable_grad
+    def loud(x):
+        return x * 2.0
+
+    @cg.detect_anomaly
+    def checked(x):
+        return x.log()
+
+    @cg.no_grad
+    def steps(x):
+        yield x * 2.0
+
+    x = Value(1.5)
+    assert quiet(x)._prev == () and quiet.__name__ == "quiet"
+    with cg.no_grad():
+        assert loud(x)._prev == (x,)
+    with pytest.raises(cg.AnomalyError):
+        checked(Value(-1.0))
+    assert next(steps(x))._prev == ()
+    assert (x * 2.0)._prev == (x,), "outside them, ops record as usual"
 
 
 def test_until_a_mode_is_first_on_no_op_looks_and_then_every_op_does():

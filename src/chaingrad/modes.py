@@ -46,7 +46,11 @@ class _Mode:
     _flag = 0
     _on = True
 
-    def __init__(self) -> None:
+    def __new__(cls, fn: Callable[..., Any] | None = None) -> Any:
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)  # a bare `@no_grad` decorates fn, as torch's does
+
+    def __init__(self, fn: Callable[..., Any] | None = None) -> None:
         self._tokens: list[contextvars.Token[int]] = []
 
     def __enter__(self) -> _Mode:
