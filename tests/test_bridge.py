@@ -686,6 +686,6 @@ def test_continue_in_torch_without_torch_says_which_extra_to_install(in_tmp, cap
     assert 'needs PyTorch: pip install "chaingrad[torch]"' in err
     assert list(in_tmp.iterdir()) == []  # failed before training or writing anything
     code, _, err = run_command(["demo", "names", "--continue-in-torch", "0"], capsys)
-    assert code == 2 and "argument --continue-in-torch: must be at least 1, got 0" in err
+    assert code == 2 and "argument --continue-in-torch: must be in 1 .. 1000000000, got 0" in err
     code, _, err = run_command(["demo", "moons", "--continue-in-torch", "5"], capsys)
     assert code == 2 and "unrecognized arguments: --continue-in-torch" in err

@@ -121,8 +121,9 @@ def test_ctrl_c_while_saving_leaves_no_file(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["demo", "moons", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
-        (["demo", "moons", "--steps", "-5"], "argument --steps: must be at least 1, got -5"),
+        (["demo", "moons", "--steps", "0"], "argument --steps: must be in 1 .. 1000000000, got 0"),
+        (["demo", "moons", "--steps", "-5"], "argument --steps: must be in 1 .. 1000000000, got -5"),
+        (["demo", "moons", "--steps", "9" * 23], "argument --steps: must be in 1 .. 1000000000, got 9999"),
         (["demo", "names", "--steps", "1.5"], "argument --steps: '1.5' is not a whole number"),
         (["demo", "digits", "--steps", "ten"], "argument --steps: 'ten' is not a whole number"),
         (["demo", "moons", "--steps"], "expected one argument"),

@@ -251,8 +251,8 @@ def _whole(text: str, low: int, high: int | None = None) -> int:
 
 
 def _count(text: str) -> int:
-    """A positive integer, as given to --steps."""
-    return _whole(text, 1)
+    """A positive integer up to a billion, as given to --steps (a billion steps would take days)."""
+    return _whole(text, 1, 10**9)
 
 
 def _seed(text: str) -> int:
