@@ -263,19 +263,33 @@ def test_a_failed_schedule_leaves_the_lr_alone():
 
 
 @pytest.mark.parametrize("name", ["sgd momentum", "adam", "adamw"])
-@pytest.mark.parametrize("bad", [None, "x", np.array([1.0, 2.0]), True])
-def test_a_bad_grad_on_a_later_parameter_is_named_and_nothing_changes(name, bad):
+@pytest.mark.parametrize(
+    ("attr", "bad", "error", "message"),
+    [
+        ("grad", None, TypeError, r"grad is NoneType None, not a number"),
+        ("grad", "x", TypeError, r"grad is str 'x', not a number"),
+        ("grad", np.array([1.0, 2.0]), TypeError, r"grad is ndarray .* not a number"),
+        ("grad", True, TypeError, r"grad is bool True, not a number"),
+        ("grad", 10**400, ValueError, r"grad 1000.* is too large for a float"),
+        ("data", "x", TypeError, r"data is str 'x', not a number"),
+        ("data", 10**400, ValueError, r"data 1000.* is too large for a float"),
+    ],
+)
+def test_a_bad_grad_or_data_on_a_later_parameter_is_named_and_nothing_changes(
+    name, attr, bad, error, message
+):
     ours, _, kwargs = OPTIMIZERS[name]
     ps = [cg.Value(1.0), cg.Value(2.0), cg.Value(3.0)]
     opt = ours(ps, **kwargs)
     for p in ps:
         p.grad = 0.5
     opt.step()
+    ps[0].grad, ps[1].grad, ps[2].grad = 1.0, 0.25, 0.0
+    setattr(ps[2], attr, bad)
     before = json.dumps(opt.state_dict()), [p.data for p in ps]
-    ps[0].grad, ps[1].grad, ps[2].grad = 1.0, 0.25, bad
-    with pytest.raises(TypeError, match=r"parameter 2's grad is .* not a number"):
+    with pytest.raises(error, match="parameter 2's " + message):
         opt.step()
     assert (json.dumps(opt.state_dict()), [p.data for p in ps]) == before
-    ps[2].grad = 0.0  # and the optimizer goes on as if the failed step had not been tried
+    ps[2].grad, ps[2].data = 0.0, 3.0  # and the optimizer goes on as if the failed step had not been tried
     opt.step()
     assert opt.steps == 2

@@ -22,16 +22,25 @@ __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LinearLR
 
 
 def _grads(params: list[Value]) -> list[float]:
-    """Each parameter's gradient as a number, all checked before a step changes anything (after
-    backward(create_graph=True) a grad is a Value: the step uses its data)."""
-    grads = [p.grad.data if isinstance(p.grad, Value) else p.grad for p in params]
-    for i, g in enumerate(grads):
-        if isinstance(g, bool) or not isinstance(g, Real):
-            raise TypeError(
-                f"parameter {i}'s grad is {type(g).__name__} {g!r:.40}, not a number: "
-                "set it with backward() (after zero_grad()), or to 0.0"
-            )
+    """Each parameter's gradient as a float, every grad and data checked before a step changes anything
+    (after backward(create_graph=True) a grad is a Value: the step uses its data)."""
+    grads = []
+    for i, p in enumerate(params):
+        g = p.grad.data if isinstance(p.grad, Value) else p.grad
+        grads.append(
+            _float(g, f"parameter {i}'s grad", "set it with backward() (after zero_grad()), or to 0.0")
+        )
+        _float(p.data, f"parameter {i}'s data", "set it to a float")
     return grads
+
+
+def _float(x: Any, what: str, fix: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise TypeError(f"{what} is {type(x).__name__} {x!r:.40}, not a number: {fix}")
+    try:
+        return float(x)
+    except OverflowError:
+        raise ValueError(f"{what} {x!r:.40} is too large for a float: {fix}") from None
 
 
 class Optimizer:
