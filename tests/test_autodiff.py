@@ -224,6 +224,22 @@ def test_hessian_of_a_quadratic_form():
     assert [h[0], h[1]] == [pytest.approx(a[0], rel=1e-14), pytest.approx(a[1], rel=1e-14)]
 
 
+@pytest.mark.parametrize(
+    ("f", "at"),
+    [
+        (lambda x: x[0] * x[0] + x[1].sqrt(), [1.0, -1.0]),  # nan second derivative in one coordinate
+        (lambda x: x[0] * x[1] + x[1].log(), [2.0, 0.0]),  # -inf
+        (lambda x: (x[0] * x[1]).exp() + x[0] ** 3, [0.5, -1.5]),
+    ],
+)
+def test_hessian_is_torchs_even_where_a_second_derivative_is_not_finite(f, at):
+    # torch.autograd.functional.hessian differentiates the whole gradient against a one-hot vector, so
+    # a nan second derivative spreads along its column as 0 * nan; ours is the same computation.
+    expected = torch.autograd.functional.hessian(f, torch.tensor(at, dtype=torch.float64)).tolist()
+    got = hessian(f, at)
+    assert [[repr(x) for x in row] for row in got] == [[repr(x) for x in row] for row in expected]
+
+
 def test_newton_example_converges_to_the_known_minimum():
     module = runpy.run_path(str(ROOT / "examples" / "newton.py"))
     path = module["newton"]((-1.0, 1.0))
