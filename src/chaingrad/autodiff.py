@@ -9,6 +9,8 @@ not reach the output gets gradient 0.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,10 +29,17 @@ def _chain_graph(node: Value) -> None:
     op, g = node._op, node.grad
     if not isinstance(op, Op) or type(node.data) is not float:
         raise NotImplementedError(
-            f"backward(create_graph=True) reached a node of op {str(op)!r} made with its own _backward, "
-            "or a batch: higher derivatives go through chaingrad's ops (and cg.Op's) on single numbers"
+            f"backward(create_graph=True) reached a node of op {str(op)!r} made with its own _backward or "
+            "with numbers as its local gradients, or a batch: higher derivatives go through chaingrad's "
+            "ops (and cg.Op's) on single numbers"
         )
     if op.rule is not None:
+        if not _takes_differentiable(op.rule):
+            raise NotImplementedError(
+                f"backward(create_graph=True) reached op {str(op)!r}, whose rule has no parameter "
+                "`differentiable`: write it as rule(node, g, differentiable=False) and, when differentiable "
+                "is True, compute the shares from the Values in node._prev with chaingrad's ops"
+            )
         shares = op.rule(node, g, differentiable=True)
     else:
         args = node._ctx or node._prev
@@ -42,6 +51,17 @@ def _chain_graph(node: Value) -> None:
 
 
 engine.HIGHER_ORDER.append(_chain_graph)
+
+
+@functools.cache  # asked once per rule, not once per node
+def _takes_differentiable(rule: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(rule).bind(None, None, differentiable=True)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
+    return True
 
 
 def _nodes(root: Value) -> list[Value]:

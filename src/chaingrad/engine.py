@@ -216,7 +216,9 @@ class Op(str):
     chaingrad's functions (`cg.exp`, `cg.log`, ...) rather than `math`, and the
     op works on numbers, on batches and for higher derivatives. Calling the op
     applies it: `softplus(x)`. An op whose backward is not `local * grad`
-    gives `rule(node, g)` instead, returning each input's share of g.
+    gives `rule(node, g)` instead, returning each input's share of g; for higher
+    derivatives, `rule(node, g, differentiable=False)` computes them from the
+    Values in `node._prev` when differentiable is True.
 
     An op is the str of its name, and a node's `_op` is its op: so `node._op == "tanh"`,
     `str(id(node)) + node._op` and the lecture's `draw_dot` read as in micrograd.
