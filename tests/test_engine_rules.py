@@ -178,6 +178,19 @@ def test_an_op_needs_local_or_rule_and_says_so():
             "its rule gave 1 gradient for 2",
         ),
         (cg.Op("test_rule_a_str", lambda x, y: x * y, rule=lambda node, g: [g, "oops"]), "gave str 'oops'"),
+        (
+            cg.Op("test_local_no_tuple", lambda x, y: x * y, lambda x, y, out: y),
+            "local\\(\\) gave float 3.0; give a tuple of gradients, one per argument",
+        ),
+        (
+            cg.Op("test_local_too_many", lambda x, y: x * y, lambda x, y, out: (y, x, 1.0)),
+            "local\\(\\) gave 3 gradients for 2 inputs",
+        ),
+        (
+            cg.Op("test_rule_too_many", lambda x, y: x * y, rule=lambda node, g: [g, g, g]),
+            "its rule gave 3 gradients for 2 inputs; give one per input, the Values in node._prev",
+        ),
+        (cg.Op("test_rule_no_list", lambda x, y: x * y, rule=lambda node, g: g), "its rule gave float 1.0"),
     ],
     ids=lambda v: v if isinstance(v, cg.Op) else "",
 )
@@ -189,6 +202,18 @@ def test_an_op_that_gives_a_wrong_gradient_is_named_and_the_graph_stays_usable(o
     good = a * b
     good.backward()
     assert good.data == 6.0 and b.grad == 2.0
+
+
+def test_a_rule_gives_shares_to_the_values_only_and_a_share_for_a_constant_is_refused():
+    sub = cg.Op("test_rule_sub", lambda x, y: x - y, rule=lambda node, g: [-g])  # for the Value y alone
+    x = Value(2.0)
+    sub(1.0, x).backward()
+    assert x.grad == -1.0
+    by_argument = cg.Op("test_rule_sub_both", lambda x, y: x - y, rule=lambda node, g: [g, -g])
+    y = Value(2.0)
+    with pytest.raises(TypeError, match="gave 2 gradients for 1 input; give one per input, the Values"):
+        by_argument(1.0, y).backward()  # x's share would have gone to y: a wrong gradient, silently
+    assert y.grad == 0.0
 
 
 def test_a_local_gradient_that_is_an_int_or_a_numpy_number_is_a_float():

@@ -47,7 +47,7 @@ def local_gradients(
 ) -> tuple[Any, ...]:
     """The local gradients op.local gave for args (out: the op's value), one kept for each argument that
     is a Value, each a float or a batch; a TypeError naming the op for a missing or a bad one."""
-    _count(op, "local()", local, args, Value)
+    _count(op, "local()", local, args, Value, "one per argument")
     return tuple(
         d if type(d) is float else gradient(op, d, a.data, out)
         for a, d in zip(args, local)
@@ -58,19 +58,31 @@ def local_gradients(
 def shares(op: Any, shares: Sequence[Any], inputs: Sequence[Any]) -> list[Any]:
     """The shares of a node's gradient that its op's rule gave for its inputs, as their grads take them
     (None: nothing), all checked before any is added; a TypeError naming the op for a missing or bad one."""
-    _count(op, "its rule", shares, inputs, object)
+    _count(op, "its rule", shares, inputs, object, "one per input, the Values in node._prev")
     return [d if type(d) is float or d is None else gradient(op, d, x.data) for x, d in zip(inputs, shares)]
 
 
-def _count(op: Any, what: str, gradients: Sequence[Any], inputs: Sequence[Any], Value: type) -> None:
-    """A TypeError unless there is a gradient for each input that is a Value; arguments after the last
-    Value, such as a class index, may have none."""
+def _count(
+    op: Any, what: str, gradients: Sequence[Any], inputs: Sequence[Any], Value: type, per: str
+) -> None:
+    """A TypeError unless gradients is a sequence with a gradient for each input that is a Value and no
+    more than one per input; arguments after the last Value, such as a class index, may have none."""
+    if not isinstance(gradients, (tuple, list)) and not is_array(gradients):
+        raise TypeError(
+            f"op {str(op)!r}: {what} gave {type(gradients).__name__} {gradients!r:.40}; "
+            f"give a tuple of gradients, {per}"
+        )
+    if len(gradients) > len(inputs):
+        raise TypeError(
+            f"op {str(op)!r}: {what} gave {len(gradients)} gradients for {len(inputs)} "
+            f"input{'s' if len(inputs) != 1 else ''}; give {per}"
+        )
     if len(gradients) < len(inputs):
         need = max((i + 1 for i, x in enumerate(inputs) if isinstance(x, Value)), default=0)
         if len(gradients) < need:
             many = "gradient" if len(gradients) == 1 else "gradients"
             raise TypeError(
-                f"op {str(op)!r}: {what} gave {len(gradients)} {many} for {need} inputs; give one per input"
+                f"op {str(op)!r}: {what} gave {len(gradients)} {many} for {need} inputs; give {per}"
             )
 
 
