@@ -902,3 +902,27 @@ def test_backward_must_be_set_to_a_function(bad):
         o._backward = bad
     o.backward()  # the node keeps its own step
     assert a.grad == 3.0
+
+
+class _Plain(Value):
+    """A subclass adding nothing, as a learner's `class MyValue(Value): pass`."""
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda a, b: a / b,
+        lambda a, b: 1.0 / a + b / 2.0,
+        lambda a, b: a**2 * b**-1.5,
+        lambda a, b: a**b + 2.0**a,
+        lambda a, b: a.log() + b.relu() + (-a).relu(),
+        lambda a, b: (a * b) ** 2 / b,
+        lambda a, b: a.exp() * b.tanh() - a.sigmoid() + b.sqrt() + abs(a - b),
+    ],
+)
+def test_a_subclass_of_value_gets_the_gradients_value_gets(f):
+    expected, got = [Value(1.5), Value(2.5)], [_Plain(1.5), _Plain(2.5)]
+    f(*expected).backward()
+    f(*got).backward()
+    assert [v.grad for v in got] == [v.grad for v in expected]
+    assert all(v.grad != 0.0 for v in got)

@@ -77,8 +77,8 @@ def define(
     each = [for_floats(g) for g in formulas(grads)]
     if rules:
         xs, args = inputs.split(", "), [f"{x}_" for x in inputs.split(", ")]
-        data = "; ".join(f"{x} = {a}.data if type({a}) is Value else {a}" for x, a in zip(xs, args))
-        adds = "\n        ".join(f"if type({a}) is Value: {a}.grad += {s}" for a, s in zip(args, each))
+        data = "; ".join(f"{x} = {a}.data if isinstance({a}, Value) else {a}" for x, a in zip(xs, args))
+        adds = "\n        ".join(f"if isinstance({a}, Value): {a}.grad += {s}" for a, s in zip(args, each))
         source = CHAIN.format(args=", ".join(args), data=data, adds=adds)
         op.chain = compile_function(source, f"<chaingrad op {name}: backward>", names, "chain")
         local = dict.fromkeys(("local", "local_x", "local_y"), "None; node._context = None")
