@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -222,8 +223,28 @@ def test_wrong_number_of_inputs_is_a_clear_error():
             "Layer(5, 32) takes a list of 5 inputs (numbers or Values, e.g. [x1, ..., x5]), "
             "got a NoneType: None",
         ),
+        (nn.MLP(2, [32, 1]), iter([1.0]), ValueError, "MLP(2, [32, 1]) takes 2 inputs, got 1"),
+        (
+            nn.Layer(2, 32),
+            itertools.count(),
+            ValueError,
+            "Layer(2, 32) takes 2 inputs, got an iterator of more",
+        ),
     ],
-    ids=["MLP", "Layer", "Neuron", "Linear", "RMSNorm", "5x2 array", "7x3 array", "float", "Value", "None"],
+    ids=[
+        "MLP",
+        "Layer",
+        "Neuron",
+        "Linear",
+        "RMSNorm",
+        "5x2 array",
+        "7x3 array",
+        "float",
+        "Value",
+        "None",
+        "short iterator",
+        "endless iterator",
+    ],
 )
 def test_wrong_inputs_get_one_short_line_saying_what_the_model_takes(model, x, error, message):
     before = model.state_dict()
@@ -231,6 +252,17 @@ def test_wrong_inputs_get_one_short_line_saying_what_the_model_takes(model, x, e
         model(x)
     assert str(info.value) == message  # one line, no list of the layer's neurons
     assert model.state_dict() == before
+
+
+@pytest.mark.parametrize(
+    "model", [nn.MLP(3, [4, 2]), nn.Layer(3, 2), nn.Neuron(3), nn.Linear(3, 2), nn.RMSNorm(3)], ids=repr
+)
+def test_a_generator_or_an_iterator_of_inputs_works_as_micrograds_zip_takes_it(model):
+    xs = [0.5, -1.0, 2.0]
+    expected = model(xs)
+    for inputs in ((x for x in xs), iter(xs), map(float, xs)):
+        got = model(inputs)
+        assert repr(got) == repr(expected)
 
 
 def test_zero_grad():

@@ -9,12 +9,13 @@ sample (float data) or a batch (1-D NumPy data, see `chaingrad.data.columns`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import random
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
@@ -119,6 +120,22 @@ def _saved(p: Value, name: str) -> float:
             "parameters must be single numbers; only inputs carry the batch axis"
         )
     raise TypeError(f"parameter {name!r} holds {type(data).__name__} {data!r:.40}, not a number")
+
+
+def _inputs(x: Any, n: int, owner: Callable[[], str]) -> Any:
+    """x as the n inputs of owner() (its name, made only for an error): an iterator or a generator is
+    read (n of it, as micrograd's zip reads it); anything that is not n inputs is a clear error."""
+    if isinstance(x, Iterator):
+        x = list(itertools.islice(x, n + 1))
+        if len(x) > n:
+            raise ValueError(f"{owner()} takes {n} inputs, got an iterator of more")
+    try:
+        fits = len(x) == n
+    except TypeError:
+        fits = False
+    if not fits:
+        _wrong_inputs(x, n, owner())
+    return x
 
 
 def _wrong_inputs(x: Any, n: int, owner: str) -> None:
@@ -405,12 +422,7 @@ class Neuron(Module):
         return self.activation is not None
 
     def __call__(self, x: Sequence[Any]) -> Value:
-        try:
-            fits = len(x) == len(self.w)
-        except TypeError:
-            fits = False
-        if not fits:
-            _wrong_inputs(x, len(self.w), repr(self))
+        x = _inputs(x, len(self.w), lambda: repr(self))
         act = dot(self.w, x, self.b)
         return self._act(act) if self._act else act
 
@@ -440,12 +452,7 @@ class Layer(Module):
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""
         ns = self.neurons
-        try:
-            fits = len(x) == len(ns[0].w)
-        except TypeError:
-            fits = False
-        if not fits:
-            _wrong_inputs(x, len(ns[0].w), f"Layer({len(ns[0].w)}, {len(ns)})")
+        x = _inputs(x, len(ns[0].w), lambda: f"Layer({len(ns[0].w)}, {len(ns)})")
         # The neurons' math for all of them at once: one dot node (+ activation) per neuron, or on a
         # batch one affine node for the layer (three matrix products backward).
         weights, biases, activation = self.parts()
@@ -497,12 +504,7 @@ class MLP(Module):
 
     def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
         nin = len(self.layers[0].neurons[0].w)
-        try:
-            fits = len(x) == nin
-        except TypeError:
-            fits = False
-        if not fits:
-            _wrong_inputs(x, nin, f"MLP({nin}, {[len(layer.neurons) for layer in self.layers]})")
+        x = _inputs(x, nin, lambda: f"MLP({nin}, {[len(layer.neurons) for layer in self.layers]})")
         # the layers' math for all of them at once: on a batch one affine node for the whole MLP
         outs = affine_layers([layer.parts() for layer in self.layers], x)
         return outs[0] if len(outs) == 1 else outs
@@ -553,12 +555,7 @@ class Linear(Module):
         self.bias = [Value(0.0) for _ in range(nout)] if bias else None
 
     def __call__(self, x: Sequence[Any]) -> list[Value]:
-        try:
-            fits = len(x) == len(self.weight[0])
-        except TypeError:
-            fits = False
-        if not fits:
-            _wrong_inputs(x, len(self.weight[0]), f"Linear({len(self.weight[0])}, {len(self.weight)})")
+        x = _inputs(x, len(self.weight[0]), lambda: f"Linear({len(self.weight[0])}, {len(self.weight)})")
         return affine(self.weight, x, self.bias)
 
     def __repr__(self) -> str:
@@ -601,12 +598,7 @@ class RMSNorm(Module):
         self.eps = eps
 
     def __call__(self, x: Sequence[Value]) -> list[Value]:
-        try:
-            fits = len(x) == self.dim
-        except TypeError:
-            fits = False
-        if not fits:
-            _wrong_inputs(x, self.dim, f"RMSNorm({self.dim})")
+        x = _inputs(x, self.dim, lambda: f"RMSNorm({self.dim})")
         scale = (dot(x, x) / self.dim + self.eps) ** -0.5
         return [xi * scale for xi in x]
 
