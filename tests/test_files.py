@@ -436,3 +436,26 @@ def test_reading_stops_at_the_limit(tmp_path):
     with pytest.raises(ValueError, match="100 bytes is more than the limit of 99 bytes; see here") as info:
         read_regular(path, 99, advice="; see here")
     assert str(path) in str(info.value)
+
+
+def test_saving_into_a_missing_folder_names_the_path_given_and_writes_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such folder to write the file into: '.*missing/m.json'"):
+        nn.MLP(2, [3, 1]).save(tmp_path / "missing" / "m.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        ("", ValueError, "the file path is empty; give a file's name"),
+        (3, TypeError, "a file path is a str or a pathlib.Path, not int 3"),
+    ],
+)
+def test_an_empty_or_non_path_is_refused_by_save_and_load_alike(path, error, message, tmp_path):
+    model = nn.MLP(2, [3, 1])
+    before = model.state_dict()
+    with pytest.raises(error, match=message):
+        model.save(path)
+    with pytest.raises(error, match=message):
+        model.load(path)
+    assert model.state_dict() == before

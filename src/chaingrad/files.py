@@ -11,6 +11,7 @@ holds a lock on its temporary (where the platform has `fcntl`), which keeps othe
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -128,6 +129,8 @@ def _name(path: Any) -> str:
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
     if not isinstance(name, str):
         raise TypeError(f"a file path is a str or a pathlib.Path, not {type(path).__name__} {path!r:.60}")
+    if not name:
+        raise ValueError("the file path is empty; give a file's name, e.g. 'model.json'")
     return name
 
 
@@ -141,6 +144,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     """
     target = os.path.realpath(_name(path))
     folder, base = os.path.split(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "no such folder to write the file into", os.fspath(path))
     prefix = _temp_prefix(folder, base)
     _remove_abandoned(folder, prefix)
     try:

@@ -345,8 +345,8 @@ class Module:
         load into one with relu. Files of version 1 (before the architecture was recorded) still load
         when their parameters fit; save again to record the architecture.
         """
-        name = os.fspath(path)
         raw = read_regular(path, max_bytes, advice="; load(path, max_bytes=...) reads a bigger file")
+        name = os.fspath(path)
         try:
             doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
         except _DuplicateKey as e:
