@@ -325,3 +325,21 @@ def test_digits_classifier_in_batch_form_matches_torch_with_adam():
         v for lin in linears for row, b in zip(lin.weight.tolist(), lin.bias.tolist()) for v in (*row, b)
     ]
     assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    xs=st.lists(st.floats(-30, 30), min_size=1, max_size=40),
+    op=st.sampled_from(["tanh", "exp", "sigmoid", "relu", "log", "sqrt"]),
+)
+def test_a_batched_unary_op_gives_each_sample_what_it_gives_alone_bit_for_bit(xs, op):
+    batch = Value(np.array(xs))
+    out = getattr(batch, op)()
+    cg.batch_sum(out).backward()
+    for i, x in enumerate(xs):
+        alone = Value(x)
+        y = getattr(alone, op)()
+        y.backward()
+        assert repr(out.data[i]) == repr(np.float64(y.data)) and repr(batch.grad[i]) == repr(
+            np.float64(alone.grad)
+        )
