@@ -125,6 +125,16 @@ def test_l2_is_one_dot_node_with_torchs_gradient():
             "3 targets",
         ),
         (lambda: losses.l2([]), ValueError, "empty"),
+        (
+            lambda: losses.mse([cg.Value(1.0)], [np.ones(3)]),
+            TypeError,
+            "mse\\(\\): target 0 is an array, but per-sample outputs take one target each",
+        ),
+        (
+            lambda: losses.hinge(cg.Value(np.ones(2)), np.array(["a", "b"])),
+            TypeError,
+            "hinge\\(\\): the targets of a batch are numbers, not an array of <U1",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(call, error, message):
@@ -150,6 +160,9 @@ def test_a_batch_takes_its_targets_as_a_list_too_and_bad_targets_are_named():
     losses.mse(as_list, targets).backward()
     losses.mse(as_array, np.array(targets)).backward()
     assert as_list.grad.tolist() == as_array.grad.tolist()
+    logits = [cg.Value(np.array([0.1, 0.2])), cg.Value(np.array([0.3, -0.2])), cg.Value(np.array([1.0, 0.0]))]
+    by_list, by_array = losses.cross_entropy(logits, [0, 2]), losses.cross_entropy(logits, np.array([0, 2]))
+    assert by_list.data == by_array.data
     with pytest.raises(TypeError, match="mse\\(\\): targets must be a list, one per output, not NoneType"):
         losses.mse([cg.Value(1.0)], None)
     with pytest.raises(TypeError, match="batch_mean\\(\\) takes one Value holding a batch, not a list"):

@@ -15,17 +15,23 @@ from typing import Any
 from .engine import Op, Value
 from .fused import batch_mean, dot, mean
 from .fused import cross_entropy as _cross_entropy
-from .numerics import numpy, relu, sigmoid
+from .numerics import is_array, numpy, relu, sigmoid
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
+
+
+def _batch_targets(targets: Any, name: str) -> Any:
+    """A batch's targets as a NumPy array of numbers (a list is made one)."""
+    t = numpy().asarray(targets) if isinstance(targets, (list, tuple)) else targets
+    if is_array(t) and t.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: the targets of a batch are numbers, not an array of {t.dtype}")
+    return t
 
 
 def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any, name: str) -> Value:
     """The mean of per_sample(output, target), over a sequence or over a batch."""
     if isinstance(outputs, Value):  # a batch: its targets an array (or a list, made one)
-        return batch_mean(
-            per_sample(outputs, numpy().asarray(targets) if isinstance(targets, list) else targets)
-        )
+        return batch_mean(per_sample(outputs, _batch_targets(targets, name)))
     if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence):
         raise TypeError(f"{name}: outputs must be a list of per-sample Values or one batched Value")
     if isinstance(targets, (str, bytes)) or not hasattr(targets, "__len__"):
@@ -34,6 +40,12 @@ def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any,
         raise ValueError(f"{name}: {len(outputs)} outputs but {len(targets)} targets")
     if not outputs:
         raise ValueError(f"{name}: no samples")
+    for i, t in enumerate(targets):
+        if is_array(t):
+            raise TypeError(
+                f"{name}: target {i} is an array, but per-sample outputs take one target each; for a "
+                "batch pass one batched Value (or a list of them, for cross_entropy) and an array of targets"
+            )
     return mean([per_sample(o, t) for o, t in zip(outputs, targets)])
 
 
@@ -87,7 +99,7 @@ def cross_entropy(logits_per_sample: Any, targets: Any) -> Value:
         and logits_per_sample
         and isinstance(logits_per_sample[0], Value)
     ):
-        return batch_mean(_cross_entropy(logits_per_sample, targets))
+        return batch_mean(_cross_entropy(logits_per_sample, _batch_targets(targets, "cross_entropy()")))
     return _reduce(_cross_entropy, logits_per_sample, targets, "cross_entropy()")
 
 
