@@ -1159,3 +1159,10 @@ def test_gpt_learns_names():
     with cg.no_grad():
         held_out = np.mean([model.loss(tokens).data for tokens in docs[-50:]])
     assert held_out < math.log(tok.vocab_size) - 0.4
+
+
+def test_a_numpy_integer_seed_draws_what_the_int_draws_and_a_bad_seed_is_named():
+    assert nn.MLP(2, [3, 1], seed=np.int64(3)).state_dict() == nn.MLP(2, [3, 1], seed=3).state_dict()
+    for bad in (True, 1.5, "3"):
+        with pytest.raises(TypeError, match=r"seed must be an int, a random\.Random or None"):
+            nn.MLP(2, [3, 1], seed=bad)

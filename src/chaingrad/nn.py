@@ -57,8 +57,8 @@ def _generator(seed: int | random.Random | None) -> Any:
         return _rng
     if isinstance(seed, random.Random):
         return seed
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return random.Random(seed)
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        return random.Random(int(seed))  # a NumPy integer seeds as the int it holds
     raise TypeError(f"seed must be an int, a random.Random or None, not {type(seed).__name__}")
 
 
