@@ -207,6 +207,19 @@ def test_schedules_drive_the_optimizer_like_torch(name):
     np.testing.assert_allclose([p.data for p in params], tensor.detach().numpy(), rtol=0, atol=1e-12)
 
 
+def test_a_step_schedule_that_overflows_gives_an_infinite_lr_as_torchs_does():
+    opt = optim.SGD([cg.Value(0.0)], lr=0.1)
+    theirs = torch.optim.SGD([torch.zeros(1)], lr=0.1)
+    ours_sched = optim.StepLR(opt, step_size=1, gamma=1e300)
+    theirs_sched = torch.optim.lr_scheduler.StepLR(theirs, step_size=1, gamma=1e300)
+    for _ in range(3):
+        theirs.step()  # as torch wants it, before its schedule's step
+        ours_sched.step()
+        theirs_sched.step()
+        assert opt.lr == theirs.param_groups[0]["lr"]
+    assert opt.lr == math.inf
+
+
 def test_linear_lr_is_micrograds_demo_schedule():
     opt = optim.SGD([cg.Value(0.0)], lr=1.0)
     schedule = optim.LinearLR(opt, start_factor=1.0, end_factor=0.1, total_iters=100)

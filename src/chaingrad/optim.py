@@ -255,4 +255,8 @@ class StepLR(LRScheduler):
 
     def lr_at(self, t: int) -> float:
         """base_lr * gamma ** (t // step_size)."""
-        return self.base_lr * self.gamma ** (t // self.step_size)
+        try:
+            factor = self.gamma ** (t // self.step_size)
+        except OverflowError:  # a gamma above 1, long enough: inf, as PyTorch's lr becomes
+            factor = math.inf
+        return self.base_lr * factor
