@@ -9,6 +9,7 @@ import operator
 import pickle
 import warnings
 from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -555,3 +556,14 @@ def test_arithmetic_with_non_numbers_is_a_type_error(f):
     with pytest.raises(TypeError):
         f(x)
     assert (x.data, x.grad) == (2.0, 0.0)
+
+
+@pytest.mark.parametrize("number", [np.float32(0.75), np.float16(0.75), np.int8(1), Fraction(3, 4)])
+@pytest.mark.parametrize("op", ["exp", "tanh", "log", "relu", "sigmoid", "sqrt"])
+def test_a_unary_op_takes_data_assigned_any_kind_of_real_number(op, number):
+    v, expected = Value(1.0), Value(float(number))
+    v.data = number  # assigned, not converted by Value(): the op converts it
+    y, z = getattr(v, op)(), getattr(expected, op)()
+    y.backward()
+    z.backward()
+    assert (y.data, v.grad) == (z.data, expected.grad) and type(y.data) is float

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from numbers import Real
 from typing import Any
 
 __all__ = [
@@ -94,8 +95,9 @@ def data(x: Any) -> Any:
 
 
 def _other(x: Any, name: str, scalar: Any, batch: Any) -> Any:
-    """A one-argument function on what is not a float: an int, a batch (quietly) or a Value (its method)."""
-    if isinstance(x, (int, float)):
+    """A one-argument function on what is not a float: a number (an int, a NumPy float32 ...), a batch
+    (quietly) or a Value (its method)."""
+    if isinstance(x, Real):
         return scalar(float(x))
     if is_array(x):
         with quiet():
