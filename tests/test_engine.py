@@ -926,3 +926,33 @@ def test_a_subclass_of_value_gets_the_gradients_value_gets(f):
     f(*got).backward()
     assert [v.grad for v in got] == [v.grad for v in expected]
     assert all(v.grad != 0.0 for v in got)
+
+
+class _Remembers(Value):
+    """A subclass with a method and an attribute of its own, as micrograd forks write them."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.users = []
+
+    def doubled(self):
+        return self * 2.0
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_subclass_leaf_copies_and_pickles_as_its_class_with_its_own_attributes(how):
+    leaf = _Remembers(1.5)
+    leaf.grad, leaf.label, leaf.users = 0.25, "w", ["a user"]
+    again = {
+        "copy": copy.copy,
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda v: pickle.loads(pickle.dumps(v)),
+    }[how]
+    got = again(leaf)
+    assert type(got) is _Remembers and got is not leaf
+    assert (got.data, got.grad, got.label, got.users) == (1.5, 0.25, "w", ["a user"])
+    assert got.doubled().data == 3.0
+    graph = again(leaf * leaf + 1.0)  # a leaf inside a graph keeps its class too
+    graph.backward()
+    (inner,) = {type(p) for p in graph._prev[0]._prev}
+    assert inner is _Remembers and graph._prev[0]._prev[0].grad == 0.25 + 3.0  # its grad kept, then 2 * 1.5

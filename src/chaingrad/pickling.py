@@ -7,7 +7,8 @@ referring to its inputs by position; loading rebuilds the nodes in that order.
 A leaf is saved as itself (data, grad and label), so that a parameter saved
 with its model and with a graph is one Value again after loading. A gradient
 that is a Value (after `backward(create_graph=True)`) is saved as its number.
-Registered with `copyreg`, so the engine itself knows nothing of it.
+Registered with `copyreg` (and as Value's `__reduce__`, for subclasses), so the engine itself
+knows nothing of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _number(x: Any) -> Any:
 
 def _reduce(v: Value) -> tuple[Any, ...]:
     if not v._prev:
+        if type(v) is not Value:  # a learner's subclass: its class, and what its instances hold besides
+            return _leaf_of, (type(v), v.data, _number(v.grad), v.label, getattr(v, "__dict__", None))
         return _leaf, (v.data, _number(v.grad), v.label)
     if v._local is None and callable(v._ctx):
         raise TypeError(
@@ -65,6 +68,15 @@ def _leaf(data: Any, grad: Any, label: str) -> Value:
     return v
 
 
+def _leaf_of(cls: type, data: Any, grad: Any, label: str, state: dict[str, Any] | None) -> Value:
+    v = cls.__new__(cls)  # as pickle makes any object: the subclass's own __init__ is not called
+    Value.__init__(v, data, label=label)
+    v.grad = grad
+    if state:
+        vars(v).update(state)
+    return v
+
+
 def _rebuild(rows: list[Any]) -> Value:
     nodes: list[Value] = []
 
@@ -100,3 +112,4 @@ def _inputs_first(root: Value) -> list[Value]:
 
 
 copyreg.pickle(Value, _reduce)
+Value.__reduce__ = _reduce  # copyreg's table is for Value itself; a subclass's pickle asks its class
