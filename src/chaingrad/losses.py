@@ -40,13 +40,14 @@ def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any,
         raise ValueError(f"{name}: {len(outputs)} outputs but {len(targets)} targets")
     if not outputs:
         raise ValueError(f"{name}: no samples")
-    for i, t in enumerate(targets):
-        if is_array(t):
-            raise TypeError(
-                f"{name}: target {i} is an array, but per-sample outputs take one target each; for a "
-                "batch pass one batched Value (or a list of them, for cross_entropy) and an array of targets"
-            )
-    return mean([per_sample(o, t) for o, t in zip(outputs, targets)])
+    loss = mean([per_sample(o, t) for o, t in zip(outputs, targets)])
+    arrays = [] if type(loss.data) is float else [i for i, t in enumerate(targets) if is_array(t)]
+    if arrays:  # looked for only when the mean is not one number, so a loss costs nothing more
+        raise TypeError(
+            f"{name}: target {arrays[0]} is an array, but per-sample outputs take one target each; for a "
+            "batch pass one batched Value (or a list of them, for cross_entropy) and an array of targets"
+        )
+    return loss
 
 
 def hinge(scores: Any, ys: Any) -> Value:

@@ -125,14 +125,16 @@ def _saved(p: Value, name: str) -> float:
 def _inputs(x: Any, n: int, owner: Callable[[], str]) -> Any:
     """x as the n inputs of owner() (its name, made only for an error): an iterator or a generator is
     read (n of it, as micrograd's zip reads it); anything that is not n inputs is a clear error."""
-    if isinstance(x, Iterator):
-        x = list(itertools.islice(x, n + 1))
-        if len(x) > n:
-            raise ValueError(f"{owner()} takes {n} inputs, got an iterator of more")
     try:
         fits = len(x) == n
-    except TypeError:
-        fits = False
+    except TypeError:  # no len: asked only then, as a model is called once a sample
+        if not isinstance(x, Iterator):
+            fits = False
+        else:
+            x = list(itertools.islice(x, n + 1))
+            if len(x) > n:
+                raise ValueError(f"{owner()} takes {n} inputs, got an iterator of more") from None
+            fits = len(x) == n
     if not fits:
         _wrong_inputs(x, n, owner())
     return x

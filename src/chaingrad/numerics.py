@@ -95,13 +95,13 @@ def data(x: Any) -> Any:
 
 
 def _other(x: Any, name: str, scalar: Any, batch: Any) -> Any:
-    """A one-argument function on what is not a float: a number (an int, a NumPy float32 ...), a batch
-    (quietly) or a Value (its method)."""
-    if isinstance(x, Real):
-        return scalar(float(x))
+    """A one-argument function on what is not a float: a batch (quietly), a number (an int, a NumPy
+    float32 ...) or a Value (its method)."""
     if is_array(x):
         with quiet():
             return batch(x)
+    if isinstance(x, Real):
+        return scalar(float(x))
     method = getattr(x, name, None)
     if method is None:
         raise TypeError(f"{name}() takes a number, a NumPy batch or a Value, not {type(x).__name__}")

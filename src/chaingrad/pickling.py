@@ -7,13 +7,11 @@ referring to its inputs by position; loading rebuilds the nodes in that order.
 A leaf is saved as itself (data, grad and label), so that a parameter saved
 with its model and with a graph is one Value again after loading. A gradient
 that is a Value (after `backward(create_graph=True)`) is saved as its number.
-Registered with `copyreg` (and as Value's `__reduce__`, for subclasses), so the engine itself
-knows nothing of it.
+Set here as Value's `__reduce__` (subclasses included), so the engine itself knows nothing of it.
 """
 
 from __future__ import annotations
 
-import copyreg
 from typing import Any
 
 from .engine import Value, _node
@@ -111,5 +109,4 @@ def _inputs_first(root: Value) -> list[Value]:
     return order
 
 
-copyreg.pickle(Value, _reduce)
-Value.__reduce__ = _reduce  # copyreg's table is for Value itself; a subclass's pickle asks its class
+Value.__reduce__ = _reduce  # on the class, not in copyreg's table (Value alone): subclasses use it too
