@@ -496,7 +496,7 @@ def test_the_stepper_leaves_every_grad_of_the_graph_as_it_was():
     assert v["x1"].grad == pytest.approx(2 * torch_neuron_grads()["x1"])
 
 
-def failing_backward(node, g):
+def failing_backward(g, x, out):
     raise RuntimeError("a broken op")
 
 

@@ -5,13 +5,14 @@
     >>> y = (x * 3 + 1).tanh()
     >>> y.backward()
 
-`cg.nn`, `cg.optim`, `cg.losses`, `cg.data` and `cg.viz` load on first use.
+`cg.engine` is the reference engine, the file to read; `cg.backend` says which engine runs.
+`cg.nn` is loaded with chaingrad; `cg.optim`, `cg.losses`, `cg.data` and `cg.viz` on first use.
 """
 
-from . import engine
+from . import engine  # noqa: F401 - cg.engine, the reference engine
 from . import pickling as _pickling  # noqa: F401 - registers how Values pickle
+from ._backend import Op, Value, backend
 from .autodiff import grad, gradients, hessian, hvp, value_and_grad
-from .engine import Op, Value
 from .fused import batch_mean, batch_sum, cross_entropy, dot, log_softmax, logsumexp, mean, softmax, sum
 from .gradcheck import GradcheckError, gradcheck
 from .layers import affine
@@ -20,10 +21,6 @@ from .nn import manual_seed
 from .numerics import exp, log, relu, sigmoid, sqrt, tanh
 
 __version__ = "0.1.0"
-
-backend = "python" if engine.compiled is None else "compiled"
-"""Which engine runs: "compiled" (the C core, chaingrad._core) or "python" (the reference engine, which
-CHAINGRAD_PURE=1 in the environment chooses)."""
 
 __all__ = [
     "AnomalyError",

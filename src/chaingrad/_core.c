@@ -18,34 +18,42 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------------
- * What setup() gives us, once: the reference engine's functions and the table's ops. Written once
- * before any use and never again (but modes_seen, which turns from 0 to 1 once), so threads and
- * re-entrant calls cannot corrupt it.
+ * The op table, in engine.py's order (install() checks it against engine.PRIMITIVES: names, arity,
+ * local gradients or a rule), and what install() gives us once from chaingrad._backend's interface.
+ * Written once before any use and never again (but modes_seen, which turns from 0 to 1 once), so
+ * threads and re-entrant calls cannot corrupt it.
  * ---------------------------------------------------------------------------------------------- */
 
-enum { ADD, SUB, MUL, DIV, POW, NEG, EXP, LOG, TANH, SIGMOID, RELU, SQRT, ABS, N_PRIMITIVES };
-static const char *PRIMITIVE_NAMES[N_PRIMITIVES] = {"+",   "-",    "*",       "/",    "**",   "neg", "exp",
-                                                     "log", "tanh", "sigmoid", "relu", "sqrt", "abs"};
-enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, N_FUSED };
-static const char *FUSED_NAMES[N_FUSED] = {"SUM",       "MEAN",        "DOT",          "LOGSUMEXP",
-                                           "SOFTMAX",   "LOG_SOFTMAX", "CROSS_ENTROPY"};
+enum { ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, DIV, LOG, RELU, POW, N_PRIMITIVES };
+static const struct {
+    const char *name;
+    int arity, rule; /* rule: the op gives each input's share of g, not local gradients */
+} PRIMITIVE[N_PRIMITIVES] = {
+    {"+", 2, 0},   {"-", 2, 0},    {"*", 2, 0},       {"neg", 1, 0},  {"exp", 1, 0},  {"tanh", 1, 0}, {"sigmoid", 1, 0},
+    {"sqrt", 1, 0}, {"abs", 1, 0}, {"/", 2, 1},       {"log", 1, 1},  {"relu", 1, 1}, {"**", 2, 1},
+};
+enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_FUSED };
+static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
+                                           "softmax", "log_softmax", "cross_entropy", "affine"};
 
 static struct {
     int ready;
     int modes_seen; /* modes.ever_on: the one field that changes later, once, from 0 to 1 */
+    long NO_GRAD, ANOMALY; /* the modes' flags */
     PyTypeObject *Value;
     PyObject *op[N_PRIMITIVES]; /* the table's Op objects */
-    PyObject *fop[N_FUSED];     /* the fused ops' Op objects */
-    PyObject *parsed, *op_local, *apply, *operator_, *chain, *backward; /* engine.py */
-    PyTypeObject *Op;                                                    /* engine.Op */
-    PyObject *fallback[N_FUSED + 1];                                     /* fused.py's functions, affine */
-    PyObject *doc[N_FUSED + 1];                                          /* their docstrings */
-    PyObject *lock;        /* engine._one_backward_at_a_time */
+    PyObject *fop[N_FUSED];     /* the fused ops' Op objects, as twin() gives them */
+    PyObject *fallback[N_FUSED]; /* fused.py's and layers.py's functions: what the twins leave to Python */
+    PyObject *doc[N_FUSED];      /* their docstrings */
+    PyTypeObject *Op;            /* engine.Op */
+    /* the interface's functions */
+    PyObject *evaluate, *output, *local_gradients, *made_by_hand, *chain, *backward, *check_forward;
+    PyObject *lock;        /* engine's lock around a walk of a graph */
     PyObject *quiet;       /* numerics.quiet */
     PyObject *is_array;    /* numerics.is_array */
+    PyObject *constant;    /* numerics.constant */
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
-    PyObject *leaf_op_local; /* ("", ()): a leaf's op and local gradients */
     PyObject *s_acquire, *s_release, *s_enter, *s_exit, *s_chain; /* method names, made once */
     PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
 } S;
@@ -147,6 +155,7 @@ typedef struct {
 #define IS_FLOAT_VALUE(o) (IS_VALUE(o) && V(o)->dobj == NULL)
 
 static PyObject *get_ctx(ValueObject *v);
+static PyObject *apply_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 
 /* ------------------------------------------------------------------------------------------------
  * Freed nodes are kept for reuse, as CPython keeps freed floats and tuples. A training step frees its
@@ -460,8 +469,8 @@ static int set_grad(ValueObject *v, PyObject *x) {
         PyErr_SetString(PyExc_AttributeError, "a Value's grad cannot be deleted");
         return -1;
     }
-    Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given: the reference engine tells grads apart by identity */
-    v->reached = 1;
+    Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given, as the reference engine keeps it */
+    v->reached = x != Py_None;
     return hold(v, x);
 }
 
@@ -493,6 +502,11 @@ static int add_grad(ValueObject *c, double d) {
     c->reached = 1;
     if (c->gobj == NULL) {
         c->g += d;
+        return 0;
+    }
+    if (c->gobj == Py_None) { /* no gradient yet: 0.0 + d, as engine.add_gradient */
+        c->g = 0.0 + d;
+        Py_CLEAR(c->gobj);
         return 0;
     }
     if (PyFloat_CheckExact(c->gobj)) {
@@ -561,7 +575,7 @@ static PyObject *core_modes_turned_on(PyObject *module, PyObject *unused) {
  * The primitive ops on single numbers: engine.py's table, its formulas written out.
  * ---------------------------------------------------------------------------------------------- */
 
-static int is_rule(int k) { return k == DIV || k == POW || k == LOG || k == RELU; }
+static int is_rule(int k) { return PRIMITIVE[k].rule; }
 
 /* out = op(x, y) and its local gradients (lx, ly); for rule ops only out. */
 static double binary_forward(int k, double x, double y, double *lx, double *ly) {
@@ -665,7 +679,14 @@ static PyObject *binary(int k, PyObject *a, PyObject *b) {
         return (PyObject *)v;
     }
 general:
-    return PyObject_CallFunctionObjArgs(S.operator_, op, a, b, NULL);
+    if (!PyObject_TypeCheck(other, S.Value)) { /* as engine._operator: not a number, NotImplemented */
+        PyObject *c = PyObject_CallOneArg(S.constant, other);
+        if (c == NULL) return NULL;
+        Py_DECREF(c);
+        if (c == Py_None) Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *ab[2] = {a, b};
+    return apply_op(op, ab, 2);
 }
 
 static PyObject *unary(int k, PyObject *self) {
@@ -673,12 +694,12 @@ static PyObject *unary(int k, PyObject *self) {
         int off = modes_off();
         if (off < 0) return NULL;
         if (off) {
-            double local;
+            double local = 0.0; /* a rule op gives none */
             double out = unary_forward(k, V(self)->d, &local);
             return (PyObject *)new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
         }
     }
-    return PyObject_CallFunctionObjArgs(S.apply, S.op[k], self, NULL);
+    return apply_op(S.op[k], &self, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -788,36 +809,50 @@ static int push(Stack *s, ValueObject *v) {
     return 0;
 }
 
-#define DONE(v) ((ValueObject *)((uintptr_t)(v) | 1)) /* on the stack above a node whose inputs come next */
-#define IS_DONE(v) ((uintptr_t)(v) & 1)
-#define UNDONE(v) ((ValueObject *)((uintptr_t)(v) & ~(uintptr_t)1))
+typedef struct {
+    ValueObject *node;
+    Py_ssize_t next; /* the input to look at next */
+} Frame;
 
-/* engine._topo: the nodes that lead to root (leaves left out), inputs first; grads set to unreached 0. */
+/* engine.topological_order, leaves left out: the nodes that lead to root, each after all of its
+ * inputs, depth first with the inputs in the order of _prev (micrograd's build_topo), without
+ * recursion. Each one's grad is set to None (no gradient yet) and it is marked with this walk's token. */
 static int topo(ValueObject *root, void *token, Stack *order) {
-    Stack stack = {NULL, 0, 0};
+    Frame *stack = NULL;
+    Py_ssize_t len = 0, cap = 0;
     if (root->n == 0) return 0;
-    if (push(&stack, root) < 0) return -1;
-    while (stack.len) {
-        ValueObject *node = stack.items[--stack.len];
-        if (IS_DONE(node)) {
-            if (push(order, UNDONE(node)) < 0) goto fail;
-        } else if (node->walk != token) {
-            node->walk = token;
-            node->g = 0.0;
-            Py_CLEAR(node->gobj);
-            node->reached = 0;
-            if (push(&stack, DONE(node)) < 0) goto fail;
-            for (Py_ssize_t i = 0; i < node->n; i++) {
-                ValueObject *c = V(node->prev[i]);
-                if (c->n && c->walk != token && push(&stack, c) < 0) goto fail;
+    for (ValueObject *next = root; next != NULL || len;) {
+        if (next != NULL) { /* visit it: its inputs come first */
+            if (len == cap) {
+                Py_ssize_t c = cap ? 2 * cap : 256;
+                Frame *grown = PyMem_Realloc(stack, c * sizeof(Frame));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                stack = grown, cap = c;
             }
+            next->walk = token;
+            next->g = 0.0;
+            Py_XSETREF(next->gobj, Py_NewRef(Py_None));
+            next->reached = 0;
+            stack[len++] = (Frame){next, 0};
+            next = NULL;
+        }
+        Frame *top = &stack[len - 1];
+        if (top->next < top->node->n) {
+            ValueObject *c = V(top->node->prev[top->next++]);
+            if (c->n && c->walk != token) next = c;
+        } else { /* every input is in the order: the node comes next */
+            if (push(order, top->node) < 0) goto fail;
+            len--;
         }
     }
-    PyMem_Free(stack.items);
+    PyMem_Free(stack);
     return 0;
 fail:
-    for (Py_ssize_t i = 0; i < stack.len; i++) UNDONE(stack.items[i])->walk = NULL;
-    PyMem_Free(stack.items);
+    for (Py_ssize_t i = 0; i < len; i++) stack[i].node->walk = NULL;
+    PyMem_Free(stack);
     return -1;
 }
 
@@ -827,7 +862,7 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:backward", kwlist, &create_graph)) return NULL;
     long flags = mode_flags();
     if (flags < 0) return NULL;
-    if (create_graph || (flags & 2) || self->dobj != NULL) /* higher order, anomaly mode, a batch */
+    if (create_graph || (flags & S.ANOMALY) || self->dobj != NULL) /* higher order, anomaly mode, a batch */
         return PyObject_CallFunctionObjArgs(S.backward, self, create_graph ? Py_True : Py_False, NULL);
     PyObject *r = PyObject_CallMethodNoArgs(S.lock, S.s_acquire);
     if (r == NULL) return NULL;
@@ -991,36 +1026,49 @@ static PyGetSetDef value_getset[] = {
     {"_op", (getter)get_op, (setter)set_op, "the op that computed it; \"\" for a leaf", NULL},
     {"_local", (getter)get_local, (setter)set_local, "d(this)/d(input) for each input, or None", NULL},
     {"_ctx", (getter)get_ctx_attr, (setter)set_ctx, "what the op needs besides its inputs' data", NULL},
-    {"_context", (getter)get_ctx_attr, (setter)set_ctx, NULL, NULL},
     {"_backward", (getter)get_backward, (setter)set_backward, "this node's step of backprop", NULL},
     {"batch_size", (getter)get_batch_size, NULL, "how many samples data holds, or None for a number", NULL},
     {NULL},
 };
 
-/* Value(data, _children=(), _op="", label=""): engine.parsed checks the arguments, as for the reference. */
+/* Value(data, _children=(), _op="", label=""): engine.made_by_hand checks data and op and gives the
+ * node's data, op and local gradients, as for the reference engine's Value. */
 static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"data", "_children", "_op", "label", NULL};
-    PyObject *data, *children = NULL, *op = NULL, *label = NULL, *d = NULL, *op_local = NULL;
+    PyObject *data, *children = NULL, *op = NULL, *label = NULL, *d = NULL, *parts = NULL, *local;
     int rc = -1;
     data = kwds == NULL && PyTuple_GET_SIZE(args) == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
     if (data != NULL && (PyFloat_CheckExact(data) || PyLong_CheckExact(data))) {
-        /* Value(x), a leaf, the common case: what engine.parsed and engine._op_local give, without calling them */
+        /* Value(x), a leaf, the common case: what engine.made_by_hand gives, without calling it */
         double x = PyFloat_CheckExact(data) ? PyFloat_AS_DOUBLE(data) : PyLong_AsDouble(data);
         if (x == -1.0 && PyErr_Occurred()) return -1; /* an int too large for a float, as float() says */
         d = PyFloat_FromDouble(x);
         children = PyTuple_New(0);
-        op_local = Py_NewRef(S.leaf_op_local);
         if (d == NULL || children == NULL) goto done;
+        op = S.empty, local = children; /* no inputs, no local gradients */
     } else {
         if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label))
             return -1;
+        if (PyObject_TypeCheck(data, S.Value)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Value() takes an int, a float or a 1-D NumPy array of numbers, not another Value");
+            return -1;
+        }
         children = children ? PySequence_Tuple(children) : PyTuple_New(0);
         if (children == NULL) return -1;
-        if (op == NULL) op = S.empty;
-        d = PyObject_CallFunctionObjArgs(S.parsed, data, children, op, NULL);
-        if (d == NULL) goto done;
-        op_local = PyObject_CallOneArg(S.op_local, op);
-        if (op_local == NULL) goto done;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(children); i++)
+            if (!PyObject_TypeCheck(PyTuple_GET_ITEM(children, i), S.Value)) {
+                PyErr_SetString(PyExc_TypeError, "Value(): _children must be Values (the inputs this value was computed from)");
+                goto done;
+            }
+        parts = PyObject_CallFunctionObjArgs(S.made_by_hand, data, children, op ? op : S.empty, NULL);
+        if (parts == NULL) goto done;
+        if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3) {
+            PyErr_SetString(PyExc_SystemError, "engine.made_by_hand gave no (data, op, local)");
+            goto done;
+        }
+        d = Py_NewRef(PyTuple_GET_ITEM(parts, 0));
+        op = PyTuple_GET_ITEM(parts, 1), local = PyTuple_GET_ITEM(parts, 2); /* parts holds them */
     }
     Py_ssize_t n = PyTuple_GET_SIZE(children);
     value_clear(self);
@@ -1042,9 +1090,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
     if ((self->born ? hold(self, children) : born(self)) < 0) goto done;
     self->born = 1;
-    if (set_data(self, d) < 0 || set_op(self, PyTuple_GET_ITEM(op_local, 0), NULL) < 0 ||
-        set_local(self, PyTuple_GET_ITEM(op_local, 1), NULL) < 0)
-        goto done;
+    if (set_data(self, d) < 0 || set_op(self, op, NULL) < 0 || set_local(self, local, NULL) < 0) goto done;
     if (label != NULL) {
         int empty = PyUnicode_Check(label) && PyUnicode_GET_LENGTH(label) == 0;
         if (!empty && set_label(self, label, NULL) < 0) goto done;
@@ -1053,7 +1099,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
 done:
     Py_XDECREF(children);
     Py_XDECREF(d);
-    Py_XDECREF(op_local);
+    Py_XDECREF(parts);
     return rc;
 }
 
@@ -1244,25 +1290,171 @@ static PyObject *get_ctx(ValueObject *v) {
     }
 }
 
-/* engine._node, for the reference engine's Python code: node(out, prev, local, op, ctx). */
-static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "node(out, prev: tuple, local, op, ctx)");
-        return NULL;
-    }
-    PyObject *prev = args[1];
+/* A node with these parts, as engine.node makes one (no checks: apply and record check them) */
+static PyObject *make_node(PyObject *data, PyObject *prev, PyObject *local, PyObject *op, PyObject *ctx) {
     Py_ssize_t n = PyTuple_GET_SIZE(prev);
     ValueObject *v = alloc_node(n);
     if (v == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(PyTuple_GET_ITEM(prev, i));
     v->n = n;
-    v->op = Py_NewRef(args[3]);
-    if (born(v) < 0 || hold(v, v->op) < 0 || set_data(v, args[0]) < 0 || set_local(v, args[2], NULL) < 0 ||
-        set_ctx(v, args[4], NULL) < 0) {
+    v->op = Py_NewRef(op);
+    if (born(v) < 0 || hold(v, v->op) < 0 || set_data(v, data) < 0 || set_local(v, local, NULL) < 0 ||
+        set_ctx(v, ctx, NULL) < 0) {
         Py_DECREF(v);
         return NULL;
     }
     return (PyObject *)v;
+}
+
+/* node(data, prev, local, op, ctx): engine.node, for this type */
+static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "node(data, prev: tuple, local, op, ctx)");
+        return NULL;
+    }
+    return make_node(args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* The arguments spliced into one list: a fused op's sequences (tuples) item by item (engine._flat) */
+static PyObject *flat_arguments(PyObject *args) {
+    PyObject *flat = PyList_New(0);
+    for (Py_ssize_t i = 0; flat != NULL && i < PyTuple_GET_SIZE(args); i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        int rc = PyTuple_CheckExact(a) ? PyList_SetSlice(flat, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, a) : PyList_Append(flat, a);
+        if (rc < 0) Py_CLEAR(flat);
+    }
+    return flat;
+}
+
+/* engine.record: the node for out = op(*args), given the local gradients of the arguments (None: the
+ * op's rule). Its inputs are the arguments that are Values; the arguments stay in _ctx when they hold
+ * more than those (constants, a fused op's sequences). Under no_grad the node is a leaf. */
+static PyObject *record_node(PyObject *op, PyObject *out, PyObject *args, PyObject *local) {
+    PyObject *value = NULL, *flat = NULL, *prev = NULL, *checked = NULL, *r = NULL;
+    long flags = mode_flags();
+    if (flags < 0) return NULL;
+    value = PyFloat_CheckExact(out) ? Py_NewRef(out) : PyObject_CallFunctionObjArgs(S.output, op, out, NULL);
+    if (value == NULL || (flat = flat_arguments(args)) == NULL) goto done;
+    if (flags & S.ANOMALY) {
+        PyObject *ok = PyObject_CallFunctionObjArgs(S.check_forward, op, value, flat, NULL);
+        if (ok == NULL) goto done;
+        Py_DECREF(ok);
+    }
+    if (flags & S.NO_GRAD) {
+        PyObject *none = PyTuple_New(0);
+        if (none != NULL) r = make_node(value, none, none, S.empty, Py_None);
+        Py_XDECREF(none);
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(flat), k = 0, plain = 1;
+    for (Py_ssize_t i = 0; i < n; i++) k += PyObject_TypeCheck(PyList_GET_ITEM(flat, i), S.Value);
+    if ((prev = PyTuple_New(k)) == NULL) goto done;
+    for (Py_ssize_t i = 0, j = 0; i < n && j < k; i++) {
+        PyObject *a = PyList_GET_ITEM(flat, i);
+        if (PyObject_TypeCheck(a, S.Value)) PyTuple_SET_ITEM(prev, j++, Py_NewRef(a));
+    }
+    if (local != Py_None) {
+        checked = PyObject_CallFunctionObjArgs(S.local_gradients, op, local, flat, value, (PyObject *)S.Value, NULL);
+        if (checked == NULL) goto done;
+    }
+    plain = k == PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; plain && i < PyTuple_GET_SIZE(args); i++) plain = !PyTuple_CheckExact(PyTuple_GET_ITEM(args, i));
+    r = make_node(value, prev, checked ? checked : Py_None, op, plain ? Py_None : args);
+done:
+    Py_XDECREF(value);
+    Py_XDECREF(flat);
+    Py_XDECREF(prev);
+    Py_XDECREF(checked);
+    return r;
+}
+
+/* record(op, out, args, local): engine.record, for this type */
+static PyObject *core_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "record(op, out, args: tuple, local)");
+        return NULL;
+    }
+    return record_node(args[0], args[1], args[2], args[3]);
+}
+
+/* One argument of an op, checked (engine._argument), and its data: a Value and its data; a number or
+ * batch as engine keeps it, twice; a sequence (a fused op's) as a tuple of those, and of their data. */
+static int argument(PyObject *op, PyObject *a, Py_ssize_t i, int in_sequence, PyObject **checked, PyObject **data) {
+    if (PyObject_TypeCheck(a, S.Value)) {
+        *checked = Py_NewRef(a);
+        *data = data_of(V(a));
+        if (*data != NULL) return 0;
+        Py_CLEAR(*checked);
+        return -1;
+    }
+    if (!in_sequence && (PyList_Check(a) || PyTuple_Check(a))) {
+        PyObject *items = PySequence_Tuple(a); /* a copy: nothing can change it under us */
+        if (items == NULL) return -1;
+        Py_ssize_t n = PyTuple_GET_SIZE(items);
+        *checked = PyTuple_New(n), *data = PyTuple_New(n);
+        for (Py_ssize_t j = 0; *checked && *data && j < n; j++) {
+            PyObject *c, *x;
+            if (argument(op, PyTuple_GET_ITEM(items, j), i, 1, &c, &x) < 0) {
+                Py_CLEAR(*checked);
+                break;
+            }
+            PyTuple_SET_ITEM(*checked, j, c);
+            PyTuple_SET_ITEM(*data, j, x);
+        }
+        Py_DECREF(items);
+        if (*checked == NULL || *data == NULL) {
+            Py_CLEAR(*checked);
+            Py_CLEAR(*data);
+            return -1;
+        }
+        return 0;
+    }
+    PyObject *c = PyObject_CallOneArg(S.constant, a);
+    if (c == NULL) return -1;
+    if (c == Py_None) {
+        Py_DECREF(c);
+        PyObject *repr = PyObject_Repr(a), *cut = repr ? PyUnicode_Substring(repr, 0, 60) : NULL;
+        if (cut != NULL)
+            PyErr_Format(PyExc_TypeError, "%S(): argument %zd is %s %U; expected a Value or a number", op, i,
+                         Py_TYPE(a)->tp_name, cut);
+        Py_XDECREF(repr);
+        Py_XDECREF(cut);
+        return -1;
+    }
+    *checked = c, *data = Py_NewRef(c);
+    return 0;
+}
+
+/* engine.apply: the node for op(*args), its value and local gradients engine.evaluate's */
+static PyObject *apply_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *checked = PyTuple_New(nargs), *xs = PyList_New(nargs), *pair = NULL, *r = NULL;
+    if (checked == NULL || xs == NULL) goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *c, *x;
+        if (argument(op, args[i], i, 0, &c, &x) < 0) goto done;
+        PyTuple_SET_ITEM(checked, i, c);
+        PyList_SET_ITEM(xs, i, x);
+    }
+    if ((pair = PyObject_CallFunctionObjArgs(S.evaluate, op, xs, NULL)) == NULL) goto done;
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_SystemError, "engine.evaluate gave no (out, local)");
+        goto done;
+    }
+    r = record_node(op, PyTuple_GET_ITEM(pair, 0), checked, PyTuple_GET_ITEM(pair, 1));
+done:
+    Py_XDECREF(checked);
+    Py_XDECREF(xs);
+    Py_XDECREF(pair);
+    return r;
+}
+
+/* apply(op, *args): engine.apply, for this type (what cg.Op's call does where the core runs) */
+static PyObject *core_apply(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || !PyObject_TypeCheck(args[0], S.Op)) {
+        PyErr_SetString(PyExc_TypeError, "apply(op, *args): op must be a chaingrad Op");
+        return NULL;
+    }
+    return apply_op(args[0], args + 1, nargs - 1);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1556,7 +1748,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
         return outs;
     }
 general:
-    return fallback(N_FUSED, args, nargs, kwnames);
+    return fallback(F_AFFINE, args, nargs, kwnames);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1602,25 +1794,6 @@ static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
         Py_CLEAR(p->gobj);
     }
     Py_RETURN_TRUE;
-}
-
-/* engine._add's loop, from the start for as long as each share is None or a float added to a grad that
- * is a float: the number of shares done, the rest left to Python */
-static PyObject *core_add_shares(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], S.Value) || !(PyList_CheckExact(args[1]) || PyTuple_CheckExact(args[1])))
-        return PyLong_FromLong(0);
-    ValueObject *node = V(args[0]);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(args[1]), i;
-    PyObject **shares = PySequence_Fast_ITEMS(args[1]);
-    if (n > node->n) n = node->n;
-    for (i = 0; i < n; i++) {
-        PyObject *d = shares[i];
-        if (d == Py_None) continue;
-        ValueObject *c = V(node->prev[i]);
-        if (!IS_VALUE(c) || !PyFloat_CheckExact(d) || !(c->gobj == NULL || PyFloat_CheckExact(c->gobj))) break;
-        if (add_grad(c, PyFloat_AS_DOUBLE(d)) < 0) return NULL;
-    }
-    return PyLong_FromSsize_t(i);
 }
 
 /* layers._batched's parameters: the data of every item of a list, packed as C doubles (bytes, for
@@ -1686,49 +1859,106 @@ static PyObject *core_adam_step(PyObject *module, PyObject *args) {
 }
 
 /* ------------------------------------------------------------------------------------------------
- * setup(engine, fused, modes, numerics): the reference engine's pieces, once.
+ * install(interface): what chaingrad._backend gives, once, when chaingrad is imported
  * ---------------------------------------------------------------------------------------------- */
 
-static PyObject *get(PyObject *ns, const char *name) {
-    PyObject *x = PyDict_GetItemString(ns, name); /* borrowed */
-    if (x == NULL) PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: %s is missing", name);
-    return Py_XNewRef(x);
+/* interface.name, a new reference, or NULL with an error naming it */
+static PyObject *get(PyObject *interface, const char *name) {
+    PyObject *x = PyObject_GetAttrString(interface, name);
+    if (x == NULL) PyErr_Format(PyExc_RuntimeError, "chaingrad._core.install: the interface has no %s", name);
+    return x;
 }
 
-/* setup_engine(engine, modes, numerics): engine.py's functions and ops, once, at the end of engine.py */
-static PyObject *core_setup_engine(PyObject *module, PyObject *args) {
-    PyObject *engine, *modes, *numerics;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyDict_Type, &engine, &PyDict_Type, &modes, &PyDict_Type, &numerics))
-        return NULL;
-    if (S.ready) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core is set up once, by engine.py");
-    PyObject *ops = PyDict_GetItemString(engine, "OPS");
-    if (ops == NULL) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: OPS is missing");
-    for (int k = 0; k < N_PRIMITIVES; k++)
-        if ((S.op[k] = Py_XNewRef(PyDict_GetItemString(ops, PRIMITIVE_NAMES[k]))) == NULL)
-            return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: the op %s is missing", PRIMITIVE_NAMES[k]);
-    if ((S.parsed = get(engine, "parsed")) == NULL || (S.op_local = get(engine, "_op_local")) == NULL ||
-        (S.apply = get(engine, "apply")) == NULL || (S.operator_ = get(engine, "_operator")) == NULL ||
-        (S.chain = get(engine, "chain")) == NULL || (S.backward = get(engine, "backward")) == NULL ||
-        (S.lock = get(engine, "_one_backward_at_a_time")) == NULL || (S.quiet = get(numerics, "quiet")) == NULL ||
-        (S.is_array = get(numerics, "is_array")) == NULL ||
-        (S.mode_var = get(modes, "_mode")) == NULL || (S.Op = (PyTypeObject *)get(engine, "Op")) == NULL)
-        return NULL;
-    if (!PyType_Check(S.Op)) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: Op is not a class");
-    PyObject *tell = PyDict_GetItemString(modes, "when_first_on"), *ever_on = PyDict_GetItemString(modes, "ever_on");
-    PyObject *turned_on = PyObject_GetAttrString(module, "modes_turned_on");
-    if (tell == NULL || ever_on == NULL || !PyList_Check(tell) || turned_on == NULL || PyList_Append(tell, turned_on) < 0) {
-        Py_XDECREF(turned_on);
-        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_RuntimeError, "chaingrad._core.setup: modes.when_first_on is missing");
+/* How many arguments an op's forward takes (its code object's, or 1 for a builtin such as abs) */
+static Py_ssize_t arity(PyObject *op) {
+    PyObject *forward = PyObject_GetAttrString(op, "forward"), *code = NULL, *count = NULL;
+    Py_ssize_t n = -1;
+    if (forward == NULL) return -1;
+    if (PyCFunction_Check(forward)) {
+        n = 1;
+    } else if ((code = PyObject_GetAttrString(forward, "__code__")) != NULL &&
+               (count = PyObject_GetAttrString(code, "co_argcount")) != NULL) {
+        n = PyLong_AsSsize_t(count);
     }
-    Py_DECREF(turned_on);
-    S.modes_seen = PyObject_IsTrue(ever_on);
-    S.ready = 1;
-    Py_RETURN_NONE;
+    Py_DECREF(forward);
+    Py_XDECREF(code);
+    Py_XDECREF(count);
+    return n;
 }
 
-/* The compiled twins of fused.py's functions and of layers.affine, in S.fallback's order. Each is
- * made at setup with the docstring of the Python function it stands for, so help() reads the same. */
-static PyMethodDef twin_defs[N_FUSED + 1] = {
+/* The table's op k against engine.PRIMITIVES[k]: its name, arity, and whether it has a rule */
+static int check_primitive(int k, PyObject *op) {
+    if (!PyObject_TypeCheck(op, S.Op) || PyUnicode_CompareWithASCIIString(op, PRIMITIVE[k].name) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "op %d of engine.py's table is %R, the core's is %s", k, op, PRIMITIVE[k].name);
+        return -1;
+    }
+    PyObject *rule = PyObject_GetAttrString(op, "rule");
+    if (rule == NULL) return -1;
+    int has_rule = rule != Py_None;
+    Py_DECREF(rule);
+    Py_ssize_t n = arity(op);
+    if (n < 0 && PyErr_Occurred()) return -1;
+    if (has_rule != PRIMITIVE[k].rule || n != PRIMITIVE[k].arity) {
+        PyErr_Format(PyExc_RuntimeError, "the op %s takes %zd inputs and %s in engine.py's table, %d and %s in the core's",
+                     PRIMITIVE[k].name, n, has_rule ? "a rule" : "local gradients", PRIMITIVE[k].arity,
+                     PRIMITIVE[k].rule ? "a rule" : "local gradients");
+        return -1;
+    }
+    return 0;
+}
+
+/* A flag of the modes, interface.name, as a C long */
+static int get_flag(PyObject *interface, const char *name, long *flag) {
+    PyObject *x = get(interface, name);
+    if (x == NULL) return -1;
+    *flag = PyLong_AsLong(x);
+    Py_DECREF(x);
+    return *flag == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *core_install(PyObject *module, PyObject *interface) {
+    if (S.ready) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core is installed once, by chaingrad._backend");
+    PyObject *ops = NULL, *tell = NULL, *ever_on = NULL, *turned_on = NULL;
+    int ok = 0;
+    if ((S.Op = (PyTypeObject *)get(interface, "Op")) == NULL || !PyType_Check(S.Op) ||
+        (ops = get(interface, "primitives")) == NULL || !PyTuple_Check(ops))
+        goto done;
+    if (PyTuple_GET_SIZE(ops) != N_PRIMITIVES) {
+        PyErr_Format(PyExc_RuntimeError, "engine.py's table has %zd ops, the core's %d", PyTuple_GET_SIZE(ops), N_PRIMITIVES);
+        goto done;
+    }
+    for (int k = 0; k < N_PRIMITIVES; k++) {
+        if (check_primitive(k, PyTuple_GET_ITEM(ops, k)) < 0) goto done;
+        S.op[k] = Py_NewRef(PyTuple_GET_ITEM(ops, k));
+    }
+    if ((S.evaluate = get(interface, "evaluate")) == NULL || (S.output = get(interface, "output")) == NULL ||
+        (S.local_gradients = get(interface, "local_gradients")) == NULL ||
+        (S.made_by_hand = get(interface, "made_by_hand")) == NULL || (S.chain = get(interface, "chain")) == NULL ||
+        (S.backward = get(interface, "backward")) == NULL || (S.check_forward = get(interface, "check_forward")) == NULL ||
+        (S.lock = get(interface, "lock")) == NULL || (S.quiet = get(interface, "quiet")) == NULL ||
+        (S.is_array = get(interface, "is_array")) == NULL || (S.constant = get(interface, "constant")) == NULL ||
+        (S.mode_var = get(interface, "mode")) == NULL || get_flag(interface, "NO_GRAD", &S.NO_GRAD) < 0 ||
+        get_flag(interface, "ANOMALY", &S.ANOMALY) < 0)
+        goto done;
+    if ((tell = get(interface, "when_first_on")) == NULL || (ever_on = get(interface, "ever_on")) == NULL ||
+        (turned_on = PyObject_GetAttrString(module, "modes_turned_on")) == NULL)
+        goto done;
+    if (!PyList_Check(tell)) {
+        PyErr_SetString(PyExc_TypeError, "chaingrad._core.install: when_first_on must be a list");
+        goto done;
+    }
+    if (PyList_Append(tell, turned_on) < 0 || (S.modes_seen = PyObject_IsTrue(ever_on)) < 0) goto done;
+    S.ready = ok = 1;
+done:
+    Py_XDECREF(ops);
+    Py_XDECREF(tell);
+    Py_XDECREF(ever_on);
+    Py_XDECREF(turned_on);
+    return ok ? Py_NewRef(Py_None) : NULL;
+}
+
+/* The compiled twins of fused.py's functions and of layers.affine, by their ops' names */
+static PyMethodDef twin_defs[N_FUSED] = {
     {"sum", (PyCFunction)(void (*)(void))core_sum, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"mean", (PyCFunction)(void (*)(void))core_mean, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"dot", (PyCFunction)(void (*)(void))core_dot, METH_FASTCALL | METH_KEYWORDS, NULL},
@@ -1739,58 +1969,41 @@ static PyMethodDef twin_defs[N_FUSED + 1] = {
     {"affine", (PyCFunction)(void (*)(void))core_affine, METH_FASTCALL | METH_KEYWORDS, NULL},
 };
 
-/* The twin of the Python function S.fallback[k] (whose docstring S.doc[k] keeps alive), in `into` */
-static int make_twin(int k, PyObject *module, PyObject *into) {
-    PyObject *doc = PyObject_GetAttrString(S.fallback[k], "__doc__");
-    if (doc == NULL) return -1;
+/* twin(op, function): the compiled twin of fused.py's or layers.py's function for op, which it calls for
+ * what it does not do itself; made with that function's docstring, so help() reads the same */
+static PyObject *core_twin(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], S.Op) || !PyCallable_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "twin(op, function)");
+    int k = 0;
+    while (k < N_FUSED && PyUnicode_CompareWithASCIIString(args[0], FUSED_NAMES[k]) != 0) k++;
+    if (k == N_FUSED) return PyErr_Format(PyExc_ValueError, "the core has no twin for the op %R", args[0]);
+    if (S.fallback[k] != NULL) return PyErr_Format(PyExc_RuntimeError, "the twin of %R is made once", args[0]);
+    PyObject *doc = PyObject_GetAttrString(args[1], "__doc__");
+    if (doc == NULL) return NULL;
     if (PyUnicode_Check(doc) && (twin_defs[k].ml_doc = PyUnicode_AsUTF8(doc)) == NULL) {
         Py_DECREF(doc);
-        return -1;
+        return NULL;
     }
-    S.doc[k] = doc;
     PyObject *name = PyModule_GetNameObject(module);
     PyObject *f = name ? PyCFunction_NewEx(&twin_defs[k], NULL, name) : NULL;
     Py_XDECREF(name);
-    int rc = f ? PyDict_SetItemString(into, twin_defs[k].ml_name, f) : -1;
-    Py_XDECREF(f);
-    return rc;
-}
-
-/* setup_fused(fused): the fused ops and fused.py's functions (the slow paths), once, at the end of
- * fused.py; returns {name: compiled twin} */
-static PyObject *core_setup_fused(PyObject *module, PyObject *fused) {
-    if (!PyDict_Check(fused) || !S.ready || S.fallback[0]) return PyErr_Format(PyExc_RuntimeError, "setup_fused: once, after setup_engine");
-    PyObject *twins = PyDict_New();
-    if (twins == NULL) return NULL;
-    for (int k = 0; k < N_FUSED; k++)
-        if ((S.fop[k] = get(fused, FUSED_NAMES[k])) == NULL || (S.fallback[k] = get(fused, twin_defs[k].ml_name)) == NULL ||
-            make_twin(k, module, twins) < 0) {
-            Py_DECREF(twins);
-            return NULL;
-        }
-    return twins;
-}
-
-/* setup_layers(layers): layers.affine (the slow path), once, at the end of layers.py; returns its twin */
-static PyObject *core_setup_layers(PyObject *module, PyObject *layers) {
-    if (!PyDict_Check(layers) || !S.fallback[0] || S.fallback[N_FUSED]) return PyErr_Format(PyExc_RuntimeError, "setup_layers: once, after setup_fused");
-    PyObject *twins = PyDict_New();
-    if (twins == NULL || (S.fallback[N_FUSED] = get(layers, "affine")) == NULL || make_twin(N_FUSED, module, twins) < 0) {
-        Py_XDECREF(twins);
+    if (f == NULL) {
+        Py_DECREF(doc);
         return NULL;
     }
-    PyObject *affine = Py_NewRef(PyDict_GetItemString(twins, "affine"));
-    Py_DECREF(twins);
-    return affine;
+    S.doc[k] = doc; /* keeps the docstring's text alive */
+    S.fop[k] = Py_NewRef(args[0]);
+    S.fallback[k] = Py_NewRef(args[1]);
+    return f;
 }
 
 static PyMethodDef core_functions[] = {
-    {"setup_engine", core_setup_engine, METH_VARARGS, "setup_engine(engine, modes, numerics): once, by engine.py"},
-    {"setup_fused", core_setup_fused, METH_O, "setup_fused(fused) -> {name: compiled twin}: once, by fused.py"},
-    {"setup_layers", core_setup_layers, METH_O, "setup_layers(layers) -> affine's twin: once, by layers.py"},
+    {"install", core_install, METH_O, "install(interface): once, by chaingrad._backend"},
+    {"twin", (PyCFunction)(void (*)(void))core_twin, METH_FASTCALL, "twin(op, function): the compiled twin of a fused op's function"},
+    {"apply", (PyCFunction)(void (*)(void))core_apply, METH_FASTCALL, "apply(op, *args): engine.apply, making this type's nodes"},
+    {"record", (PyCFunction)(void (*)(void))core_record, METH_FASTCALL, "record(op, out, args, local): engine.record, for this type"},
+    {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "node(data, prev, local, op, ctx): engine.node, for this type"},
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
-    {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "engine._node: a node of this type"},
-    {"add_shares", (PyCFunction)(void (*)(void))core_add_shares, METH_FASTCALL, "engine._add's loop over float shares"},
     {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (None: not all are)"},
     {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
     {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
@@ -1815,14 +2028,13 @@ static int core_exec(PyObject *module) {
     Py_DECREF(name);
     if (failed < 0) return -1;
     if (PyObject_SetAttrString((PyObject *)S.Value, "__array_ufunc__", Py_None) < 0) return -1;
-    PyObject *slots = Py_BuildValue("(sssssss)", "data", "grad", "_prev", "_op", "_local", "_label", "_context");
+    PyObject *slots = Py_BuildValue("(sssssss)", "data", "grad", "_prev", "_op", "_local", "_ctx", "_label");
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
-    /* engine.py uses this module only if the numbers agree: bump both when their interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 4) < 0) return -1;
+    /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 5) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
-    S.leaf_op_local = Py_BuildValue("(O())", S.empty);
     S.s_acquire = PyUnicode_InternFromString("acquire");
     S.s_release = PyUnicode_InternFromString("release");
     S.s_enter = PyUnicode_InternFromString("__enter__");
@@ -1833,7 +2045,7 @@ static int core_exec(PyObject *module) {
     S.activation[1] = PyUnicode_InternFromString("relu");
     S.activation[2] = PyUnicode_InternFromString("tanh");
     S.activation[3] = PyUnicode_InternFromString("sigmoid");
-    if (!S.empty || !S.leaf_op_local || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
+    if (!S.empty || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
     PyObject *gc = PyImport_ImportModule("gc"), *callbacks = NULL, *hook = NULL;
     int rc = -1;
     if (gc && (callbacks = PyObject_GetAttrString(gc, "callbacks")) && (hook = PyObject_GetAttrString(module, "after_collection")))

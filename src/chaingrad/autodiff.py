@@ -9,13 +9,12 @@ not reach the output gets gradient 0.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import engine
-from .engine import Op, Value, arguments
+from ._backend import Value
+from .engine import Op, add_gradient, arguments, topological_order
 from .fused import dot
 from .modes import enable_grad
 from .numerics import not_a_number
@@ -23,56 +22,28 @@ from .numerics import not_a_number
 __all__ = ["grad", "gradients", "hessian", "hvp", "value_and_grad"]
 
 
-def _chain_graph(node: Value) -> None:
-    """One node's step of backward(create_graph=True): its local gradients recomputed from the op's
-    formulas on the Values themselves, so that every gradient has a graph of its own."""
+def step_with_graph(node: Any) -> None:
+    """One node's step of backward(create_graph=True): its local gradients (or its rule's shares)
+    computed again from the op's formulas on the Values themselves, so that every gradient is a
+    Value with a graph of its own."""
     op, g = node._op, node.grad
-    if not isinstance(op, Op) or type(node.data) is not float:
+    if not isinstance(op, Op) or type(op).chain is not Op.chain or type(node.data) is not float:
         raise NotImplementedError(
             f"backward(create_graph=True) reached a node of op {str(op)!r} made with its own _backward or "
             "with numbers as its local gradients, or a batch: higher derivatives go through chaingrad's "
             "ops (and cg.Op's) on single numbers"
         )
+    args = node._ctx if type(node._ctx) is tuple else node._prev  # the arguments, constants in place
+    values = [not isinstance(a, (float, tuple)) for a in arguments(node)]
     if op.rule is not None:
-        if not _takes_differentiable(op.rule):
-            raise NotImplementedError(
-                f"backward(create_graph=True) reached op {str(op)!r}, whose rule has no parameter "
-                "`differentiable`: write it as rule(node, g, differentiable=False) and, when differentiable "
-                "is True, compute the shares from the Values in node._prev with chaingrad's ops"
-            )
-        shares = op.rule(node, g, differentiable=True)
+        shares = op.rule(g, *args, node)
     else:
-        args = node._ctx or node._prev
-        shares = [
-            local * g for a, local in zip(arguments(node), op.local(*args, node)) if isinstance(a, Value)
-        ]
-    for child, d in zip(node._prev, shares):
-        child.grad = d if type(child.grad) is float and child.grad == 0 else child.grad + d
+        shares = [local * g for local in op.local(*args, node)]
+    for child, share in zip(node._prev, (s for s, v in zip(shares, values) if v)):
+        add_gradient(child, share)
 
 
-engine.HIGHER_ORDER.append(_chain_graph)
-
-
-@functools.cache  # asked once per rule, not once per node
-def _takes_differentiable(rule: Callable[..., Any]) -> bool:
-    try:
-        inspect.signature(rule).bind(None, None, differentiable=True)
-    except TypeError:
-        return False
-    except ValueError:  # no signature to read (a builtin): let the call say
-        pass
-    return True
-
-
-def _nodes(root: Value) -> list[Value]:
-    """Every node that leads to root, root included; no recursion."""
-    seen, stack = {root}, [root]
-    while stack:
-        for child in stack.pop()._prev:
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return list(seen)
+engine.STEP_WITH_GRAPH.append(step_with_graph)
 
 
 def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
@@ -83,7 +54,7 @@ def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
     """
     if type(root.data) is not float:
         raise not_a_number(root.data, "gradients")
-    nodes = _nodes(root)
+    nodes = topological_order(root)
     saved = [n.grad for n in nodes]
     try:
         for n in nodes:

@@ -55,11 +55,16 @@ def local_gradients(
     )
 
 
-def shares(op: Any, shares: Sequence[Any], inputs: Sequence[Any]) -> list[Any]:
-    """The shares of a node's gradient that its op's rule gave for its inputs, as their grads take them
-    (None: nothing), all checked before any is added; a TypeError naming the op for a missing or bad one."""
-    _count(op, "its rule", shares, inputs, object, "one per input, the Values in node._prev")
-    return [d if type(d) is float or d is None else gradient(op, d, x.data) for x, d in zip(inputs, shares)]
+def rule_shares(op: Any, shares: Sequence[Any], args: Sequence[Any], Value: type) -> list[Any]:
+    """The shares of a node's gradient that its op's rule gave, one per argument, kept for the arguments
+    that are Values, as their grads take them (None: nothing), all checked before any is added; a
+    TypeError naming the op for a missing or bad one."""
+    _count(op, "its rule", shares, args, Value, "one per argument")
+    return [
+        d if type(d) is float or d is None else gradient(op, d, a.data)
+        for a, d in zip(args, shares)
+        if isinstance(a, Value)
+    ]
 
 
 def _count(

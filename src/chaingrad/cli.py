@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, demos
-from .engine import Value
+from ._backend import Value
 from .numerics import div, exp, log, power, relu, sigmoid, sqrt, tanh
 from .viz import FORMATS, PAGE_SUFFIXES, RANKDIRS, RenderError, draw_dot, stepper
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
 from typing import Any
 
+from ._backend import Value
 from .checks import positive_int
-from .engine import Value
 
 __all__ = [
     "CharTokenizer",

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .engine import Op, Value, apply, compiled, constant, record
+from ._backend import Value, apply, record, twin
+from .engine import Op
 from .modes import NO_GRAD, mode
-from .numerics import div, exp, is_array, log, numpy
+from .numerics import constant, div, exp, is_array, log, numpy
 
 __all__ = [
     "batch_mean",
@@ -314,8 +315,9 @@ def is_batch(x: Any) -> bool:
     return is_array(x.data if isinstance(x, Value) else x)
 
 
-# The compiled twins of the functions above take their names, which then stay their slow paths.
-if compiled is not None:
-    _twins = compiled.setup_fused(globals())
-    sum, mean, dot, logsumexp = _twins["sum"], _twins["mean"], _twins["dot"], _twins["logsumexp"]  # noqa: A001
-    softmax, log_softmax, cross_entropy = _twins["softmax"], _twins["log_softmax"], _twins["cross_entropy"]
+# Where the compiled core runs, it does these on single numbers itself, and comes back to the functions
+# above for the rest (batches, constants among the inputs, bad arguments, a mode that is on).
+sum = twin(SUM, sum)  # noqa: A001
+mean, dot, logsumexp = twin(MEAN, mean), twin(DOT, dot), twin(LOGSUMEXP, logsumexp)
+softmax, log_softmax = twin(SOFTMAX, softmax), twin(LOG_SOFTMAX, log_softmax)
+cross_entropy = twin(CROSS_ENTROPY, cross_entropy)

@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._backend import Value
 from .checks import number
-from .engine import Value
 from .modes import enable_grad, no_grad
 from .numerics import is_array
 

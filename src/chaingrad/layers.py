@@ -17,7 +17,9 @@ import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .engine import Op, Value, _node, compiled
+from . import _backend
+from ._backend import Value, twin
+from .engine import Op, add_gradient
 from .fused import _datas, _inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
 from .numerics import data, numpy, relu, sigmoid, tanh
@@ -105,7 +107,9 @@ def _matrix(xs: tuple[Any, ...], datas: list[Any]) -> Any:
 def _parameters(params: list[Any]) -> tuple[Any, tuple[bool, ...]]:
     """The weights' and biases' data as one float64 array, and which of them are Values."""
     np = numpy()
-    packed = None if compiled is None else compiled.floats(params)  # a model's: float Values, read in C
+    packed = (
+        None if _backend.floats is None else _backend.floats(params)
+    )  # a model's: float Values, read in C
     if packed is not None:
         return np.frombuffer(packed), (True,) * len(params)
     try:
@@ -136,16 +140,16 @@ def _batched(layers: list[tuple[Any, ...]], xs: tuple[Any, ...]) -> list[Value]:
         Ws.append(W), Xs.append(X)
         X, start = Y, end + n
     if flags & NO_GRAD:
-        return [_node(Y[k], (), (), "", None) for k in range(len(Y))]
+        return [_backend.node(Y[k], (), (), "", None) for k in range(len(Y))]
     activations = tuple(activation for _, _, activation in layers)
-    layer = _node(
+    layer = _backend.node(
         Y,
         args if all(kinds) else tuple(itertools.compress(args, kinds)),
         None,
         AFFINE,
         Layers(tuple(Ws), tuple(Xs), activations, kinds, np.zeros(len(Y), bool)),
     )
-    return [_node(Y[k], (layer,), None, ROW, k) for k in range(len(Y))]
+    return [_backend.node(Y[k], (layer,), None, ROW, k) for k in range(len(Y))]
 
 
 ACTIVATION = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
@@ -159,10 +163,21 @@ THROUGH = {
 }
 
 
-def _row_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
+class _MatrixOp(Op):
+    """An op whose backward works on the whole matrices its node keeps: its rule(node, g) gives the
+    shares of the node's inputs, each added to the input's grad."""
+
+    __slots__ = ()
+
+    def chain(self, node: Any) -> None:
+        for child, share in zip(node._prev, self.rule(node, node.grad)):
+            add_gradient(child, share)
+
+
+def _row_rule(node: Value, g: Any) -> list[Any]:
     # A row's gradient goes into its row of the layer's gradient matrix, marked as consumed.
     (layer,) = node._prev
-    if type(layer.grad) is float:  # the first of the layer's rows to arrive in this backward
+    if layer.grad is None:  # the first of the layer's rows to arrive in this backward
         layer.grad = numpy().zeros(layer.data.shape)
         layer._ctx.consumed[:] = False
     layer.grad[node._ctx] = g
@@ -170,7 +185,7 @@ def _row_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
     return [None]  # nothing more to add: the row is in place
 
 
-def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]:
+def _affine_rule(node: Value, g: Any) -> list[Any]:
     np = numpy()
     Ws, Xs, activations, kinds, used = node._ctx
     Ys, shares = (*Xs[1:], node.data), []
@@ -191,9 +206,8 @@ def _affine_rule(node: Value, g: Any, differentiable: bool = False) -> list[Any]
     return shares if all(kinds) else list(itertools.compress(shares, kinds))
 
 
-AFFINE = Op("affine", None, rule=_affine_rule)
-ROW = Op("row", None, rule=_row_rule)
+AFFINE = _MatrixOp("affine", None, rule=_affine_rule)
+ROW = _MatrixOp("row", None, rule=_row_rule)
 
-# The compiled twin of affine takes its name; the function above stays its slow path (and batches).
-if compiled is not None:
-    affine = compiled.setup_layers(globals())
+# Where the compiled core runs, it does affine on single numbers itself; the function above does batches.
+affine = twin(AFFINE, affine)

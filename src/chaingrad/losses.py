@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import Op, Value
+from ._backend import Op, Value
 from .fused import batch_mean, dot, mean
 from .fused import cross_entropy as _cross_entropy
 from .numerics import is_array, numpy, relu, sigmoid

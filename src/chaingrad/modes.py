@@ -137,18 +137,22 @@ class detect_anomaly(_Mode):
     _flag = ANOMALY
 
 
-def checked_step(node: Any) -> None:
-    """One node's step of backward under detect_anomaly(): the first non-finite gradient it gives to an
-    input is an AnomalyError naming the op, its inputs and its gradient."""
-    node._chain()
-    for i, child in enumerate(node._prev):
-        if not _finite(child.grad):
-            op = repr(str(node._op)) + (f" (label {node.label!r})" if node.label else "")
-            raise AnomalyError(
-                f"backward of op {op} gave the non-finite gradient {child.grad!r} to input {i} "
-                f"({_describe([child])}); the op's inputs: {_describe(node._prev)}; "
-                f"its gradient: {node.grad!r}"
-            )
+def checked(step: Callable[[Any], None]) -> Callable[[Any], None]:
+    """backward()'s step under detect_anomaly(): step(node), then the first non-finite gradient it gave
+    to an input is an AnomalyError naming the op, its inputs and its gradient."""
+
+    def checked_step(node: Any) -> None:
+        step(node)
+        for i, child in enumerate(node._prev):
+            if child.grad is not None and not _finite(child.grad):
+                op = repr(str(node._op)) + (f" (label {node.label!r})" if node.label else "")
+                raise AnomalyError(
+                    f"backward of op {op} gave the non-finite gradient {child.grad!r} to input {i} "
+                    f"({_describe([child])}); the op's inputs: {_describe(node._prev)}; "
+                    f"its gradient: {node.grad!r}"
+                )
+
+    return checked_step
 
 
 def check_forward(op: str, out: Any, args: list[Any]) -> None:

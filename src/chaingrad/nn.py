@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
+from ._backend import Value, zero_grads
 from .checks import positive_int
-from .engine import Value, zero_grads
 from .files import atomic_write, read_regular
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import affine, affine_layers

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from numbers import Real
 from typing import Any
 
+from . import _backend
+from ._backend import Value, zero_grads
 from .checks import number, positive_int
-from .engine import Value, compiled, zero_grads
 from .numerics import div
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LinearLR", "Optimizer", "StepLR"]
@@ -100,7 +101,7 @@ class SGD(Optimizer):
     def step(self) -> None:
         """p -= lr * g, where g is the gradient (plus weight decay), through the momentum buffer if any."""
         lr, mu, wd, buf = self.lr, self.momentum, self.weight_decay, self.momentum_buffer
-        if compiled is not None and compiled.sgd_step(
+        if _backend.sgd_step is not None and _backend.sgd_step(
             self.params, lr, mu, wd, self.nesterov, buf, self.steps
         ):
             self.steps += 1  # the compiled core's loop, this one's twin, did it
@@ -154,7 +155,7 @@ class Adam(Optimizer):
         step_size = lr / (1 - b1**t)
         bias_correction2_sqrt = math.sqrt(1 - b2**t)
         args = (self.params, lr, wd, eps, b1, b2, m, v, step_size, bias_correction2_sqrt, self._decoupled)
-        if compiled is not None and compiled.adam_step(*args):
+        if _backend.adam_step is not None and _backend.adam_step(*args):
             self.steps = t  # the compiled core's loop, this one's twin, did it
             return
         grads = _grads(self.params)

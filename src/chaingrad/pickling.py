@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Value, _node
+from ._backend import Value, node
+from .engine import topological_order
 
 __all__: list[str] = []
 
@@ -33,7 +34,7 @@ def _reduce(v: Value) -> tuple[Any, ...]:
             f"cannot pickle a Value made with its own _backward function (op {v._op!r}); "
             "make the op with cg.Op instead"
         )
-    nodes = _inputs_first(v)
+    nodes = topological_order(v)
     index = {id(n): i for i, n in enumerate(nodes)}
 
     def ref(a: Any) -> Any:
@@ -87,26 +88,12 @@ def _rebuild(rows: list[Any]) -> Value:
             nodes.append(row)
             continue
         data, grad, label, op, prev, local, ctx = row
-        n = _node(data, tuple(nodes[i] for i in prev), local, op, None if ctx is None else deref(ctx))
+        n = node(data, tuple(nodes[i] for i in prev), local, op, None if ctx is None else deref(ctx))
         n.grad = grad
         if label:
             n.label = label
         nodes.append(n)
     return nodes[-1]
-
-
-def _inputs_first(root: Value) -> list[Value]:
-    """Every node under root (leaves too), each after its inputs; no recursion."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-        elif id(node) not in seen:
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in node._prev if id(child) not in seen)
-    return order
 
 
 Value.__reduce__ = _reduce  # on the class, not in copyreg's table (Value alone): subclasses use it too

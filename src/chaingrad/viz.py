@@ -43,7 +43,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .engine import Value, arguments
+from ._backend import Value
+from .engine import arguments, topological_order
 from .numerics import is_array as _is_array
 
 __all__ = [
@@ -399,27 +400,6 @@ class Step:
                 line += f"  ({c.name} is used {c.uses} times here: the local is the sum of its uses)"
             lines.append(line)
         return lines
-
-
-def topological_order(root: Value) -> list[Value]:
-    """Every value that leads to root, each after all of its inputs; root last. No recursion.
-
-    The order of micrograd's `build_topo`: depth first, inputs in the order of `_prev`.
-    """
-    order: list[Value] = []
-    seen = {root}
-    stack = [(root, iter(root._prev))]
-    while stack:
-        node, inputs = stack[-1]
-        for child in inputs:
-            if child not in seen:
-                seen.add(child)
-                stack.append((child, iter(child._prev)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    return order
 
 
 def _copy(x: Any) -> Any:
