@@ -7,7 +7,8 @@
   README says; docs/backprop.html: the same neuron's stepper page, labelled as in the lecture;
 - docs/stepper.png: that page in Chromium after 3 of its 5 steps (Playwright drives the system's
   Chromium, /usr/bin/chromium; it never downloads a browser);
-- docs/moons.png and docs/demos/*.png: what `chaingrad demo moons|digits|names` draws.
+- docs/moons.png and docs/demos/*.png: what `chaingrad demo moons|digits|names` draws, and
+  docs/demos/names-torch-loss.png what `chaingrad demo names --continue-in-torch 1000` draws.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ NEURON = [
     "graph",
     "tanh(x1*w1 + x2*w2 + b)",
     *("--var", "x1=2", "--var", "x2=0", "--var", "w1=-3", "--var", "w2=1", "--var", "b=6.8813735870195432"),
+    *("--rankdir", "TB"),  # top to bottom: narrow enough to show at its own size on a page
 ]
 STEPS_SHOWN = 3  # the screenshot's moment: after the second "+", both products on screen
 
@@ -74,6 +76,8 @@ def demo_pictures() -> None:
         shutil.copyfile(out / "moons-boundary.png", DOCS / "moons.png")
         for name in ("moons-loss.png", "digits-loss.png", "digits-confusion.png", "names-loss.png"):
             shutil.copyfile(out / name, DOCS / "demos" / name)
+        print(demos.names(out=out, continue_in_torch=1000).summary())
+        shutil.copyfile(out / "names-loss.png", DOCS / "demos" / "names-torch-loss.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -263,23 +263,35 @@ def test_each_loss_curve_names_its_loss_and_explains_its_smoothed_line(
     assert ax.get_legend().get_title().get_text() == "the mean evens out the noise of sampling"
 
 
-def test_the_moons_legend_sits_below_the_axes_off_every_point(tmp_path, figures):
-    demos.moons(steps=2, seed=5, out=tmp_path)
-    fig = figures["moons-boundary.png"]
-    (ax,) = fig.axes
+def below_the_axes(fig):
+    """The figure's one axes and its legend's box in pixels, after checking the legend is under the
+    axes and inside the picture."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    (ax,) = fig.axes
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)  # laid out as saved
     box = ax.get_legend().get_window_extent(renderer)
+    assert box.y1 < ax.get_window_extent(renderer).y0  # under the plot: it covers no data
+    assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1  # and inside the picture
+    return ax, box
+
+
+@pytest.mark.parametrize("demo", ["moons", "digits", "names"])
+def test_every_loss_curves_legend_sits_below_the_axes(demo, tmp_path, figures):
+    demos.DEMOS[demo](steps=3, out=tmp_path)
+    below_the_axes(figures[f"{demo}-loss.png"])
+
+
+def test_the_moons_legend_sits_below_the_axes_off_every_point(tmp_path, figures):
+    demos.moons(steps=2, seed=5, out=tmp_path)
+    ax, box = below_the_axes(figures["moons-boundary.png"])
     points = np.concatenate([c.get_offsets() for c in ax.collections[-2:]])
     shown = ax.transData.transform(points)  # where each point is drawn, in pixels
     inside = (
         (shown[:, 0] >= box.x0) & (shown[:, 0] <= box.x1) & (shown[:, 1] >= box.y0) & (shown[:, 1] <= box.y1)
     )
     assert not inside.any(), f"the legend covers {inside.sum()} points"
-    assert box.y1 < ax.get_window_extent(renderer).y0  # under the plot: it covers no region either
-    assert box.x0 >= 0 and box.y0 >= 0  # and inside the picture
 
 
 def test_the_confusion_matrix_has_a_colour_bar_for_its_counts(tmp_path, figures):

@@ -149,7 +149,14 @@ def _loss_curve(run: Run, path: Path, loss: str, each: str, smooth: int = 0, win
         )
     if ys:
         title = "the mean evens out the noise of sampling" if smooth else None
-        ax.legend(loc="upper right", title=title, title_fontsize="small", fontsize="small")
+        ax.legend(  # below the axes, off the data
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncols=2 if len(ax.get_lines()) > 2 else 1,
+            title=title,
+            title_fontsize="small",
+            fontsize="small",
+        )
     else:
         ax.text(0.5, 0.5, "stopped before the first step", ha="center", transform=ax.transAxes)
     ax.set(xlabel="step", ylabel=loss, title=f"{run.name}: training loss ({loss})")
