@@ -1,12 +1,15 @@
-"""The README's commands: CI runs the test command exactly as the README gives it; the batch example
-runs under the install it names."""
+"""The README: CI runs its test command exactly as written; its main command trains what the README says
+and writes the pictures it names; its figures are what the code gives; its batch example runs under the
+install it names; its links resolve."""
 
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,20 +21,67 @@ def _command(marker: str) -> str:
     return match.group(1)
 
 
-def test_ci_runs_the_readme_test_command():
-    out = subprocess.run(
-        ["awk", "/<!-- test-command -->/{getline; getline; print; exit}", "README.md"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert out == _command("test-command")
-    assert "pytest" in out
+def test_ci_runs_exactly_the_readmes_test_command():
+    # .ci/run's own extraction, run as CI runs it: a change to its awk or to the README's block breaks this
+    ci = (ROOT / ".ci" / "run").read_text()
+    (extract,) = re.findall(r"^cmd=\$\(.*\)$", ci, re.M)
+    found = subprocess.run(
+        ["bash", "-c", f'{extract}\nprintf %s "$cmd"'], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert found == _command("test-command")
+    assert 'bash -euo pipefail -c "$cmd"' in ci  # and runs it
 
 
-def test_main_command_is_present():
-    assert _command("main-command")
+def test_the_test_command_installs_the_test_extra_and_runs_the_suite_on_both_engines():
+    steps = _command("test-command").split(" && ")
+    assert steps[:2] == ["python3 -m venv .venv", '.venv/bin/pip install -q -e ".[test]"']
+    assert steps[2:] == [
+        ".venv/bin/python -m pytest -q -n 2",
+        "CHAINGRAD_PURE=1 .venv/bin/python -m pytest -q -n 2",
+    ]
+
+
+def test_the_main_command_trains_the_moons_demo_and_writes_the_pictures_the_readme_shows(in_tmp, capsys):
+    steps = _command("main-command").split(" && ")
+    assert steps[:2] == ["python3 -m venv .venv", '.venv/bin/pip install -q -e ".[demo]"']
+    program, *argv = steps[2].split()
+    assert program == ".venv/bin/chaingrad" and argv == ["demo", "moons"]
+    from chaingrad import demos
+
+    code, out, _ = run_command(argv, capsys)  # the demo exactly as the main command runs it
+    assert code == 0
+    readme = (ROOT / "README.md").read_text()
+    # the README's words about it: its folder, its model, its accuracy
+    assert "writes its pictures to `chaingrad-out/`" in " ".join(readme.split())
+    assert sorted(p.name for p in (in_tmp / "chaingrad-out").iterdir()) == [
+        "moons-boundary.png",
+        "moons-loss.png",
+    ]
+    assert "micrograd's MLP(2, [16, 16, 1]) after 100 SGD steps" in " ".join(readme.split())
+    (accuracy,) = re.findall(r"training accuracy (\d+%)", out)
+    assert f"({accuracy} training accuracy)" in readme
+    # the demo extra installs what the demo imports
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["demo"]
+    assert set(demos.REQUIRED.values()) <= {re.match(r"[A-Za-z0-9_.-]+", p).group() for p in extra}
+
+
+def test_the_readme_is_about_a_thousand_words_and_its_links_and_pictures_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert 800 <= len(readme.split()) <= 1200
+    targets = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert "docs/moons.png" in targets and "docs/graph.svg" in targets
+    missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
+    assert not missing, f"README.md links to {missing}"
+
+
+def test_the_digits_accuracy_the_readme_gives_is_what_the_demo_reaches(tmp_path):
+    from chaingrad import demos
+
+    (said,) = re.findall(r"digits.*about (\d+)% test accuracy", (ROOT / "README.md").read_text())
+    run = demos.digits(out=tmp_path)  # the demo's defaults, as `chaingrad demo digits` runs it
+    (reached,) = re.findall(r"test accuracy ([\d.]+)%", "\n".join(run.lines))
+    assert abs(float(reached) - int(said)) < 1, (reached, said)
 
 
 # Runs code with only the standard library, chaingrad and the given packages importable.
@@ -54,8 +104,10 @@ exec(sys.stdin.read())
 
 def test_the_batch_example_runs_with_only_what_the_batch_extra_installs():
     text = (ROOT / "README.md").read_text()
-    section = text.split("## A whole batch in one graph")[1].split("\n## ")[0]
-    (code,) = re.findall(r"```python\n(.+?)```", section, re.S)
+    section = text.split("## What it has")[1].split("\n## ")[0]
+    (code,) = [
+        textwrap.dedent(c) for c in re.findall(r"```python\n(.+?)```", section, re.S)
+    ]  # in a list item
     assert 'pip install -e ".[batch]"' in section
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["batch"]
