@@ -2,6 +2,8 @@
 and writes the pictures it names; its figures are what the code gives; its batch example runs under the
 install it names; its links resolve."""
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
@@ -116,3 +118,35 @@ def test_the_batch_example_runs_with_only_what_the_batch_extra_installs():
         [sys.executable, "-c", ONLY, ",".join(packages)], input=code, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr
+
+
+def python_blocks(text):
+    """The Python blocks of a Markdown text, dedented (one sits in a list item)."""
+    return [textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```", text, re.S | re.M)]
+
+
+def test_the_readme_python_examples_run_and_print_what_they_say(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = python_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) == 2
+    printed, spaces = [], []
+    for block in blocks:
+        out, space = io.StringIO(), {}
+        with contextlib.redirect_stdout(out):
+            exec(compile(block, "README.md", "exec"), space)
+        printed.append(out.getvalue().split())
+        spaces.append(space)
+    y, dx, dw = map(float, printed[0])
+    assert (round(y, 4), round(dx, 4), round(dw, 4)) == (-0.9999, -0.0005, 0.0004)
+    assert (tmp_path / "y.svg").read_text().startswith("<?xml")
+
+    # the batch block: its loss and gradients are the means of the per-sample ones, as its comment says
+    batch = spaces[1]
+    cg, model, X, y = batch["cg"], batch["model"], batch["X"], batch["y"]
+    params = model.parameters()
+    batch_grads = [p.grad for p in params]
+    model.zero_grad()
+    per_sample = cg.losses.hinge([model([cg.Value(a), cg.Value(b)]) for a, b in X], list(2 * y - 1))
+    per_sample.backward()
+    assert batch["loss"].data == pytest.approx(per_sample.data, rel=1e-12)
+    assert batch_grads == pytest.approx([p.grad for p in params], rel=1e-9, abs=1e-12)
