@@ -1,13 +1,19 @@
 """`chaingrad demo`: each demo trains end to end, prints a summary, writes valid PNGs atomically, stops
 cleanly on Ctrl-C, and rejects bad options with exit code 2."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from conftest import run_command
 from PIL import Image
 
+import chaingrad as cg
 from chaingrad import demos, optim
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = {
@@ -326,3 +332,21 @@ def test_the_names_plot_marks_where_pytorch_takes_over_and_the_summary_times_eac
         f"4 in PyTorch at {1000 * torch_s / 4:.1f} ms per step)"
     )
     assert run.seconds == chaingrad_s + torch_s
+
+
+@pytest.mark.skipif(
+    cg.backend == "python",
+    reason="the engines are bit-identical twins; on the reference engine this takes a minute",
+)
+def test_the_readmes_figures_are_what_the_demos_reach_at_their_defaults(tmp_path):
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    moons = demos.moons(out=tmp_path)  # as the main command runs it
+    (accuracy,) = re.findall(r"training accuracy (\d+%)", "\n".join(moons.lines))
+    assert (
+        f"micrograd's MLP(2, [16, 16, 1]) after 100 SGD steps separates the moons ({accuracy} training"
+        in readme
+    )
+    (said,) = re.findall(r"digits: Adam, mini-batches, about (\d+)% test accuracy", readme)
+    digits = demos.digits(out=tmp_path)  # as `chaingrad demo digits` runs it
+    (reached,) = re.findall(r"test accuracy ([\d.]+)%", "\n".join(digits.lines))
+    assert abs(float(reached) - int(said)) < 1, (reached, said)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import run_command
 
+from chaingrad import demos
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,25 +45,17 @@ def test_the_test_command_installs_the_test_extra_and_runs_the_suite_on_both_eng
     ]
 
 
-def test_the_main_command_trains_the_moons_demo_and_writes_the_pictures_the_readme_shows(in_tmp, capsys):
+def test_the_main_command_runs_the_moons_demo_which_writes_the_pictures_the_readme_names(in_tmp, capsys):
     steps = _command("main-command").split(" && ")
     assert steps[:2] == ["python3 -m venv .venv", '.venv/bin/pip install -q -e ".[demo]"']
     program, *argv = steps[2].split()
     assert program == ".venv/bin/chaingrad" and argv == ["demo", "moons"]
-    from chaingrad import demos
-
-    code, out, _ = run_command(argv, capsys)  # the demo exactly as the main command runs it
-    assert code == 0
-    readme = (ROOT / "README.md").read_text()
-    # the README's words about it: its folder, its model, its accuracy
-    assert "writes its pictures to `chaingrad-out/`" in " ".join(readme.split())
-    assert sorted(p.name for p in (in_tmp / "chaingrad-out").iterdir()) == [
-        "moons-boundary.png",
-        "moons-loss.png",
-    ]
-    assert "micrograd's MLP(2, [16, 16, 1]) after 100 SGD steps" in " ".join(readme.split())
-    (accuracy,) = re.findall(r"training accuracy (\d+%)", out)
-    assert f"({accuracy} training accuracy)" in readme
+    # one step of it (test_demos.py checks the README's figures for the whole run)
+    code, out, _ = run_command([*argv, "--steps", "1"], capsys)
+    assert code == 0 and "per-sample mode, as micrograd" in out
+    assert "writes its pictures to `chaingrad-out/`" in " ".join((ROOT / "README.md").read_text().split())
+    written = sorted(p.name for p in (in_tmp / "chaingrad-out").iterdir())
+    assert written == ["moons-boundary.png", "moons-loss.png"]
     # the demo extra installs what the demo imports
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["demo"]
@@ -75,15 +69,6 @@ def test_the_readme_is_about_a_thousand_words_and_its_links_and_pictures_exist()
     assert "docs/moons.png" in targets and "docs/graph.svg" in targets
     missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
     assert not missing, f"README.md links to {missing}"
-
-
-def test_the_digits_accuracy_the_readme_gives_is_what_the_demo_reaches(tmp_path):
-    from chaingrad import demos
-
-    (said,) = re.findall(r"digits.*about (\d+)% test accuracy", (ROOT / "README.md").read_text())
-    run = demos.digits(out=tmp_path)  # the demo's defaults, as `chaingrad demo digits` runs it
-    (reached,) = re.findall(r"test accuracy ([\d.]+)%", "\n".join(run.lines))
-    assert abs(float(reached) - int(said)) < 1, (reached, said)
 
 
 # Runs code with only the standard library, chaingrad and the given packages importable.
