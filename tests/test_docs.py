@@ -352,3 +352,21 @@ def test_the_lectures_steppers_take_the_full_width_with_readable_text_and_real_b
             )
             border, width, size, height = style
             assert border != "none" and width >= 1 and size >= 11 and height >= 24, style
+
+
+def test_every_function_of_cg_is_documented_with_its_docstring(site):
+    import chaingrad as cg
+
+    def squeezed(text):  # without markup or any whitespace: tags split words where the docstring has none
+        return re.sub(r"\s+", "", html.unescape(re.sub(r"<[^>]+>", "", text)).replace("`", ""))
+
+    built = (site / "api" / "chaingrad" / "index.html").read_text()
+    lacking = []
+    for name in cg.__all__:
+        if name in ("Value", "gradcheck") or not callable(getattr(cg, name)):
+            continue  # Value and gradcheck have pages of their own
+        doc = (getattr(cg, name).__doc__ or "").strip()
+        entry = re.split(r'id="chaingrad\.\w+"', built.split(f'id="chaingrad.{name}"')[1])[0]
+        if not doc or squeezed(doc.splitlines()[0]) not in squeezed(entry):
+            lacking.append(name)
+    assert not lacking, f"no docstring shown for cg.{', cg.'.join(lacking)}"
