@@ -5,9 +5,10 @@
 
 - docs/graph.svg: the lecture's neuron after backpropagation, drawn by `chaingrad graph` as the
   README says; docs/backprop.html: the same neuron's stepper page, labelled as in the lecture;
-- docs/stepper.png: that page in Chromium after 3 of its 5 steps (Playwright drives the system's
-  Chromium, /usr/bin/chromium; it never downloads a browser);
-- docs/moons.png and docs/demos/*.png: what `chaingrad demo moons|digits|names` draws.
+- docs/stepper.png: that page, drawn top to bottom, in Chromium after 3 of its 5 steps (Playwright
+  drives the system's Chromium, /usr/bin/chromium; it never downloads a browser);
+- docs/moons.png and docs/demos/*.png: what `chaingrad demo moons|digits|names` draws, and
+  docs/demos/names-torch-loss.png what `chaingrad demo names --continue-in-torch 1000` draws.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ NEURON = [
     "graph",
     "tanh(x1*w1 + x2*w2 + b)",
     *("--var", "x1=2", "--var", "x2=0", "--var", "w1=-3", "--var", "w2=1", "--var", "b=6.8813735870195432"),
+    *("--rankdir", "TB"),  # top to bottom: narrow enough to show at its own size on a page
 ]
 STEPS_SHOWN = 3  # the screenshot's moment: after the second "+", both products on screen
 
@@ -53,12 +55,15 @@ def graphs() -> None:
     print(f"wrote {viz.stepper(lecture_neuron()).save(DOCS / 'backprop.html')}")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        # the screenshot shows the graph top to bottom, so that it keeps readable labels at a page's width
+        upright = viz.stepper(lecture_neuron(), rankdir="TB").save(Path(tmp) / "backprop.html")
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1300, "height": 700}, device_scale_factor=2)
-        page.goto((DOCS / "backprop.html").as_uri())
+        page = browser.new_page(viewport={"width": 760, "height": 700}, device_scale_factor=2)
+        page.goto(Path(upright).as_uri())
         for _ in range(STEPS_SHOWN):
             page.get_by_role("button", name="Step").click()
+        page.mouse.move(0, 0)  # no button drawn as hovered
         page.locator(".cg-stepper").screenshot(path=str(DOCS / "stepper.png"))
         browser.close()
     print(f"wrote {DOCS / 'stepper.png'}")
@@ -74,6 +79,8 @@ def demo_pictures() -> None:
         shutil.copyfile(out / "moons-boundary.png", DOCS / "moons.png")
         for name in ("moons-loss.png", "digits-loss.png", "digits-confusion.png", "names-loss.png"):
             shutil.copyfile(out / name, DOCS / "demos" / name)
+        print(demos.names(out=out, continue_in_torch=1000).summary())
+        shutil.copyfile(out / "names-loss.png", DOCS / "demos" / "names-torch-loss.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -594,8 +594,8 @@ def test_the_example_trains_in_chaingrad_continues_in_torch_and_samples(capsys, 
     assert back == torch_back
 
 
-def test_the_readmes_ddp_snippet_trains_under_torchrun_with_two_processes(tmp_path):
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_ddp_snippet_trains_under_torchrun_with_two_processes(tmp_path):
+    text = (ROOT / "docs" / "pytorch.md").read_text()  # the docs page "Carrying a model on in PyTorch"
     (snippet,) = re.findall(r"<!-- ddp-snippet -->\n```python\n(.*?)```", text, re.S)
     assert "range(1000)" in snippet
     (tmp_path / "train_ddp.py").write_text(snippet.replace("range(1000)", "range(3)"))

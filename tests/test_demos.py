@@ -1,13 +1,19 @@
 """`chaingrad demo`: each demo trains end to end, prints a summary, writes valid PNGs atomically, stops
 cleanly on Ctrl-C, and rejects bad options with exit code 2."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from conftest import run_command
 from PIL import Image
 
+import chaingrad as cg
 from chaingrad import demos, optim
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = {
@@ -261,3 +267,86 @@ def test_each_loss_curve_names_its_loss_and_explains_its_smoothed_line(
     covers = "one epoch" if demo == "digits" else "100 names"
     assert legend(ax) == [f"at each step, on {each}", f"mean of the last {window} steps ({covers})"]
     assert ax.get_legend().get_title().get_text() == "the mean evens out the noise of sampling"
+
+
+def below_the_axes(fig):
+    """The figure's one axes and its legend's box in pixels, after checking the legend is under the
+    axes and inside the picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    (ax,) = fig.axes
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # laid out as saved
+    box = ax.get_legend().get_window_extent(renderer)
+    assert box.y1 < ax.get_window_extent(renderer).y0  # under the plot: it covers no data
+    assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1  # and inside the picture
+    return ax, box
+
+
+@pytest.mark.parametrize("demo", ["moons", "digits", "names"])
+def test_every_loss_curves_legend_sits_below_the_axes(demo, tmp_path, figures):
+    demos.DEMOS[demo](steps=3, out=tmp_path)
+    below_the_axes(figures[f"{demo}-loss.png"])
+
+
+def test_the_moons_legend_sits_below_the_axes_off_every_point(tmp_path, figures):
+    demos.moons(steps=2, seed=5, out=tmp_path)
+    ax, box = below_the_axes(figures["moons-boundary.png"])
+    points = np.concatenate([c.get_offsets() for c in ax.collections[-2:]])
+    shown = ax.transData.transform(points)  # where each point is drawn, in pixels
+    inside = (
+        (shown[:, 0] >= box.x0) & (shown[:, 0] <= box.x1) & (shown[:, 1] >= box.y0) & (shown[:, 1] <= box.y1)
+    )
+    assert not inside.any(), f"the legend covers {inside.sum()} points"
+
+
+def test_the_confusion_matrix_has_a_colour_bar_for_its_counts(tmp_path, figures):
+    demos.digits(steps=5, out=tmp_path)
+    fig = figures["digits-confusion.png"]
+    matrix, bar = fig.axes
+    (image,) = matrix.images
+    assert image.colorbar is not None and image.colorbar.ax is bar
+    assert bar.get_ylabel() == "test digits"
+    assert image.get_array().sum() == 450  # every test digit counted once
+
+
+def test_the_names_plot_marks_where_pytorch_takes_over_and_the_summary_times_each_engine(tmp_path, figures):
+    run = demos.names(steps=3, continue_in_torch=4, out=tmp_path, samples=1)
+    (ax,) = figures["names-loss.png"].axes
+    raw, smooth, switch, torch_part = ax.get_lines()
+    assert list(raw.get_xdata()) == [1, 2, 3] and list(raw.get_ydata()) == run.losses[:3]
+    assert list(smooth.get_ydata()) == pytest.approx(running_mean(run.losses[:3], 100), rel=1e-12)
+    assert list(switch.get_xdata()) == [3.5, 3.5]  # a vertical line between the last step of each
+    assert list(torch_part.get_xdata()) == [4, 5, 6, 7] and list(torch_part.get_ydata()) == run.losses[3:]
+    assert legend(ax) == [
+        "at each step, on one name, in chaingrad",
+        "mean of the last 100 steps (100 names)",
+        "PyTorch takes over after step 3",
+        "PyTorch: at each step, on a batch of 32 names",
+    ]
+    head = run.summary().splitlines()[0]
+    (chaingrad_s, torch_s) = [s for _, _, s in run.parts]
+    assert [(e, n) for e, n, _ in run.parts] == [("chaingrad", 3), ("PyTorch", 4)]
+    assert head == (
+        f"names: 7 steps in {run.seconds:.2f} s (3 in chaingrad at {1000 * chaingrad_s / 3:.1f} ms per step; "
+        f"4 in PyTorch at {1000 * torch_s / 4:.1f} ms per step)"
+    )
+    assert run.seconds == chaingrad_s + torch_s
+
+
+@pytest.mark.skipif(
+    cg.backend == "python",
+    reason="the engines are bit-identical twins; on the reference engine this takes a minute",
+)
+def test_the_readmes_figures_are_what_the_demos_reach_at_their_defaults(tmp_path):
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    moons = demos.moons(out=tmp_path)  # as the main command runs it
+    (accuracy,) = re.findall(r"training accuracy (\d+%)", "\n".join(moons.lines))
+    assert (
+        f"micrograd's MLP(2, [16, 16, 1]) after 100 SGD steps separates the moons ({accuracy} training"
+        in readme
+    )
+    (said,) = re.findall(r"digits: Adam, mini-batches, about (\d+)% test accuracy", readme)
+    digits = demos.digits(out=tmp_path)  # as `chaingrad demo digits` runs it
+    (reached,) = re.findall(r"test accuracy ([\d.]+)%", "\n".join(digits.lines))
+    assert abs(float(reached) - int(said)) < 1, (reached, said)

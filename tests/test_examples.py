@@ -1,8 +1,7 @@
-"""The examples run: the README's Python blocks, and examples/lecture.ipynb from top to bottom."""
+"""The examples run: examples/lecture.ipynb from top to bottom. (The README's Python blocks are run by
+test_readme.py, the docs pages' by test_docs.py.)"""
 
-import contextlib
 import copy
-import io
 import re
 from pathlib import Path
 
@@ -12,39 +11,6 @@ from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "lecture.ipynb"
-
-
-def test_the_readme_python_examples_run_and_print_what_they_say(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    blocks = [b for b in blocks if "torchrun" not in b]  # the DDP snippet: run by test_bridge.py
-    assert len(blocks) == 5
-    printed, spaces = [], []
-    for block in blocks:
-        out, space = io.StringIO(), {}
-        with contextlib.redirect_stdout(out):
-            exec(compile(block, "README.md", "exec"), space)
-        printed.append(out.getvalue().split())
-        spaces.append(space)
-    y, dx, dw = map(float, printed[0])
-    assert (round(y, 4), round(dx, 4), round(dw, 4)) == (-0.9999, -0.0005, 0.0004)
-    assert (tmp_path / "y.svg").read_text().startswith("<?xml")
-    assert printed[1] == ["-2.0", "2.0"]  # the lecture's closure-style op
-    softplus, sigmoid = map(float, printed[2])
-    assert f"{softplus:.3f} {sigmoid:.3f}" == "0.974 0.622"  # as the README's comment says
-
-    # the batch block: its loss and gradients are the means of the per-sample ones
-    batch = spaces[3]
-    cg, model, X, y = batch["cg"], batch["model"], batch["X"], batch["y"]
-    params = model.parameters()
-    batch_grads = [p.grad for p in params]
-    model.zero_grad()
-    per_sample = cg.losses.hinge([model([cg.Value(a), cg.Value(b)]) for a, b in X], list(2 * y - 1))
-    per_sample.backward()
-    assert batch["loss"].data == pytest.approx(per_sample.data, rel=1e-12)
-    assert batch_grads == pytest.approx([p.grad for p in params], rel=1e-9, abs=1e-12)
-
-    assert printed[4] == ["12.0"]
 
 
 run_notebook = load_script("examples/run_notebook.py")

@@ -47,6 +47,9 @@ class Run:
     seconds: float
     lines: list[str] = field(default_factory=list)  # the results, one line each
     paths: list[Path] = field(default_factory=list)
+    # when training changed engines part-way: (engine, completed steps, seconds) of each part, in order
+    parts: list[tuple[str, int, float]] = field(default_factory=list)
+    continued_on: str = ""  # and what each step of the second part saw
 
     @property
     def losses(self) -> list[float]:
@@ -62,6 +65,12 @@ class Run:
         """A few lines for the terminal: how training went, the results, and the files written."""
         done = len(self.history)
         per_step = f" ({1000 * self.seconds / done:.1f} ms per step)" if done else ""
+        if self.parts:  # each engine's own step time: an average over both would describe neither
+            per_step = "; ".join(
+                f"{n} in {engine}" + (f" at {1000 * s / n:.1f} ms per step" if n else "")
+                for engine, n, s in self.parts
+            )
+            per_step = f" ({per_step})"
         head = f"{self.name}: {done} steps in {self.seconds:.2f} s{per_step}"
         if self.interrupted:
             head = (
@@ -122,13 +131,32 @@ def _loss_curve(run: Run, path: Path, loss: str, each: str, smooth: int = 0, win
     """
     fig, ax = _figure()
     ys = run.losses
-    steps = range(1, len(ys) + 1)
-    ax.plot(steps, ys, lw=1, alpha=0.35 if smooth else 1, label=f"at each step, on {each}")
+    first = run.parts[0][1] if run.parts else len(ys)  # the steps of the first engine
+    steps = range(1, first + 1)
+    ax.plot(steps, ys[:first], lw=1, alpha=0.35 if smooth else 1, label=f"at each step, on {each}")
     if smooth:
-        ax.plot(steps, _running_means(ys, smooth), lw=2, label=f"mean of the last {smooth} steps ({window})")
+        means = _running_means(ys[:first], smooth)
+        ax.plot(steps, means, lw=2, label=f"mean of the last {smooth} steps ({window})")
+    if run.parts and len(ys) > first:  # another engine took over: its steps, after a marked switch
+        engine, more_each = run.parts[1][0], run.continued_on
+        ax.axvline(first + 0.5, color="black", ls="--", lw=1, label=f"{engine} takes over after step {first}")
+        ax.plot(
+            range(first + 1, len(ys) + 1),
+            ys[first:],
+            lw=1.5,
+            color="tab:green",
+            label=f"{engine}: at each step, on {more_each}",
+        )
     if ys:
         title = "the mean evens out the noise of sampling" if smooth else None
-        ax.legend(loc="upper right", title=title, title_fontsize="small", fontsize="small")
+        ax.legend(  # below the axes, off the data
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncols=2 if len(ax.get_lines()) > 2 else 1,
+            title=title,
+            title_fontsize="small",
+            fontsize="small",
+        )
     else:
         ax.text(0.5, 0.5, "stopped before the first step", ha="center", transform=ax.transAxes)
     ax.set(xlabel="step", ylabel=loss, title=f"{run.name}: training loss ({loss})")
@@ -223,7 +251,10 @@ def _decision_boundary(model: nn.MLP, X: Any, y: Any, path: Path) -> Path:
             linewidths=0.5,
             label=f"class {label:+d} ({len(points)} points)",
         )
-    ax.legend(loc="upper right", title="training data")
+    # below the axes, so it never covers a point or the boundary
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, title="training data", fontsize="small"
+    )
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x1", ylabel="x2")
     ax.set_title(f"moons: the MLP's decision boundary (training accuracy {accuracy:.0%})")
     return _save(fig, path)
@@ -306,7 +337,8 @@ def _confusion(truth: Any, predicted: Any, accuracy: float, path: Path) -> Path:
     counts = np.zeros((10, 10), dtype=int)
     np.add.at(counts, (truth, predicted), 1)
     fig, ax = _figure()
-    ax.imshow(counts, cmap="Blues")
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="test digits")
     for (i, j), n in np.ndenumerate(counts):
         if n:
             ax.text(j, i, n, ha="center", va="center", color="white" if n > counts.max() / 2 else "black")
@@ -368,7 +400,7 @@ def names(
             run,
             out / "names-loss.png",
             "cross-entropy per character",
-            "one name",
+            "one name" if not run.parts else "one name, in chaingrad",
             smooth=100,
             window="100 names",
         )
@@ -412,7 +444,10 @@ def _continue_in_torch(
         more = _train("names in PyTorch", steps, step)
     finally:
         torch.set_num_threads(threads)
-    # one run of both parts, so the summary, the loss curve and a Ctrl-C read as for any demo
+    # one run of both parts, so the summary, the loss curve and a Ctrl-C read as for any demo; the
+    # parts keep each engine's steps and time apart
+    run.parts = [("chaingrad", len(run.history), run.seconds), ("PyTorch", len(more.history), more.seconds)]
+    run.continued_on = "a batch of 32 names"
     run.steps, run.seconds, run.history = (
         run.steps + steps,
         run.seconds + more.seconds,
