@@ -16,6 +16,7 @@ import sys
 from bench.common import Mismatch, faster, size, whole_runs
 
 STEPS = 100  # the demo's schedule length, for the learning rate
+BEFORE_COMMIT = "3c6bce4"  # before the reference engine was written as code (issue 21's baseline)
 
 
 def _data() -> tuple[list[list[float]], list[float]]:
@@ -56,8 +57,9 @@ class Micrograd:
 class Chaingrad:
     """The same demo with chaingrad's nn, losses and optim; `batch` runs all 100 samples as one batch."""
 
-    def __init__(self, X: list[list[float]], y: list[float], weights: list[float], batch: bool):
-        import chaingrad as cg
+    def __init__(self, X: list[list[float]], y: list[float], weights: list[float], batch: bool, cg=None):
+        if cg is None:
+            import chaingrad as cg
 
         self.cg = cg
         self.model = cg.nn.MLP(2, [16, 16, 1])
@@ -127,10 +129,16 @@ def sides() -> dict[str, object]:
     X, y = _data()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))  # micrograd's topological sort recurses
     weights = [p.data for p in Micrograd(X, y).model.parameters()]
+    import chaingrad
+    from bench import earlier
+
+    before = earlier.at(BEFORE_COMMIT, compiled=chaingrad.backend == "compiled")  # the same engine, earlier
     return {
         "micrograd": lambda: Micrograd(X, y).step,
         "chaingrad": lambda: Chaingrad(X, y, weights, batch=False).step,
         "chaingrad batch": lambda: Chaingrad(X, y, weights, batch=True).step,
+        "before": lambda: Chaingrad(X, y, weights, batch=False, cg=before).step,
+        "before batch": lambda: Chaingrad(X, y, weights, batch=True, cg=before).step,
         "pytorch": lambda: Torch(X, y, weights).step,
     }
 
@@ -154,7 +162,15 @@ def run(quick: bool = False, steps: int | None = None, repeats: int | None = Non
     repeats = size(repeats, 2 if quick else 3)
     t = {name: seconds for name, (_, seconds) in train(steps, repeats, 1).items()}
     note = f"s per run of {steps} steps (losses agree to 1e-9)"
+    import chaingrad
+
+    engine = "the compiled core" if chaingrad.backend == "compiled" else "the reference engine"
+    target = ">= 0.9x" if chaingrad.backend == "compiled" else ">= 0.67x"  # issue 21: 10%, 1.5x slower
+    before = f"{engine} at {BEFORE_COMMIT}"
     return [
+        faster("moons", f"{note}, chaingrad per sample", t["chaingrad"], t["before"], before, target=target),
+        faster("moons", f"{note}, chaingrad batch of 100", t["chaingrad batch"], t["before batch"], before,
+               target=target),
         faster("moons", f"{note}, chaingrad per sample", t["chaingrad"], t["micrograd"], "micrograd 0.1.0",
                target=">= 300x"),
         faster("moons", f"{note}, chaingrad batch of 100", t["chaingrad batch"], t["micrograd"],

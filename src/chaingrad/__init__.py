@@ -18,7 +18,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .layers import affine
 from .modes import AnomalyError, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .nn import manual_seed
-from .numerics import exp, log, relu, sigmoid, sqrt, tanh
+from .numerics import cos, exp, log, relu, sigmoid, sin, sqrt, tanh
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "backend",
     "batch_mean",
     "batch_sum",
+    "cos",
     "cross_entropy",
     "detect_anomaly",
     "dot",
@@ -50,6 +51,7 @@ __all__ = [
     "no_grad",
     "relu",
     "sigmoid",
+    "sin",
     "softmax",
     "sqrt",
     "sum",

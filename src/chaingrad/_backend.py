@@ -117,11 +117,10 @@ if core is not None:
     class Op(engine.Op):  # type: ignore[no-redef]
         __doc__ = engine.Op.__doc__
         __slots__ = ()
+        node_type = core.Value
 
-        def __call__(self, *args: Any) -> Any:
-            """Apply the op to Values and numbers, recording one node."""
-            if self.forward is None:
-                raise TypeError(f"the op {self.name!r} is made by cg.{self.name}(), not called")
+        def applied(self, *args: Any) -> Any:
+            """The node for the op applied to args, made by the compiled core."""
             return core.apply(self, *args)
 
 

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 /* ------------------------------------------------------------------------------------------------
  * The op table, in engine.py's order (install() checks it against engine.PRIMITIVES: names, arity,
@@ -24,13 +25,14 @@
  * threads and re-entrant calls cannot corrupt it.
  * ---------------------------------------------------------------------------------------------- */
 
-enum { ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, DIV, LOG, RELU, POW, N_PRIMITIVES };
+enum { ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW, N_PRIMITIVES };
 static const struct {
     const char *name;
     int arity, rule; /* rule: the op gives each input's share of g, not local gradients */
 } PRIMITIVE[N_PRIMITIVES] = {
     {"+", 2, 0},   {"-", 2, 0},    {"*", 2, 0},       {"neg", 1, 0},  {"exp", 1, 0},  {"tanh", 1, 0}, {"sigmoid", 1, 0},
-    {"sqrt", 1, 0}, {"abs", 1, 0}, {"/", 2, 1},       {"log", 1, 1},  {"relu", 1, 1}, {"**", 2, 1},
+    {"sqrt", 1, 0}, {"abs", 1, 0}, {"sin", 1, 0},     {"cos", 1, 0},  {"/", 2, 1},    {"log", 1, 1}, {"relu", 1, 1},
+    {"**", 2, 1},
 };
 enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_FUSED };
 static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
@@ -140,6 +142,7 @@ typedef struct {
     PyObject **prev;     /* the n inputs */
     double *local;       /* with L_DOUBLE: nl local gradients */
     PyObject *lobj;      /* with L_OBJECT: the tuple of local gradients */
+    PyObject *dict;      /* attributes given to it (p.m = 0.0), as to any object; NULL until one is */
     Py_ssize_t n, nl, aux; /* aux: a fused op's split, output index or target */
     double cval;         /* with C_RIGHT / C_LEFT: the constant */
     void *walk;          /* the backward that last visited this node */
@@ -185,7 +188,7 @@ static ValueObject *fresh_node(void) {
         return NULL;
     }
     v->d = v->g = v->cval = 0.0;
-    v->dobj = v->gobj = v->label = v->ctx = v->lobj = NULL;
+    v->dobj = v->gobj = v->label = v->ctx = v->lobj = v->dict = NULL;
     v->op = NULL;
     v->n = v->nl = v->aux = 0;
     v->walk = NULL;
@@ -243,6 +246,7 @@ static int value_traverse(ValueObject *v, visitproc visit, void *arg) {
     Py_VISIT(v->label);
     Py_VISIT(v->ctx);
     Py_VISIT(v->lobj);
+    Py_VISIT(v->dict);
     for (Py_ssize_t i = 0; i < v->n; i++) Py_VISIT(v->prev[i]);
     return 0;
 }
@@ -254,6 +258,7 @@ static int value_clear(ValueObject *v) {
     Py_CLEAR(v->label);
     Py_CLEAR(v->ctx);
     Py_CLEAR(v->lobj);
+    Py_CLEAR(v->dict);
     Py_ssize_t n = v->n;
     v->n = v->nl = 0;
     for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(v->prev[i]);
@@ -626,6 +631,14 @@ static double unary_forward(int k, double x, double *lx) {
     case ABS:
         out = fabs(x);
         *lx = c_sign(x);
+        return out;
+    case SIN:
+        out = sin(x);
+        *lx = cos(x);
+        return out;
+    case COS:
+        out = cos(x);
+        *lx = -sin(x);
         return out;
     case LOG:
         return c_log(x);
@@ -1017,6 +1030,20 @@ static PyObject *get_batch_size(ValueObject *v, void *c) {
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
+/* A Value takes new attributes as any object does (micrograd's demos set p.m, p.v), kept in a dict made
+ * when the first one is given, so a node that never gets one costs only the pointer. */
+static PyMemberDef value_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(ValueObject, dict), READONLY, NULL},
+    {NULL},
+};
+
+/* Setting an attribute: as any object, then what the dict now holds is held (see "The collector") */
+static int value_setattro(PyObject *self, PyObject *name, PyObject *x) {
+    if (PyObject_GenericSetAttr(self, name, x) < 0) return -1;
+    ValueObject *v = V(self);
+    return v->dict == NULL ? 0 : hold(v, v->dict);
+}
+
 static PyGetSetDef value_getset[] = {
     {"data", (getter)get_data, (setter)set_data_attr, "the number (a float), or a batch (a 1-D NumPy array)", NULL},
     {"grad", (getter)get_grad, (setter)set_grad_attr, "d(output)/d(this value) after output.backward()", NULL},
@@ -1028,6 +1055,7 @@ static PyGetSetDef value_getset[] = {
     {"_ctx", (getter)get_ctx_attr, (setter)set_ctx, "what the op needs besides its inputs' data", NULL},
     {"_backward", (getter)get_backward, (setter)set_backward, "this node's step of backprop", NULL},
     {"batch_size", (getter)get_batch_size, NULL, "how many samples data holds, or None for a number", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL},
 };
 
@@ -1128,6 +1156,20 @@ static PyObject *value_float(ValueObject *v) {
     return NULL;
 }
 
+/* item(): engine.Value.item */
+static PyObject *value_item(ValueObject *v, PyObject *unused) {
+    if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
+    PyObject *batch = PyObject_CallOneArg(S.is_array, v->dobj);
+    if (batch == NULL) return NULL;
+    int is_batch = batch == Py_True;
+    Py_DECREF(batch);
+    if (!is_batch) return PyNumber_Float(v->dobj); /* what was assigned to .data: an int, a NumPy number */
+    Py_ssize_t n = PyObject_Length(v->dobj);
+    if (n >= 0)
+        PyErr_Format(PyExc_ValueError, "item() of a batch of %zd samples: reduce it first with cg.batch_mean(v)", n);
+    return NULL;
+}
+
 static PyObject *value_pos(PyObject *v) { return Py_NewRef(v); }
 static Py_hash_t value_hash(PyObject *v) { return PyBaseObject_Type.tp_hash(v); }
 
@@ -1162,6 +1204,8 @@ UNARY_METHOD(value_sigmoid, SIGMOID)
 UNARY_METHOD(value_relu, RELU)
 UNARY_METHOD(value_sqrt, SQRT)
 UNARY_METHOD(value_abs_m, ABS)
+UNARY_METHOD(value_sin, SIN)
+UNARY_METHOD(value_cos, COS)
 static PyObject *value_neg(PyObject *self) { return unary(NEG, self); }
 static PyObject *value_abs(PyObject *self) { return unary(ABS, self); }
 
@@ -1178,6 +1222,9 @@ static PyMethodDef value_methods[] = {
     {"relu", value_relu, METH_NOARGS, "relu(x): the op 'relu'."},
     {"sqrt", value_sqrt, METH_NOARGS, "sqrt(x): the op 'sqrt'."},
     {"abs", value_abs_m, METH_NOARGS, "abs(x): the op 'abs'."},
+    {"sin", value_sin, METH_NOARGS, "sin(x): the op 'sin'."},
+    {"cos", value_cos, METH_NOARGS, "cos(x): the op 'cos'."},
+    {"item", (PyCFunction)value_item, METH_NOARGS, "The number this Value holds, as a float; a batch must be reduced first."},
     {NULL},
 };
 
@@ -1196,6 +1243,8 @@ static PyType_Slot value_slots[] = {
     {Py_tp_hash, value_hash},
     {Py_tp_richcompare, value_richcompare},
     {Py_tp_getset, value_getset},
+    {Py_tp_members, value_members},
+    {Py_tp_setattro, value_setattro},
     {Py_tp_methods, value_methods},
     {Py_tp_doc, (void *)value_doc},
     {Py_nb_add, value_add},
@@ -2028,7 +2077,7 @@ static int core_exec(PyObject *module) {
     Py_DECREF(name);
     if (failed < 0) return -1;
     if (PyObject_SetAttrString((PyObject *)S.Value, "__array_ufunc__", Py_None) < 0) return -1;
-    PyObject *slots = Py_BuildValue("(sssssss)", "data", "grad", "_prev", "_op", "_local", "_ctx", "_label");
+    PyObject *slots = Py_BuildValue("(ssssssss)", "data", "grad", "_prev", "_op", "_local", "_ctx", "_label", "__dict__");
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;

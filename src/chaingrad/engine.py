@@ -23,6 +23,7 @@ from . import checks, modes
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
 from .numerics import (
     constant,
+    cos,
     div,
     exp,
     is_array,
@@ -34,6 +35,7 @@ from .numerics import (
     relu,
     sigmoid,
     sign,
+    sin,
     sqrt,
     tanh,
     where,
@@ -71,7 +73,8 @@ class Value:
     gradients.
     """
 
-    __slots__ = ("data", "grad", "_prev", "_op", "_local", "_ctx", "_label")
+    # its parts; and a __dict__ for attributes a user gives it (p.m = 0.0), made when the first one is
+    __slots__ = ("data", "grad", "_prev", "_op", "_local", "_ctx", "_label", "__dict__")
     __array_ufunc__ = None  # an ndarray (op) Value defers to the Value, giving a Value
 
     def __init__(self, data: Any, _children: Sequence[Value] = (), _op: Any = "", label: str = "") -> None:
@@ -152,6 +155,14 @@ class Value:
         """The square root: sqrt(x < 0) = nan."""
         return SQRT(self)
 
+    def sin(self) -> Value:
+        """The sine, of x in radians."""
+        return SIN(self)
+
+    def cos(self) -> Value:
+        """The cosine, of x in radians."""
+        return COS(self)
+
     # -- backpropagation ------------------------------------------------------------------
 
     def backward(self, create_graph: bool = False) -> None:
@@ -201,6 +212,12 @@ class Value:
         if not isinstance(label, str):
             raise TypeError(f"label must be a str, not {type(label).__name__}")
         self._label = label
+
+    def item(self) -> float:
+        """The number this Value holds, as a float (PyTorch's name for it); a batch must be reduced first."""
+        if is_array(self.data):
+            raise not_a_number(self.data, "item()")
+        return float(self.data)
 
     def __float__(self) -> float:
         if is_array(self.data):
@@ -271,10 +288,22 @@ class Op(str):
 
     name = property(str.__str__, doc="The op's name, a plain str.")
 
-    def __call__(self, *args: Any) -> Value:
-        """Apply the op to Values and numbers, recording one node."""
+    def __call__(self, *args: Any) -> Any:
+        """Apply the op: to Values (and numbers), a node recorded in the graph; to numbers alone, its value,
+        a number, as cg.exp(2.0) is (so ops can use each other in their local gradients, and a local
+        gradient computed on numbers is a number)."""
         if self.forward is None:
             raise TypeError(f"the op {self.name!r} is made by cg.{self.name}(), not called")
+        if not any(isinstance(a, self.node_type) for a in _items(args)):
+            xs = [_argument(a, self, i) for i, a in enumerate(args)]
+            with quiet():
+                return output(self, self.forward(*xs))
+        return self.applied(*args)
+
+    node_type = Value  # the Values whose ops it records: this engine's (the compiled core's, for cg.Op)
+
+    def applied(self, *args: Any) -> Any:
+        """The node for the op applied to args (apply, for this engine's Values)."""
         return apply(self, *args)
 
     def chain(self, node: Any) -> None:
@@ -307,6 +336,8 @@ TANH = Op(    "tanh",    tanh,                lambda x, out: (1.0 - out * out,))
 SIGMOID = Op( "sigmoid", sigmoid,             lambda x, out: (out * (1.0 - out),))
 SQRT = Op(    "sqrt",    sqrt,                lambda x, out: (div(0.5, out),))
 ABS = Op(     "abs",     abs,                 lambda x, out: (sign(x),))
+SIN = Op(     "sin",     sin,                 lambda x, out: (cos(x),))
+COS = Op(     "cos",     cos,                 lambda x, out: (-sin(x),))
 #             name       forward   each input's share of g, given the inputs and out
 DIV = Op(     "/",       div,      rule=lambda g, x, y, out: (div(g, y), -g * div(out, y)))
 LOG = Op(     "log",     log,      rule=lambda g, x, out: (div(g, x),))
@@ -316,7 +347,7 @@ POW = Op(     "**",      power,    rule=lambda g, x, y, out: (
                                        g * where(is_zero(x) & (y >= 0), 0.0, out * log(x))))
 # fmt: on
 
-PRIMITIVES = (ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, DIV, LOG, RELU, POW)
+PRIMITIVES = (ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW)
 """The table's ops, in its order (the compiled core checks its own table against this one)."""
 
 
@@ -477,6 +508,11 @@ def node(data: Any, prev: tuple[Any, ...], local: tuple[Any, ...] | None, op: An
     v = object.__new__(Value)
     v.data, v.grad, v._prev, v._op, v._local, v._ctx = data, 0.0, prev, op, local, ctx
     return v
+
+
+def _items(args: Sequence[Any]) -> list[Any]:
+    """The arguments as given, a sequence (a list or a tuple) spliced in."""
+    return [x for a in args for x in (a if isinstance(a, (list, tuple)) else (a,))]
 
 
 def _flat(args: Sequence[Any]) -> list[Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "constant",
+    "cos",
     "data",
     "div",
     "exp",
@@ -33,6 +34,7 @@ __all__ = [
     "relu",
     "sigmoid",
     "sign",
+    "sin",
     "sqrt",
     "tanh",
     "where",
@@ -94,18 +96,29 @@ def data(x: Any) -> Any:
 # -- one argument: the float case first, then ints, batches and Values --------
 
 
-def _other(x: Any, name: str, scalar: Any, batch: Any) -> Any:
-    """A one-argument function on what is not a float: a batch (quietly), a number (an int, a NumPy
-    float32 ...) or a Value (its method)."""
+def _other(x: Any, name: str, scalar: Any, batch: Any = None) -> Any:
+    """A one-argument function on what is not a float: a batch (quietly: the float function on each
+    sample, or `batch` where NumPy's is exact), a number (an int, a NumPy float32 ...) or a Value (its
+    method)."""
     if is_array(x):
         with quiet():
-            return batch(x)
+            return batch(x) if batch is not None else _each(scalar, x)
     if isinstance(x, Real):
         return scalar(float(x))
     method = getattr(x, name, None)
     if method is None:
         raise TypeError(f"{name}() takes a number, a NumPy batch or a Value, not {type(x).__name__}")
     return method()
+
+
+def _each(f: Any, *batches: Any) -> Any:
+    """f on each sample of the batches (broadcast together): the very function a single number gets, so
+    that a batch gives, bit for bit, what its samples give alone. (NumPy's own exp, log, tanh and power
+    differ from C's in the last bit for some inputs.)"""
+    np = numpy()
+    arrays = np.broadcast_arrays(*(np.asarray(b, dtype=float) for b in batches))
+    columns = [a.ravel().tolist() for a in arrays]
+    return np.fromiter(map(f, *columns), float, arrays[0].size).reshape(arrays[0].shape)
 
 
 def exp(x: Any) -> Any:
@@ -115,21 +128,21 @@ def exp(x: Any) -> Any:
             return math.exp(x)
         except OverflowError:
             return inf
-    return _other(x, "exp", exp, lambda b: numpy().exp(b))
+    return _other(x, "exp", exp)
 
 
 def log(x: Any) -> Any:
     """Natural logarithm; log(0) = -inf, log(x < 0) = nan."""
     if type(x) is float:
         return math.log(x) if x > 0 else -inf if x == 0 else nan
-    return _other(x, "log", log, lambda b: numpy().log(b))
+    return _other(x, "log", log)
 
 
 def tanh(x: Any) -> Any:
     """Hyperbolic tangent."""
     if type(x) is float:
         return math.tanh(x)
-    return _other(x, "tanh", tanh, _batch_tanh)
+    return _other(x, "tanh", tanh)
 
 
 def sigmoid(x: Any) -> Any:
@@ -139,34 +152,35 @@ def sigmoid(x: Any) -> Any:
             return 1.0 / (1.0 + math.exp(-x))
         e = math.exp(x)
         return e / (1.0 + e)
-    return _other(x, "sigmoid", sigmoid, _batch_sigmoid)
+    return _other(x, "sigmoid", sigmoid)
+
+
+def sin(x: Any) -> Any:
+    """The sine (of radians); sin(+-inf) = nan."""
+    if type(x) is float:
+        return math.sin(x) if x - x == 0 or x != x else nan  # math.sin raises at an infinity
+    return _other(x, "sin", sin)
+
+
+def cos(x: Any) -> Any:
+    """The cosine (of radians); cos(+-inf) = nan."""
+    if type(x) is float:
+        return math.cos(x) if x - x == 0 or x != x else nan
+    return _other(x, "cos", cos)
 
 
 def relu(x: Any) -> Any:
     """max(x, 0), passing nan and -0.0 through as PyTorch does."""
     if type(x) is float:
         return 0.0 if x < 0 else x
-    return _other(x, "relu", relu, lambda b: numpy().where(b < 0, 0.0, b))
+    return _other(x, "relu", relu, lambda b: numpy().where(b < 0, 0.0, b))  # a choice, exact
 
 
 def sqrt(x: Any) -> Any:
     """Square root; sqrt(x < 0) = nan."""
     if type(x) is float:
         return math.sqrt(x) if x >= 0 else nan
-    return _other(x, "sqrt", sqrt, lambda b: numpy().sqrt(b))
-
-
-def _batch_tanh(x: Any) -> Any:
-    # math's tanh on each sample: NumPy's own tanh differs from it in the last bit for about a quarter
-    # of inputs, and a batch must give what its samples give one at a time
-    b = numpy().asarray(x, dtype=float)
-    return numpy().fromiter(map(math.tanh, b.ravel()), float, b.size).reshape(b.shape)
-
-
-def _batch_sigmoid(x: Any) -> Any:
-    np = numpy()
-    e = np.exp(-np.abs(x))  # <= 1, so no overflow on either side
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return _other(x, "sqrt", sqrt, lambda b: numpy().sqrt(b))  # IEEE-754 rounds it exactly, as C's
 
 
 # -- two arguments ---------------------------------------------------------------
@@ -206,24 +220,11 @@ def power(x: Any, y: Any) -> Any:
             if x == 0:  # a negative power of zero
                 return math.copysign(inf, x) if _odd_integer(y) else inf
             return nan  # a negative base to a non-integer power
-    return _other2(x, y, power, _batch_power, lambda a, b: a**b)
+    return _other2(x, y, power, lambda a, b: _each(power, a, b), lambda a, b: a**b)
 
 
 def _odd_integer(y: float) -> bool:
     return y.is_integer() and y % 2 == 1
-
-
-def _batch_power(x: Any, y: Any) -> Any:
-    # NumPy's power differs from C's pow (and PyTorch) in two corners, fixed here: (-inf) ** y with y not an
-    # integer is nan in NumPy, +-inf for y > 0 and +-0 for y < 0 in C; (-0.0) ** y with y > 0 not an odd
-    # integer is -0.0 in NumPy (x ** 0.5 is taken as sqrt(x)), +0.0 in C.
-    np = numpy()
-    x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    out = np.power(x, y)
-    odd = (np.mod(y, 2) == 1) & (np.floor(y) == y)
-    fix = np.isneginf(x) & (y != 0) & ~np.isnan(y)
-    out = np.where(fix, np.where(y > 0, np.where(odd, -inf, inf), np.where(odd, -0.0, 0.0)), out)
-    return np.where((x == 0) & (y > 0) & ~odd, 0.0, out)
 
 
 # -- for the rules and local gradients of the op table ---------------------------

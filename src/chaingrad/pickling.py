@@ -26,9 +26,10 @@ def _number(x: Any) -> Any:
 
 def _reduce(v: Value) -> tuple[Any, ...]:
     if not v._prev:
-        if type(v) is not Value:  # a learner's subclass: its class, and what its instances hold besides
-            return _leaf_of, (type(v), v.data, _number(v.grad), v.label, getattr(v, "__dict__", None))
-        return _leaf, (v.data, _number(v.grad), v.label)
+        state = vars(v) or None  # the attributes it was given (p.m = 0.0), as any object's
+        if type(v) is not Value:  # a learner's subclass: its class too
+            return _leaf_of, (type(v), v.data, _number(v.grad), v.label, state)
+        return _leaf, (v.data, _number(v.grad), v.label, state)
     if v._local is None and callable(v._ctx):
         raise TypeError(
             f"cannot pickle a Value made with its own _backward function (op {v._op!r}); "
@@ -61,9 +62,11 @@ def _reduce(v: Value) -> tuple[Any, ...]:
     return _rebuild, (rows,)
 
 
-def _leaf(data: Any, grad: Any, label: str) -> Value:
+def _leaf(data: Any, grad: Any, label: str, state: dict[str, Any] | None = None) -> Value:
     v = Value(data, label=label)
     v.grad = grad
+    if state:
+        vars(v).update(state)
     return v
 
 
