@@ -1089,7 +1089,9 @@ def test_gpt_blocks_match_torch():
         tl.weight.copy_(matrix(lin.weight))
         tl.bias.copy_(torch.tensor([b.data for b in lin.bias]))
         np.testing.assert_allclose([o.data for o in lin(x)], tl(xt).numpy(), rtol=1e-12)
-    assert len(lin.parameters()) == 15 and len(nn.Linear(4, 3).parameters()) == 12
+    assert len(lin.parameters()) == 15 and len(nn.Linear(4, 3, bias=False).parameters()) == 12
+    # bias=True by default, as torch.nn.Linear: the same number of parameters
+    assert len(nn.Linear(4, 3).parameters()) == sum(p.numel() for p in torch.nn.Linear(4, 3).parameters())
     emb = nn.Embedding(5, 3, seed=0)
     assert emb(2) is emb.weight[2]
     with pytest.raises(IndexError, match="out of range"):
