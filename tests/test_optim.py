@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import pickle
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_close
+from refusals import assert_refused
 
 import chaingrad as cg
-from chaingrad import optim
+from chaingrad import data, losses, nn, optim
 
 N, STEPS = 6, 20
 
@@ -576,3 +578,98 @@ def test_a_bad_schedule_state_dict_is_refused_and_changes_nothing(change, error,
     with pytest.raises(error, match=message):
         sched.load_state_dict(state)
     assert (sched.state_dict(), opt.lr) == before
+
+
+# ---------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, error, words",
+    [
+        (lambda m: optim.SGD(m, lr=0.1), TypeError, ["MLP"]),
+        (lambda m: optim.Adam(None), TypeError, ["NoneType"]),
+        (lambda m: optim.Adam([m.parameters()]), TypeError, ["parameter 0 is list"]),
+        (lambda m: optim.SGD([*m.parameters(), "w"], lr=0.1), TypeError, ["parameter 9 is str"]),
+        (lambda m: optim.SGD(m.parameters(), lr=math.nan), ValueError, ["lr", "nan"]),
+        (lambda m: optim.AdamW(m.parameters(), lr=-1e-3), ValueError, ["lr", "-0.001"]),
+        (lambda m: optim.SGD(m.parameters(), lr=0.1, momentum=math.nan), ValueError, ["momentum", "nan"]),
+        (lambda m: optim.Adam(m.parameters(), betas=(math.nan, 0.9)), ValueError, ["betas[0]", "nan"]),
+        (lambda m: optim.Adam(m.parameters(), eps=math.nan), ValueError, ["eps", "nan"]),
+        (lambda m: optim.SGD(m.parameters(), lr=0.1, weight_decay=math.nan), ValueError, ["weight_decay"]),
+    ],
+    ids=[
+        "a model",
+        "None",
+        "a list of lists",
+        "a str",
+        "nan lr",
+        "negative lr",
+        "nan momentum",
+        "nan beta",
+        "nan eps",
+        "nan weight decay",
+    ],
+)
+def test_optimizers_refuse_more_bad_arguments(make, error, words):
+    # test_optim checks empty lists, non-Values, batches, duplicates, negative and non-number lrs.
+    model = nn.MLP(2, [2, 1], seed=1)
+    model([1.0, 2.0]).backward()
+    assert_refused(lambda: make(model), [model], error, words)
+
+
+COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda x: pickle.loads(pickle.dumps(x))}
+
+
+def _params(model):
+    return [p.data for p in model.parameters()]
+
+
+@pytest.mark.parametrize("how", COPIES)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.Adam(ps, lr=0.05),
+        lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+    ],
+    ids=["SGD", "Adam", "AdamW"],
+)
+def test_training_resumes_the_same_from_a_copy_of_model_and_optimizer(make, how):
+    X, y = data.make_moons(30, 0.1, seed=5)
+    inputs, targets = data.columns(X), 2.0 * y - 1
+    model = nn.MLP(2, [8, 1], seed=5)
+    opt = make(model.parameters())
+    schedule = optim.CosineAnnealingLR(opt, T_max=10)
+
+    def train(model, opt, schedule, steps):
+        out = []
+        for _ in range(steps):
+            loss = losses.hinge(model(inputs), targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+            out.append(loss.data)
+        return out
+
+    train(model, opt, schedule, 5)
+    twin, twin_opt, twin_schedule = COPIES[how]((model, opt, schedule))
+    assert twin_opt.params == twin.parameters() and twin_schedule.optimizer is twin_opt
+    assert twin_opt.state_dict() == opt.state_dict()
+    assert train(twin, twin_opt, twin_schedule, 5) == train(model, opt, schedule, 5)
+    assert _params(twin) == _params(model)
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_an_optimizer_alone_survives_a_copy(how):
+    model = nn.MLP(2, [3, 1], seed=1)
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    model([1.0, 2.0]).backward()
+    opt.step()
+    twin = COPIES[how](opt)
+    assert twin.state_dict() == opt.state_dict()
+    assert [p.data for p in twin.params] == _params(model)
+    twin.step()
+    assert _params(model) != [p.data for p in twin.params]
