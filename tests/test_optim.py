@@ -527,6 +527,9 @@ def test_a_schedule_loaded_before_or_after_its_optimizer_sets_the_same_lr():
         for load in loads if order == "optimizer first" else loads[::-1]:
             load()
         assert fresh.lr == opt.lr == 0.075 and fresh_sched.last_epoch == 5, order
+    alone = optim.SGD(values(), lr=0.3)
+    optim.StepLR(alone, step_size=2, gamma=0.5).load_state_dict(saved_sched)
+    assert alone.lr == 0.075, "the schedule sets its optimizer's lr"
 
 
 @pytest.mark.parametrize(
