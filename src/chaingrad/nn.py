@@ -25,6 +25,7 @@ from .engine import Value, zero_grads
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import ACTIVATIONS, affine, affine_layers
 from .modes import no_grad
+from .sampling import generate_length
 from .serialization import FORMAT_VERSION, MAX_FILE_BYTES
 
 __all__ = [
@@ -289,29 +290,33 @@ class Module:
         else:
             zero_grads(self.parameters())
 
-    # PyTorch: the conversions live in chaingrad.bridge, which imports torch (the `torch` extra).
+    # PyTorch: the conversions live in chaingrad.torch_twins (below nn; it imports torch, the `torch`
+    # extra), public through chaingrad.bridge.
 
-    def to_torch(self, dtype: Any = None) -> Any:
+    def to_torch(self, dtype: Any = None, forward: Callable[..., Any] | None = None) -> Any:
         """An equivalent torch.nn.Module with these weights, float64 unless `dtype` (a torch dtype) says
-        otherwise; its state_dict keys carry these dotted names (see `chaingrad.bridge`)."""
-        from . import bridge
+        otherwise; its state_dict keys carry these dotted names (see `chaingrad.bridge`). A module of
+        your own made of chaingrad modules becomes its parts converted, with `forward` (called as
+        forward(twin, *args)) as the torch forward, since chaingrad cannot translate your __call__."""
+        from . import torch_twins
 
-        return bridge.to_torch(self, dtype)
+        return torch_twins.to_torch(self, dtype, forward)
 
     @classmethod
     def from_torch(cls: type[_M], module: Any) -> _M:
         """A new model with the architecture and weights of a torch module (what `to_torch` returns;
-        for MLP any nn.Sequential of Linear layers and one kind of activation)."""
-        from . import bridge
+        for MLP any nn.Sequential of Linear layers and one kind of activation). chaingrad's own modules
+        only: for a module of your own, make one and call `load_torch_state_dict`."""
+        from . import torch_twins
 
-        return bridge.from_torch(cls, module)
+        return torch_twins.from_torch(cls, module)
 
     def load_torch_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Set the parameters from `to_torch().state_dict()`'s kind of dict; on any missing, extra or bad
         entry raise and change nothing."""
-        from . import bridge
+        from . import torch_twins
 
-        bridge.load_torch_state_dict(self, state_dict)
+        torch_twins.load_torch_state_dict(self, state_dict)
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data as plain floats: one entry per Value or list of Values."""
@@ -533,20 +538,6 @@ class MLP(Module):
 # ---------------------------------------------------------------------------
 # The blocks of a tiny GPT (the shape of Karpathy's microgpt)
 # ---------------------------------------------------------------------------
-
-
-def generate_length(prompt: Sequence[int], block_size: int, max_len: Any, temperature: Any) -> int:
-    """generate()'s arguments checked (here and in the torch twin): how many tokens to sample at most,
-    max_len or, when it is None, as many as fit in the block after the prompt."""
-    room = block_size - len(prompt) + 1
-    if not prompt or room < 1:
-        raise ValueError(f"generate(): the prompt needs 1 to {block_size} tokens, got {len(prompt)}")
-    max_len = room if max_len is None else max_len
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
-        raise ValueError(f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
-        raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
-    return max_len
 
 
 def _matrix(rows: int, cols: int, std: float, rng: random.Random) -> list[list[Value]]:
