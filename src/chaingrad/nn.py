@@ -9,12 +9,10 @@ sample (float data) or a batch (1-D NumPy data, see `chaingrad.data.columns`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
 import random
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any, TypeVar
@@ -24,6 +22,7 @@ from .checks import number, positive_int
 from .engine import Value, zero_grads
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import ACTIVATIONS, affine, affine_layers
+from .memory import check_fits
 from .modes import no_grad
 from .sampling import generate_length
 from .serialization import FORMAT_VERSION, MAX_FILE_BYTES
@@ -96,63 +95,6 @@ class Outputs(list):  # type: ignore[type-arg]
             f"backward() needs one Value, and this is a list of {len(self)} outputs: reduce it first, "
             "e.g. cg.sum(outputs).backward(), cg.mean(outputs), or a loss such as "
             "cg.losses.mse(outputs, targets)"
-        )
-
-
-# ---------------------------------------------------------------------------
-# Sizes that cannot fit: refused before anything is allocated
-# ---------------------------------------------------------------------------
-
-_QUIET_BELOW = 2**26  # bytes: a model smaller than this is never checked against the machine's memory
-
-
-def _bytes_per_parameter() -> int:
-    """What one parameter costs: its Value, its float and the list slot that holds it."""
-    return sys.getsizeof(Value(0.5)) + sys.getsizeof(0.5) + 8
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate, as well as the system tells: the memory available
-    (Linux: MemAvailable; elsewhere the free pages), capped by an address-space limit (RLIMIT_AS) if
-    one is set; None where nothing says."""
-    found = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if found is None:
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY and soft > 0:
-            found = soft if found is None else min(found, soft)
-    except (ImportError, OSError, ValueError):
-        pass
-    return found
-
-
-def _gb(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
-
-
-def _room_for(count: int, what: Callable[[], str]) -> None:
-    """A MemoryError, before anything is allocated, if count parameters cannot fit in memory."""
-    need = count * _bytes_per_parameter()
-    if need < _QUIET_BELOW:
-        return
-    free = available_memory()
-    if free is not None and need > free:
-        raise MemoryError(
-            f"{what()} would have {count:,} parameters, about {_gb(need)} "
-            f"({_bytes_per_parameter()} bytes each), more than the {_gb(free)} of memory available: "
-            "make it smaller"
         )
 
 
@@ -418,7 +360,7 @@ class Neuron(Module):
     ):
         rng = _generator(seed)
         nin = positive_int(nin, "nin")
-        _room_for(nin + 1, lambda: f"Neuron({nin})")
+        check_fits(nin + 1, lambda: f"Neuron({nin})")
         self.w = [Value(rng.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0.0)
         self.activation = _activation(activation if nonlin is None else bool(nonlin))
@@ -456,7 +398,7 @@ class Layer(Module):
     ):
         rng = _generator(seed)
         nin, nout = positive_int(nin, "nin"), positive_int(nout, "nout")
-        _room_for((nin + 1) * nout, lambda: f"Layer({nin}, {nout})")
+        check_fits((nin + 1) * nout, lambda: f"Layer({nin}, {nout})")
         self.neurons = [Neuron(nin, activation, rng, **kwargs) for _ in range(nout)]
 
     def outputs(self, x: Sequence[Any]) -> list[Value]:
@@ -511,7 +453,7 @@ class MLP(Module):
         rng = _generator(seed)
         sizes = [positive_int(nin, "nin")] + [positive_int(n, "each layer width") for n in nouts]
         count = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-        _room_for(count, lambda: f"MLP({sizes[0]}, {sizes[1:]})")
+        check_fits(count, lambda: f"MLP({sizes[0]}, {sizes[1:]})")
         last = len(nouts) - 1
         self.layers = [
             Layer(sizes[i], sizes[i + 1], activation if i != last else None, rng) for i in range(len(nouts))
@@ -559,7 +501,7 @@ class Linear(Module):
         nin, nout, std = positive_int(nin, "nin"), positive_int(nout, "nout"), _std(std)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, not {bias!r:.40}")
-        _room_for((nin + bias) * nout, lambda: f"Linear({nin}, {nout})")
+        check_fits((nin + bias) * nout, lambda: f"Linear({nin}, {nout})")
         self.weight = _matrix(nout, nin, std, _generator(seed))
         self.bias = [Value(0.0) for _ in range(nout)] if bias else None
 
@@ -585,7 +527,7 @@ class Embedding(Module):
 
     def __init__(self, num: int, dim: int, std: float = 0.08, seed: int | random.Random | None = None):
         num, dim, std = positive_int(num, "num"), positive_int(dim, "dim"), _std(std)
-        _room_for(num * dim, lambda: f"Embedding({num}, {dim})")
+        check_fits(num * dim, lambda: f"Embedding({num}, {dim})")
         self.weight = _matrix(num, dim, std, _generator(seed))
 
     def __call__(self, i: int) -> list[Value]:
@@ -707,7 +649,7 @@ class GPT(Module):
         self.block_size = positive_int(block_size, "block_size")
         d, layers = positive_int(n_embd, "n_embd"), positive_int(n_layer, "n_layer")
         count = 2 * vocab_size * d + block_size * d + layers * 12 * d * d
-        _room_for(count, lambda: f"GPT({vocab_size}, n_embd={d}, n_layer={layers}, block_size={block_size})")
+        check_fits(count, lambda: f"GPT({vocab_size}, n_embd={d}, n_layer={layers}, block_size={block_size})")
         self.wte = Embedding(vocab_size, n_embd, seed=rng)
         self.wpe = Embedding(block_size, n_embd, seed=rng)
         self.norm = RMSNorm(n_embd)
