@@ -676,3 +676,14 @@ def test_an_optimizer_alone_survives_a_copy(how):
     assert [p.data for p in twin.params] == _params(model)
     twin.step()
     assert _params(model) != [p.data for p in twin.params]
+
+
+def test_an_optimizer_pickled_before_its_settings_were_properties_still_loads():
+    params = values(2)
+    opt = optim.Adam(params, lr=0.25, betas=(0.5, 0.75))
+    old = {k.lstrip("_"): v for k, v in vars(opt).items() if k != "param_steps"}  # the old layout
+    revived = optim.Adam.__new__(optim.Adam)
+    revived.__setstate__(old)
+    assert revived.state_dict() == opt.state_dict() and revived.lr == 0.25 and revived.betas == (0.5, 0.75)
+    with pytest.raises(ValueError, match="lr must be in"):
+        revived.lr = -1.0

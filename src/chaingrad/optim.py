@@ -117,6 +117,14 @@ class Optimizer:
         # None); until then every parameter has taken `steps` steps.
         self.param_steps: list[int] | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also an optimizer pickled before the settings were checked properties."""
+        for name in ("lr", "momentum", "weight_decay", "eps", "betas"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        state.setdefault("param_steps", None)
+        self.__dict__.update(state)
+
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Set every parameter's grad to 0, or to None with set_to_none=True (then the next `step()`
         skips the parameters that no backward() has reached). PyTorch's default is True; chaingrad's is
