@@ -1,10 +1,9 @@
-"""Hardening: bad input is a clear error that changes nothing; a crash while saving loses no model;
-training does not leak memory; threads do not disturb each other; models survive copies.
+"""Hardening: bad input to ops is a clear error that changes nothing; training does not leak memory;
+threads do not disturb each other; copied graphs stay connected.
 
-Only what the other test files do not check already is here (bad Value() data, scalar
-cross_entropy targets, empty sequences, dot lengths, most state-dict and file errors, optimizer
-arguments and most `chaingrad graph` errors are in test_engine, test_ops, test_batch, test_nn,
-test_optim, test_losses and test_cli).
+The library's cases moved beside their modules: state dicts and model files to test_nn and
+test_serialization, faults and kills while saving to test_files, optimizer arguments and copies to
+test_optim, model copies to test_nn (the helpers `state` and `assert_refused` are in refusals.py).
 """
 
 from __future__ import annotations
