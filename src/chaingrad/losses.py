@@ -131,7 +131,8 @@ def cross_entropy(logits_per_sample: Any, targets: Any) -> Value:
         and isinstance(logits_per_sample[0], Value)
     ):
         return batch_mean(_cross_entropy(logits_per_sample, _batch_targets(targets, "cross_entropy()")))
-    return _reduce(_cross_entropy, logits_per_sample, targets, "cross_entropy()")
+    # each sample's logits as a plain list (a model gives nn.Outputs): the compiled core's fast path
+    return _reduce(lambda o, t: _cross_entropy(_plain(o), t), logits_per_sample, targets, "cross_entropy()")
 
 
 def l2(params: Sequence[Value]) -> Value:
