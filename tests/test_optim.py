@@ -687,3 +687,16 @@ def test_an_optimizer_pickled_before_its_settings_were_properties_still_loads():
     assert revived.state_dict() == opt.state_dict() and revived.lr == 0.25 and revived.betas == (0.5, 0.75)
     with pytest.raises(ValueError, match="lr must be in"):
         revived.lr = -1.0
+
+
+def test_a_state_dict_saved_before_per_parameter_steps_loads():
+    params = values(2)
+    opt = optim.SGD(params, lr=0.1, momentum=0.5)
+    for p in params:
+        p.grad = 1.0
+    opt.step()
+    state = opt.state_dict()
+    del state["param_steps"]  # as state_dict() gave before
+    fresh = optim.SGD(values(2), lr=0.3, momentum=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == opt.state_dict()

@@ -164,6 +164,7 @@ class Optimizer:
         if not isinstance(state, Mapping):
             raise TypeError(f"an optimizer state dict is a dict, not {type(state).__name__}")
         mine = self.state_dict()
+        state = {"param_steps": None, **state}  # a dict saved before chaingrad kept per-parameter steps
         missing, extra = mine.keys() - state.keys(), state.keys() - mine.keys()
         if missing or extra:
             parts = [
