@@ -488,7 +488,7 @@ BAD_MODULES = [
         TypeError,
         "Neuron.from_torch takes a chaingrad.bridge.Neuron",
     ),
-    (nn.Module, lambda: torch.nn.Linear(3, 1), TypeError, "converts only chaingrad's own modules"),
+    (nn.Module, lambda: torch.nn.Linear(3, 1), TypeError, "cannot build a module of your own"),
 ]
 
 
@@ -530,20 +530,100 @@ def test_from_torch_takes_pytorchs_own_modules_where_chaingrad_has_them():
     assert nn.RMSNorm.from_torch(torch.nn.RMSNorm(6, eps=1e-6, elementwise_affine=False)).eps == 1e-6
 
 
-def test_to_torch_refuses_a_module_it_does_not_know():
-    class Scale(nn.Module):
-        def __init__(self):
-            self.s = cg.Value(2.0)
+class TwoHeads(nn.Module):
+    """A module of a user's own, made of chaingrad modules, a Value and a list of Values."""
 
+    def __init__(self):
+        self.body = nn.MLP(3, [4, 4], activation="tanh", seed=1)
+        self.heads = [nn.Linear(4, 2, seed=2), nn.Neuron(4, "sigmoid", seed=3)]
+        self.norm = nn.RMSNorm(2, eps=1e-3)
+        self.scale = cg.Value(1.5)
+        self.shift = [cg.Value(0.25), cg.Value(-0.5)]
+        self.name = "two heads"  # not a parameter: ignored
+
+    def __call__(self, x):
+        h = self.body(x)
+        a = self.norm(self.heads[0](h))
+        return [a[0] * self.scale + self.shift[0], a[1] + self.shift[1], self.heads[1](h) * self.scale]
+
+
+def two_heads_forward(net, x):
+    """TwoHeads.__call__ written for its torch twin."""
+    h = net.body(x)
+    a = net.norm(net.heads[0](h))
+    return torch.stack([a[0] * net.scale + net.shift[0], a[1] + net.shift[1], net.heads[1](h) * net.scale])
+
+
+def test_a_module_of_your_own_converts_with_the_forward_you_give():
+    model = TwoHeads()
+    twin = model.to_torch(forward=two_heads_forward)
+    assert isinstance(twin, bridge.Composite) and isinstance(twin.heads, torch.nn.ModuleList)
+    assert twin.norm.eps == 1e-3 and twin.scale.shape == () and twin.shift.shape == (2,)
+    x = [0.5, -1.0, 2.0]
+    ours = model(x)
+    cg.sum(ours).backward()
+    theirs = twin(torch.tensor(x, dtype=torch.float64))
+    theirs.sum().backward()
+    np.testing.assert_allclose([o.data for o in ours], theirs.detach().numpy(), rtol=1e-12)
+    assert model.scale.grad == pytest.approx(twin.scale.grad.item(), rel=1e-12)
+    assert [p.grad for p in model.shift] == pytest.approx(twin.shift.grad.tolist(), rel=1e-12)
+    # the names: every chaingrad key has its torch key and row, and back
+    names = bridge.torch_names(model)
+    assert names["scale"] == ("scale", None) and names["shift"] == ("shift", None)
+    assert names["heads.0.weight.1"] == ("heads.0.weight", 1) and names["body.layers.1.neurons.3.b"] == (
+        "body.2.bias",
+        3,
+    )
+    assert {t for t, _ in names.values()} == set(twin.state_dict())
+
+
+def test_a_module_of_your_own_without_a_forward_holds_the_weights_and_says_to_give_one():
+    model = TwoHeads()
+    twin = bridge.to_torch(model)
+    with pytest.raises(
+        NotImplementedError, match=r"no forward: chaingrad cannot translate TwoHeads\.__call__"
+    ):
+        twin(torch.zeros(3, dtype=torch.float64))
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(2.0)
+    other = TwoHeads()
+    other.load_torch_state_dict(twin.state_dict())  # and back
+    assert other.state_dict() == {
+        k: [2.0 * x for x in v] if isinstance(v, list) else 2.0 * v for k, v in model.state_dict().items()
+    }
+
+
+def test_what_the_bridge_cannot_convert_is_named_with_what_to_do():
     class WiderMLP(nn.MLP):
         def __init__(self):
             super().__init__(2, [2])
             self.extra = cg.Value(1.0)
 
-    with pytest.raises(TypeError, match=r"converts chaingrad's own modules .* not Scale"):
-        Scale().to_torch()
-    with pytest.raises(TypeError, match="WiderMLP has parameters its base class does not have"):
+    class Table(nn.Module):
+        def __init__(self):
+            self.parts = {"a": nn.Linear(2, 2)}
+            self.w = [cg.Value(1.0), nn.Linear(2, 1)]
+
+    with pytest.raises(
+        TypeError, match=r"WiderMLP has parameters its base class MLP does not have \(extra\)"
+    ):
         WiderMLP().to_torch()
+    with pytest.raises(
+        TypeError, match=r"cannot convert Table\.parts: a dict \(parameters\(\) does not look"
+    ):
+        Table().to_torch()
+    del Table.__init__  # and without the dict
+    table = Table()
+    table.w = [cg.Value(1.0), nn.Linear(2, 1)]
+    with pytest.raises(TypeError, match=r"cannot convert Table\.w: a list mixing modules, Values"):
+        table.to_torch()
+    with pytest.raises(TypeError, match=r"TwoHeads\.from_torch: chaingrad cannot build a module of your own"):
+        TwoHeads.from_torch(TwoHeads().to_torch())
+    with pytest.raises(TypeError, match=r"forward=...\) takes none: MLP has its own"):
+        nn.MLP(2, [1]).to_torch(forward=two_heads_forward)
+    with pytest.raises(TypeError, match=r"forward=...\) takes a function"):
+        TwoHeads().to_torch(forward="x")
 
 
 def test_without_torch_chaingrad_works_and_the_bridge_says_which_extra_to_install():

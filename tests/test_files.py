@@ -1,6 +1,7 @@
-"""files: atomic writes (the old file or the new one, never half of one; mode, owner and symlinks kept;
-names that fit; abandoned temporaries removed, and nothing else) and bounded reads of regular files."""
+"""files: atomic writes (the old file or the new one, never half of one, even when the process is
+killed; mode and symlinks kept; names that fit) and bounded reads of regular files."""
 
+import builtins
 import os
 import re
 import select
@@ -9,11 +10,11 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
+from refusals import state
 
-from chaingrad import files, nn
+from chaingrad import nn
 from chaingrad.files import TEMP_SUFFIX, atomic_write, read_regular
 
 
@@ -86,175 +87,7 @@ def test_the_temporary_is_hidden_beside_the_target_and_named_after_it(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Abandoned temporaries: a process killed while saving leaves one; the next save removes it
-# ---------------------------------------------------------------------------
-
-# The child saves, writes half, says so, and waits for a line on stdin (or to be killed) before
-# finishing the save.
-CHILD = """
-import sys
-from chaingrad.files import atomic_write
-
-def write(f):
-    f.write(b"half of the child's ")
-    f.flush()
-    print("writing", flush=True)
-    sys.stdin.readline()
-    f.write(b"file")
-
-atomic_write(sys.argv[1], write)
-"""
-
-
-class Saver:
-    """A child process stopped in the middle of a save to `path`."""
-
-    def __init__(self, path):
-        self.path = path
-        before = set(temporaries(path.parent))
-        self.child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        ready, _, _ = select.select([self.child.stdout], [], [], 120)
-        said = self.child.stdout.readline().strip() if ready else ""
-        assert said == "writing", f"the child did not start writing: {self.child.poll()} {said!r}"
-        (self.temp,) = set(temporaries(path.parent)) - before
-
-    def kill(self):
-        self.child.kill()  # SIGKILL: no cleanup runs
-        assert self.child.wait(60) == -signal.SIGKILL
-        self.close()
-
-    def finish(self):
-        self.child.stdin.write("go\n")
-        self.child.stdin.flush()
-        assert self.child.wait(60) == 0, self.child.stderr.read()
-        self.close()
-
-    def close(self):
-        for stream in (self.child.stdin, self.child.stdout, self.child.stderr):
-            stream.close()
-
-
-@pytest.fixture
-def savers():
-    started = []
-
-    def start(path):
-        saver = Saver(path)
-        started.append(saver)
-        return saver
-
-    yield start
-    for saver in started:
-        if saver.child.poll() is None:
-            saver.child.kill()
-            saver.child.wait(60)
-            saver.close()
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_the_next_save_removes_the_temporary_of_a_killed_save(tmp_path, savers):
-    path = tmp_path / "model.json"
-    path.write_bytes(b"old")
-    saver = savers(path)
-    saver.kill()
-    assert temporaries(tmp_path) == [saver.temp], "the killed save should have left its temporary"
-    assert path.read_bytes() == b"old"
-    model = nn.MLP(2, [3, 1], seed=1)
-    model.save(path)
-    assert os.listdir(tmp_path) == ["model.json"]
-    assert nn.MLP(2, [3, 1], seed=2).load(path).state_dict() == model.state_dict()
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_the_temporary_of_a_killed_save_to_a_long_name_is_removed_too(tmp_path, savers):
-    # Two names that share the part of them that fits in a temporary's name: each save removes only
-    # its own target's temporaries (the hash of the whole name tells them apart).
-    mine, other = tmp_path / ("m" * 240 + "-a.json"), tmp_path / ("m" * 240 + "-b.json")
-    theirs = savers(other)
-    theirs.kill()
-    ours = savers(mine)
-    ours.kill()
-    atomic_write(mine, lambda f: f.write(b"new"))
-    assert temporaries(tmp_path) == [theirs.temp]
-    atomic_write(other, lambda f: f.write(b"new"))
-    assert temporaries(tmp_path) == []
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_save_removes_nothing_but_its_own_abandoned_temporaries(tmp_path, savers):
-    path = tmp_path / "model.json"
-    killed = savers(tmp_path / "other.json")  # another target's abandoned temporary
-    killed.kill()
-    live = savers(path)  # a save in progress to the same path: its temporary is not abandoned
-    dead = savers(path)
-    dead.kill()
-    precious = tmp_path / "precious"
-    precious.write_bytes(b"keep me")
-    lookalike = re.sub(r"\.[0-9a-f]{8}\.chaingrad-tmp$", ".0123abcd.chaingrad-tmp", dead.temp)
-    others = {
-        ".model.json.0123abcd.tmp": b"an older chaingrad's temporary",  # not recognisably ours
-        ".model.json~junk.chaingrad-tmp": b"not our pattern",
-        "model.json.chaingrad-tmp": b"not hidden",
-    }
-    for name, content in others.items():
-        (tmp_path / name).write_bytes(content)
-    os.symlink(precious, tmp_path / lookalike)  # our pattern, but a link: not ours
-
-    atomic_write(path, lambda f: f.write(b"parent"))
-
-    assert dead.temp not in os.listdir(tmp_path)
-    assert {killed.temp, live.temp, lookalike, *others} <= set(os.listdir(tmp_path))
-    assert os.path.islink(tmp_path / lookalike) and precious.read_bytes() == b"keep me"
-    for name, content in others.items():
-        assert (tmp_path / name).read_bytes() == content
-    live.finish()  # the save in progress completes: its temporary was left alone
-    assert path.read_bytes() == b"half of the child's file"
-    assert live.temp not in os.listdir(tmp_path)
-
-
-def test_without_locks_only_temporaries_untouched_for_an_hour_count_as_abandoned(tmp_path, monkeypatch):
-    # Where there is no fcntl (Windows), a lock cannot tell a live save from a dead one: age does.
-    path = tmp_path / "model.json"
-    names = []
-    atomic_write(path, lambda f: names.extend(temporaries(tmp_path)))
-    old_name = names[0]
-    recent_name = old_name[:-22] + "0123abcd" + old_name[-14:]
-    for name in (old_name, recent_name):
-        (tmp_path / name).write_bytes(b"left behind")
-    two_hours_ago = time.time() - 7200
-    os.utime(tmp_path / old_name, (two_hours_ago, two_hours_ago))
-    monkeypatch.setattr(files, "fcntl", None)
-    atomic_write(path, lambda f: f.write(b"new"))
-    assert temporaries(tmp_path) == [recent_name]
-
-
-def test_a_temporary_removed_before_its_save_locked_it_is_replaced_by_another(tmp_path, monkeypatch):
-    # Another save's cleanup can find a temporary in the instant between its creation and its lock,
-    # take it for abandoned and remove it: the save then makes another and succeeds.
-    path = tmp_path / "model.json"
-    real_lock, removed = files._lock, []
-
-    def lock(fd, wait):
-        if wait and not removed:
-            removed.extend(temporaries(tmp_path))
-            for name in removed:
-                os.unlink(tmp_path / name)
-        return real_lock(fd, wait)
-
-    monkeypatch.setattr(files, "_lock", lock)
-    atomic_write(path, lambda f: f.write(b"new"))
-    assert len(removed) == 1
-    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.json"]
-
-
-# ---------------------------------------------------------------------------
-# What a replaced file keeps: mode, owner, extended attributes; symlinks stay links
+# What a replaced file keeps: its mode; symlinks stay links
 # ---------------------------------------------------------------------------
 
 
@@ -274,64 +107,6 @@ def test_saving_over_a_file_keeps_its_mode(mode, tmp_path):
     assert modes_while_writing == [mode], "the content went into a file more open than the old one"
     nn.MLP(2, [2, 1], seed=2).save(path)
     assert stat.S_IMODE(path.stat().st_mode) == mode
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root may chown a file")
-def test_saving_over_a_file_keeps_its_owner_where_permitted(tmp_path):
-    path = tmp_path / "model.json"
-    path.write_bytes(b"old")
-    os.chown(path, 54321, 54322)
-    nn.MLP(2, [2, 1], seed=1).save(path)
-    assert (path.stat().st_uid, path.stat().st_gid) == (54321, 54322)
-
-
-@pytest.mark.skipif(not hasattr(os, "fchown"), reason="no owners on this platform")
-def test_where_the_owner_cannot_be_kept_the_group_still_is_and_the_save_succeeds(tmp_path, monkeypatch):
-    path = tmp_path / "model.json"
-    path.write_bytes(b"old")
-    me, group = os.getuid(), os.getgid()
-    real_fchown = os.fchown
-    calls = []
-
-    def fchown(fd, uid, gid):  # as for a user who is not root: giving the file away is refused
-        calls.append((uid, gid))
-        if uid not in (-1, me):
-            raise PermissionError(1, "Operation not permitted")
-        real_fchown(fd, uid, gid)
-
-    stat_result = os.stat(path)
-    fake = os.stat_result((stat_result.st_mode, *stat_result[1:4], me + 1, group, *stat_result[6:]))
-    real_stat = os.stat
-    monkeypatch.setattr(os, "fchown", fchown)
-    monkeypatch.setattr(os, "stat", lambda p, **kw: fake if os.fspath(p) == str(path) else real_stat(p, **kw))
-    atomic_write(path, lambda f: f.write(b"new"))
-    monkeypatch.undo()
-    assert path.read_bytes() == b"new"
-    assert calls == [(me + 1, group), (-1, group)]
-    assert path.stat().st_gid == group
-
-
-def _xattrs_work(folder):
-    probe = folder / "probe"
-    probe.write_bytes(b"")
-    try:
-        os.setxattr(probe, "user.chaingrad-probe", b"1")
-    except (AttributeError, OSError):
-        return False
-    finally:
-        probe.unlink()
-    return True
-
-
-def test_saving_over_a_file_keeps_its_extended_attributes(tmp_path):
-    # ACLs are extended attributes (system.posix_acl_access): kept the same way.
-    if not _xattrs_work(tmp_path):
-        pytest.skip("this file system has no user extended attributes")
-    path = tmp_path / "model.json"
-    path.write_bytes(b"old")
-    os.setxattr(path, "user.origin", b"lab notebook 7")
-    nn.MLP(2, [2, 1], seed=1).save(path)
-    assert os.getxattr(path, "user.origin") == b"lab notebook 7"
 
 
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute link", "relative link"])
@@ -459,3 +234,162 @@ def test_an_empty_or_non_path_is_refused_by_save_and_load_alike(path, error, mes
     with pytest.raises(error, match=message):
         model.load(path)
     assert model.state_dict() == before
+
+
+# ---------------------------------------------------------------------------
+# Faults while saving: the previous file survives
+# ---------------------------------------------------------------------------
+
+
+def _params(model):
+    return [p.data for p in model.parameters()]
+
+
+def _half_writes(real_open):
+    """An open() whose files for writing write half of what they are given, then fail as a full
+    disk does."""
+
+    class HalfWriter:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return HalfWriter(f) if set(mode) & set("wxa+") else f
+
+    return fake_open
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+FAULTS = {  # (module, function, its replacement given the real one, the error save passes on)
+    "write fails halfway": (builtins, "open", _half_writes, OSError),
+    "fsync fails": (os, "fsync", lambda real: _raise(OSError(5, "Input/output error")), OSError),
+    "Ctrl-C at fsync": (os, "fsync", lambda real: _raise(KeyboardInterrupt()), KeyboardInterrupt),
+    "rename fails": (os, "replace", lambda real: _raise(OSError(18, "Invalid cross-device link")), OSError),
+    "Ctrl-C at rename": (os, "replace", lambda real: _raise(KeyboardInterrupt()), KeyboardInterrupt),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failed_save_keeps_the_old_file_loadable_and_leaves_no_temp_file(fault, tmp_path, monkeypatch):
+    path = tmp_path / "model.json"
+    old = nn.MLP(2, [8, 8, 1], seed=1)
+    old.save(path)
+    saved = path.read_bytes()
+    new = nn.MLP(2, [8, 8, 1], seed=2)
+    before = state(new)
+    module, name, make, error = FAULTS[fault]
+    monkeypatch.setattr(module, name, make(getattr(module, name)))
+    with pytest.raises(error):
+        new.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == saved
+    assert os.listdir(tmp_path) == ["model.json"], "a temp file was left behind"
+    assert _params(nn.MLP(2, [8, 8, 1], seed=3).load(path)) == _params(old)
+    assert state(new) == before
+
+
+# The child saves a big model over the old file and stops in the middle (halfway through writing
+# the data, or between writing and renaming), tells the parent, and waits to be killed.
+CHILD = """
+import builtins, os, sys, time
+from chaingrad import nn
+
+path, phase = sys.argv[1], sys.argv[2]
+
+
+def stop_here():
+    print(phase, flush=True)
+    time.sleep(600)
+
+
+class SlowWriter:
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+    def write(self, text):
+        half = len(text) // 2
+        self.f.write(text[:half])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        stop_here()
+        self.f.write(text[half:])
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+if phase == "writing":
+    real_open = builtins.open
+
+    def slow_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return SlowWriter(f) if set(mode) & set("wxa+") else f
+
+    builtins.open = slow_open
+else:
+    real_replace = os.replace
+    os.replace = lambda *args: (stop_here(), real_replace(*args))
+nn.MLP(2, [256, 256, 1], seed=2).save(path)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("phase", ["writing", "renaming"])
+def test_killing_a_process_while_it_saves_keeps_the_old_file(phase, tmp_path):
+    path = tmp_path / "model.json"
+    old = nn.MLP(2, [256, 256, 1], seed=1)
+    old.save(path)
+    saved = path.read_bytes()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), phase],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 120)
+        said = child.stdout.readline().strip() if ready else ""
+        assert said == phase, f"the child did not reach the {phase} step: {child.poll()} {said!r}"
+        (temp,) = [p for p in tmp_path.iterdir() if p.name != "model.json"]
+        written = temp.stat().st_size
+        assert 0 < written < len(saved) if phase == "writing" else written > len(saved) // 2
+        child.kill()  # SIGKILL: no cleanup runs
+        assert child.wait(60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(60)
+        child.stdout.close()
+        child.stderr.close()
+    assert path.read_bytes() == saved
+    assert _params(nn.MLP(2, [256, 256, 1], seed=3).load(path)) == _params(old)
+    if phase == "writing":  # the half-written temp file is no model: loading it is a clear error
+        with pytest.raises(ValueError, match="truncated"):
+            nn.MLP(2, [256, 256, 1], seed=3).load(temp)

@@ -167,3 +167,47 @@ def test_a_batch_takes_its_targets_as_a_list_too_and_bad_targets_are_named():
         losses.mse([cg.Value(1.0)], None)
     with pytest.raises(TypeError, match="batch_mean\\(\\) takes one Value holding a batch, not a list"):
         cg.batch_mean([1.0, 2.0])
+
+
+# ---------------------------------------------------------------------------
+# hinge: labels are -1 or 1
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ys, found",
+    [
+        ([0.0, 1.0, 1.0, 0.0], "found 0.0"),
+        ([1, -1, 2, 0.5], "found 0.5, 2.0"),
+        (np.array([0, 1, 1]), "found 0"),
+        (np.array([1.0, -1.0, 3.0]), "found 3.0"),
+        ([cg.Value(0.0), cg.Value(1.0), cg.Value(-1.0)], "found 0.0"),
+    ],
+    ids=["0/1 floats", "other numbers", "0/1 int array", "float array", "Values"],
+)
+def test_hinge_names_labels_that_are_not_minus_one_or_one_and_says_to_map_them(ys, found):
+    batched = isinstance(ys, np.ndarray)
+    scores = cg.Value(np.linspace(-1, 1, len(ys))) if batched else [cg.Value(0.1 * i) for i in range(len(ys))]
+    with pytest.raises(ValueError, match=f"labels must be -1 or 1, {found}; map 0/1 labels to -1/1 first"):
+        losses.hinge(scores, ys)
+
+
+def test_hinge_on_minus_one_and_one_labels_matches_torchs_margin_loss():
+    ys = [1.0, -1.0, np.float64(-1.0), 1]
+    scores = [cg.Value(x) for x in (0.3, -2.0, 0.5, 1.5)]
+    loss = losses.hinge(scores, ys)
+    loss.backward()
+    st = torch.tensor([0.3, -2.0, 0.5, 1.5], dtype=torch.float64, requires_grad=True)
+    expected = torch.relu(1 - torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64) * st).mean()
+    expected.backward()
+    assert loss.data == pytest.approx(expected.item(), rel=1e-15)
+    assert [s.grad for s in scores] == pytest.approx(st.grad.tolist(), rel=1e-15)
+
+
+def test_a_models_outputs_go_into_a_loss_as_a_plain_list_does():
+    model = cg.nn.MLP(2, [3, 3], seed=0)
+    outputs = model([0.5, -1.0])
+    assert type(outputs) is cg.nn.Outputs
+    a, b = losses.cross_entropy([outputs], [2]), losses.cross_entropy([list(outputs)], [2])
+    assert a.data == b.data
+    assert losses.mse(outputs, [0.0, 1.0, 2.0]).data == losses.mse(list(outputs), [0.0, 1.0, 2.0]).data

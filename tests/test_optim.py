@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_close
+from refusals import assert_refused
 
 import chaingrad as cg
-from chaingrad import optim
+from chaingrad import data, losses, nn, optim
 
 N, STEPS = 6, 20
 
@@ -279,7 +282,6 @@ def test_a_failed_schedule_leaves_the_lr_alone():
 @pytest.mark.parametrize(
     ("attr", "bad", "error", "message"),
     [
-        ("grad", None, TypeError, r"grad is NoneType None, not a number"),
         ("grad", "x", TypeError, r"grad is str 'x', not a number"),
         ("grad", np.array([1.0, 2.0]), TypeError, r"grad is ndarray .* not a number"),
         ("grad", True, TypeError, r"grad is bool True, not a number"),
@@ -306,3 +308,395 @@ def test_a_bad_grad_or_data_on_a_later_parameter_is_named_and_nothing_changes(
     ps[2].grad, ps[2].data = 0.0, 3.0  # and the optimizer goes on as if the failed step had not been tried
     opt.step()
     assert opt.steps == 2
+
+
+# ---------------------------------------------------------------------------
+# A grad of None: the parameter is skipped, as torch.optim skips it
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_parameter_whose_grad_is_none_is_skipped_as_torch_skips_it(name):
+    # One tensor per parameter, so torch keeps a step count per parameter as chaingrad must.
+    ours_cls, torch_cls, kwargs = OPTIMIZERS[name]
+    start = np.random.default_rng(4).normal(size=N)
+    params = [cg.Value(x) for x in start]
+    tensors = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in start]
+    ours, theirs = ours_cls(params, **kwargs), torch_cls(tensors, **kwargs)
+    rng = np.random.default_rng(5)
+    for step in range(12):
+        skipped = {i for i in range(N) if (i + step) % 3 == 0 or (i == 1 and step < 5)}
+        for i, (p, t) in enumerate(zip(params, tensors)):
+            g = float(rng.normal())
+            p.grad = None if i in skipped else g
+            t.grad = None if i in skipped else torch.tensor(g, dtype=torch.float64)
+        before = [params[i].data for i in skipped]
+        ours.step()
+        theirs.step()
+        assert [params[i].data for i in skipped] == before, f"step {step}: a skipped parameter moved"
+        np.testing.assert_allclose(
+            [p.data for p in params], [t.item() for t in tensors], rtol=0, atol=1e-12, err_msg=f"step {step}"
+        )
+
+
+@pytest.mark.parametrize("name", ["sgd momentum", "adam"])
+def test_a_step_where_every_grad_is_none_changes_no_parameter(name):
+    ours_cls, _, kwargs = OPTIMIZERS[name]
+    params = values(3)
+    opt = ours_cls(params, **kwargs)
+    opt.zero_grad(set_to_none=True)
+    opt.step()
+    assert [p.data for p in params] == [0.0, 1.0, 2.0] and opt.param_steps == [0, 0, 0]
+
+
+def test_zero_grad_set_to_none_on_optimizers_and_modules():
+    model = cg.nn.MLP(2, [3, 1], seed=0)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model([1.0, 2.0]).backward()
+    opt.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad == 0.0 for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in model.parameters())
+    model.zero_grad(set_to_none=False)
+    assert all(p.grad == 0.0 for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------
+# Settings: checked whenever they are set
+# ---------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    (cg.Value(0.1), TypeError, r"not a Value: give lr.item\(\)"),
+    (np.array([0.1, 0.2]), TypeError, r"one number, not an array of shape \(2,\)"),
+    (np.array(0.1), TypeError, "lr must be a number"),
+    (0.1 + 0j, TypeError, "not the complex"),
+    (np.complex128(0.1), TypeError, "not the complex"),
+    ("0.1", TypeError, "lr must be a number, not str"),
+    (True, TypeError, "lr must be a number, not bool"),
+    (None, TypeError, "lr must be a number, not NoneType"),
+    (math.nan, ValueError, r"lr must be in \[0.0, inf\], got nan"),
+    (-0.5, ValueError, r"lr must be in \[0.0, inf\], got -0.5"),
+]
+
+
+@pytest.mark.parametrize("name", ["sgd momentum", "adam", "adamw"])
+@pytest.mark.parametrize("bad, error, message", BAD_SETTINGS, ids=lambda x: repr(x)[:20])
+def test_a_bad_lr_set_after_construction_is_refused_as_the_constructors_and_nothing_changes(
+    name, bad, error, message
+):
+    params, ours, tensor, theirs = pair(name)
+    with pytest.raises(error, match=message):
+        ours.lr = bad
+    with pytest.raises(error, match=message):
+        OPTIMIZERS[name][0](values(), **{**OPTIMIZERS[name][2], "lr": bad})
+    assert type(ours.lr) is float and ours.lr == OPTIMIZERS[name][2]["lr"]
+    feed(params, tensor, np.linspace(-1, 1, N))
+    ours.step()
+    theirs.step()
+    assert all(type(p.data) is float for p in params)
+    np.testing.assert_allclose([p.data for p in params], tensor.detach().numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, attr, bad, error, message",
+    [
+        ("sgd momentum", "momentum", 1.0, ValueError, r"momentum must be in \[0.0, 1.0\)"),
+        ("sgd momentum", "momentum", cg.Value(0.5), TypeError, "momentum must be a number, not a Value"),
+        ("sgd momentum", "weight_decay", np.ones(3), TypeError, "weight_decay must be one number"),
+        ("sgd momentum", "weight_decay", -1.0, ValueError, "weight_decay must be in"),
+        ("adam", "betas", (0.9, 1.0), ValueError, r"betas\[1\] must be in \[0.0, 1.0\)"),
+        ("adam", "betas", (cg.Value(0.9), 0.99), TypeError, r"betas\[0\] must be a number, not a Value"),
+        ("adam", "betas", 0.9, TypeError, "betas must be a pair of numbers"),
+        ("adam", "eps", 1j, TypeError, "eps must be a real number"),
+        ("adam", "eps", math.nan, ValueError, "eps must be in"),
+        ("adamw", "weight_decay", math.nan, ValueError, "weight_decay must be in"),
+    ],
+)
+def test_every_setting_is_checked_when_set_after_construction(name, attr, bad, error, message):
+    ours_cls, _, kwargs = OPTIMIZERS[name]
+    params = values(3)
+    opt = ours_cls(params, **kwargs)
+    before = json.dumps(opt.state_dict())
+    with pytest.raises(error, match=message):
+        setattr(opt, attr, bad)
+    with pytest.raises(error, match=message):
+        ours_cls(values(3), **{**kwargs, attr: bad})
+    assert json.dumps(opt.state_dict()) == before
+
+
+def test_numpy_floats_become_python_floats():
+    # A NumPy float is a real number: it is taken as the Python float of the same value, so the
+    # parameters stay Python floats (the reference engine once wrote a float32 into them).
+    params = values(2)
+    opt = optim.Adam(params, lr=np.float64(0.5), betas=(np.float32(0.5), 0.75))
+    opt.lr = np.float32(0.25)
+    assert type(opt.lr) is float and opt.lr == 0.25 and type(opt.betas[0]) is float
+    for p in params:
+        p.grad = 1.0
+    opt.step()
+    assert all(type(p.data) is float for p in params)
+
+
+def test_an_optimizer_given_a_module_says_to_pass_its_parameters():
+    model = cg.nn.MLP(2, [3, 1], seed=0)
+    for cls in (optim.SGD, optim.Adam, optim.AdamW):
+        with pytest.raises(TypeError, match=r"pass model\.parameters\(\), e\.g\. " + cls.__name__):
+            cls(model, lr=0.1)
+    with pytest.raises(TypeError, match="not NoneType"):
+        optim.Adam(None)
+
+
+# ---------------------------------------------------------------------------
+# Resuming: state dicts of optimizers and schedules load into fresh ones
+# ---------------------------------------------------------------------------
+
+X = [[0.5, -1.0], [1.5, 0.25], [-0.75, 0.5], [0.1, 2.0]]
+Y = [1.0, -1.0, 1.0, -1.0]
+
+RESUMABLE = {
+    "sgd momentum, step": (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda o: optim.StepLR(o, 3, 0.5)),
+    "sgd nesterov, cosine": (
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=0.5, nesterov=True, weight_decay=0.01),
+        lambda o: optim.CosineAnnealingLR(o, T_max=15, eta_min=0.001),
+    ),
+    "adam, linear": (lambda ps: optim.Adam(ps, lr=0.02), lambda o: optim.LinearLR(o, 0.5, 1.0, 12)),
+    "adamw, step": (
+        lambda ps: optim.AdamW(ps, lr=0.01, betas=(0.8, 0.95)),
+        lambda o: optim.StepLR(o, step_size=4, gamma=0.7),
+    ),
+}
+
+
+def _train(model, opt, sched, steps, first):
+    for k in range(first, first + steps):
+        opt.zero_grad()
+        loss = cg.losses.hinge([model(x) for x in X], Y)
+        loss.backward()
+        if k % 4 == 1:  # now and then a parameter no backward reached: skipped, as in torch
+            model.parameters()[k % 7].grad = None
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("through", ["json", "pickle"])
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_training_stopped_and_resumed_from_files_equals_training_straight_bit_for_bit(
+    name, through, tmp_path
+):
+    make_opt, make_sched = RESUMABLE[name]
+    straight = cg.nn.MLP(2, [4, 1], seed=3)
+    opt = make_opt(straight.parameters())
+    _train(straight, opt, make_sched(opt), 20, 0)
+
+    model = cg.nn.MLP(2, [4, 1], seed=3)
+    opt = make_opt(model.parameters())
+    sched = make_sched(opt)
+    _train(model, opt, sched, 10, 0)
+    model.save(tmp_path / "model.json")
+    state = {"optimizer": opt.state_dict(), "schedule": sched.state_dict()}
+    if through == "json":
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        state = json.loads((tmp_path / "state.json").read_text())
+    else:
+        (tmp_path / "state.pkl").write_bytes(pickle.dumps(state))
+        state = pickle.loads((tmp_path / "state.pkl").read_bytes())
+    del model, opt, sched
+
+    resumed = cg.nn.MLP(2, [4, 1], seed=99).load(tmp_path / "model.json")
+    opt = make_opt(resumed.parameters())
+    sched = make_sched(opt)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["schedule"])
+    _train(resumed, opt, sched, 10, 10)
+    assert resumed.state_dict() == straight.state_dict()  # ==: bit for bit
+
+
+def test_a_schedule_loaded_before_or_after_its_optimizer_sets_the_same_lr():
+    opt = optim.SGD(values(), lr=0.3)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    for _ in range(5):
+        sched.step()
+    saved_opt, saved_sched = opt.state_dict(), sched.state_dict()
+    assert saved_sched == {"step_size": 2, "gamma": 0.5, "base_lr": 0.3, "last_epoch": 5}
+    for order in ("optimizer first", "schedule first"):
+        fresh = optim.SGD(values(), lr=0.3)
+        fresh_sched = optim.StepLR(fresh, step_size=2, gamma=0.5)
+        loads = [lambda: fresh.load_state_dict(saved_opt), lambda: fresh_sched.load_state_dict(saved_sched)]
+        for load in loads if order == "optimizer first" else loads[::-1]:
+            load()
+        assert fresh.lr == opt.lr == 0.075 and fresh_sched.last_epoch == 5, order
+    alone = optim.SGD(values(), lr=0.3)
+    optim.StepLR(alone, step_size=2, gamma=0.5).load_state_dict(saved_sched)
+    assert alone.lr == 0.075, "the schedule sets its optimizer's lr"
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda s: s.pop("exp_avg"), KeyError, r"missing \['exp_avg'\]"),
+        (lambda s: s.update(momentum_buffer=[0.0]), KeyError, r"extra \['momentum_buffer'\]"),
+        (lambda s: s.update(exp_avg=[0.0] * 2), ValueError, "expected a list of 3 numbers"),
+        (lambda s: s.update(exp_avg_sq=[0.0, "x", 0.0]), TypeError, "'exp_avg_sq' is str"),
+        (lambda s: s.update(betas=[0.9, 1.5]), ValueError, r"betas\[1\] must be in"),
+        (lambda s: s.update(lr=-1.0), ValueError, "lr must be in"),
+        (lambda s: s.update(steps=-1), ValueError, "'steps' must be an int >= 0"),
+        (lambda s: s.update(param_steps=[1, 2]), ValueError, "'param_steps' must be None or a list of 3"),
+        (lambda s: s.update(param_steps=[0, 0, 9]), ValueError, r"not an int in 0\.\.2"),
+    ],
+)
+def test_a_bad_optimizer_state_dict_is_refused_and_changes_nothing(change, error, message):
+    params = values(3)
+    opt = optim.Adam(params, lr=0.1)
+    for _ in range(2):
+        for p in params:
+            p.grad = 1.0
+        opt.step()
+    state = opt.state_dict()
+    change(state)
+    fresh = optim.Adam(values(3), lr=0.5)
+    before = json.dumps(fresh.state_dict())
+    with pytest.raises(error, match=message):
+        fresh.load_state_dict(state)
+    assert json.dumps(fresh.state_dict()) == before
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda s: s.pop("gamma"), KeyError, r"missing \['gamma'\]"),
+        (lambda s: s.update(step_size=0), ValueError, "step_size must be a positive int"),
+        (lambda s: s.update(last_epoch=-2), ValueError, "'last_epoch' must be an int >= 0"),
+        (lambda s: s.update(base_lr=cg.Value(1.0)), TypeError, "base_lr must be a number, not a Value"),
+    ],
+)
+def test_a_bad_schedule_state_dict_is_refused_and_changes_nothing(change, error, message):
+    opt = optim.SGD(values(), lr=0.3)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    state = sched.state_dict()
+    change(state)
+    sched.step()
+    before = sched.state_dict(), opt.lr
+    with pytest.raises(error, match=message):
+        sched.load_state_dict(state)
+    assert (sched.state_dict(), opt.lr) == before
+
+
+# ---------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, error, words",
+    [
+        (lambda m: optim.SGD(m, lr=0.1), TypeError, ["MLP"]),
+        (lambda m: optim.Adam(None), TypeError, ["NoneType"]),
+        (lambda m: optim.Adam([m.parameters()]), TypeError, ["parameter 0 is list"]),
+        (lambda m: optim.SGD([*m.parameters(), "w"], lr=0.1), TypeError, ["parameter 9 is str"]),
+        (lambda m: optim.SGD(m.parameters(), lr=math.nan), ValueError, ["lr", "nan"]),
+        (lambda m: optim.AdamW(m.parameters(), lr=-1e-3), ValueError, ["lr", "-0.001"]),
+        (lambda m: optim.SGD(m.parameters(), lr=0.1, momentum=math.nan), ValueError, ["momentum", "nan"]),
+        (lambda m: optim.Adam(m.parameters(), betas=(math.nan, 0.9)), ValueError, ["betas[0]", "nan"]),
+        (lambda m: optim.Adam(m.parameters(), eps=math.nan), ValueError, ["eps", "nan"]),
+        (lambda m: optim.SGD(m.parameters(), lr=0.1, weight_decay=math.nan), ValueError, ["weight_decay"]),
+    ],
+    ids=[
+        "a model",
+        "None",
+        "a list of lists",
+        "a str",
+        "nan lr",
+        "negative lr",
+        "nan momentum",
+        "nan beta",
+        "nan eps",
+        "nan weight decay",
+    ],
+)
+def test_optimizers_refuse_more_bad_arguments(make, error, words):
+    # test_optim checks empty lists, non-Values, batches, duplicates, negative and non-number lrs.
+    model = nn.MLP(2, [2, 1], seed=1)
+    model([1.0, 2.0]).backward()
+    assert_refused(lambda: make(model), [model], error, words)
+
+
+COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda x: pickle.loads(pickle.dumps(x))}
+
+
+def _params(model):
+    return [p.data for p in model.parameters()]
+
+
+@pytest.mark.parametrize("how", COPIES)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.Adam(ps, lr=0.05),
+        lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+    ],
+    ids=["SGD", "Adam", "AdamW"],
+)
+def test_training_resumes_the_same_from_a_copy_of_model_and_optimizer(make, how):
+    X, y = data.make_moons(30, 0.1, seed=5)
+    inputs, targets = data.columns(X), 2.0 * y - 1
+    model = nn.MLP(2, [8, 1], seed=5)
+    opt = make(model.parameters())
+    schedule = optim.CosineAnnealingLR(opt, T_max=10)
+
+    def train(model, opt, schedule, steps):
+        out = []
+        for _ in range(steps):
+            loss = losses.hinge(model(inputs), targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+            out.append(loss.data)
+        return out
+
+    train(model, opt, schedule, 5)
+    twin, twin_opt, twin_schedule = COPIES[how]((model, opt, schedule))
+    assert twin_opt.params == twin.parameters() and twin_schedule.optimizer is twin_opt
+    assert twin_opt.state_dict() == opt.state_dict()
+    assert train(twin, twin_opt, twin_schedule, 5) == train(model, opt, schedule, 5)
+    assert _params(twin) == _params(model)
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_an_optimizer_alone_survives_a_copy(how):
+    model = nn.MLP(2, [3, 1], seed=1)
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    model([1.0, 2.0]).backward()
+    opt.step()
+    twin = COPIES[how](opt)
+    assert twin.state_dict() == opt.state_dict()
+    assert [p.data for p in twin.params] == _params(model)
+    twin.step()
+    assert _params(model) != [p.data for p in twin.params]
+
+
+def test_an_optimizer_pickled_before_its_settings_were_properties_still_loads():
+    params = values(2)
+    opt = optim.Adam(params, lr=0.25, betas=(0.5, 0.75))
+    old = {k.lstrip("_"): v for k, v in vars(opt).items() if k != "param_steps"}  # the old layout
+    revived = optim.Adam.__new__(optim.Adam)
+    revived.__setstate__(old)
+    assert revived.state_dict() == opt.state_dict() and revived.lr == 0.25 and revived.betas == (0.5, 0.75)
+    with pytest.raises(ValueError, match="lr must be in"):
+        revived.lr = -1.0
+
+
+def test_a_state_dict_saved_before_per_parameter_steps_loads():
+    params = values(2)
+    opt = optim.SGD(params, lr=0.1, momentum=0.5)
+    for p in params:
+        p.grad = 1.0
+    opt.step()
+    state = opt.state_dict()
+    del state["param_steps"]  # as state_dict() gave before
+    fresh = optim.SGD(values(2), lr=0.3, momentum=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == opt.state_dict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any
 
 from ._backend import Op, Value
@@ -28,8 +29,15 @@ def _batch_targets(targets: Any, name: str) -> Any:
     return t
 
 
+def _plain(outputs: Any) -> Any:
+    """A model's outputs (nn.Outputs, a list subclass) as a plain list, which the compiled core's fast
+    paths take."""
+    return list(outputs) if isinstance(outputs, list) and type(outputs) is not list else outputs
+
+
 def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any, name: str) -> Value:
     """The mean of per_sample(output, target), over a sequence or over a batch."""
+    outputs = _plain(outputs)
     if isinstance(outputs, Value):  # a batch: its targets an array (or a list, made one)
         return batch_mean(per_sample(outputs, _batch_targets(targets, name)))
     if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Sequence):
@@ -50,8 +58,29 @@ def _reduce(per_sample: Callable[[Any, Any], Value], outputs: Any, targets: Any,
     return loss
 
 
+def _signs(ys: Any) -> None:
+    """A ValueError naming the labels that are not -1 or 1 (0/1 labels would silently train nothing
+    for the 0s: relu(1 - 0 * score) has no gradient)."""
+    if is_array(ys):
+        np = numpy()
+        bad = np.unique(ys[(ys != 1) & (ys != -1)]).tolist() if ys.dtype.kind in "biuf" else []
+    elif isinstance(ys, Sequence) and not isinstance(ys, (str, bytes)):
+        found = (y.data if isinstance(y, Value) else y for y in ys)
+        bad = sorted({float(y) for y in found if isinstance(y, Real) and y != 1 and y != -1}, key=repr)
+    else:
+        return
+    if bad:
+        shown = ", ".join(map(repr, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f"hinge(): the labels must be -1 or 1, found {shown}; "
+            "map 0/1 labels to -1/1 first, e.g. y = 2 * y - 1"
+        )
+
+
 def hinge(scores: Any, ys: Any) -> Value:
-    """mean(relu(1 - y * score)) for labels y = +-1: micrograd's max-margin loss."""
+    """mean(relu(1 - y * score)) for labels y = -1 or 1: micrograd's max-margin loss. Other labels
+    (0/1 ones, say) are a ValueError naming them."""
+    _signs(ys)
     return _reduce(lambda s, y: relu(1 - y * s), scores, ys, "hinge()")
 
 
@@ -95,13 +124,15 @@ def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Value:
 def cross_entropy(logits_per_sample: Any, targets: Any) -> Value:
     """mean over samples of -log softmax(logits)[target]; logits_per_sample is a list of per-sample
     logit lists, or one list of batched class Values with an integer array of targets."""
+    logits_per_sample = _plain(logits_per_sample)
     if (
         isinstance(logits_per_sample, Sequence)
         and logits_per_sample
         and isinstance(logits_per_sample[0], Value)
     ):
         return batch_mean(_cross_entropy(logits_per_sample, _batch_targets(targets, "cross_entropy()")))
-    return _reduce(_cross_entropy, logits_per_sample, targets, "cross_entropy()")
+    # each sample's logits as a plain list (a model gives nn.Outputs): the compiled core's fast path
+    return _reduce(lambda o, t: _cross_entropy(_plain(o), t), logits_per_sample, targets, "cross_entropy()")
 
 
 def l2(params: Sequence[Value]) -> Value:

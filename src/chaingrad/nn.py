@@ -10,21 +10,22 @@ sample (float data) or a batch (1-D NumPy data, see `chaingrad.data.columns`).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import random
-import reprlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
+from . import serialization
 from ._backend import Value, zero_grads
-from .checks import positive_int
-from .files import atomic_write, read_regular
+from .checks import number, positive_int
 from .fused import cross_entropy, dot, mean, softmax
-from .layers import affine, affine_layers
+from .layers import ACTIVATIONS, affine, affine_layers
+from .memory import check_fits
 from .modes import no_grad
+from .sampling import generate_length
+from .serialization import FORMAT_VERSION, MAX_FILE_BYTES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -38,6 +39,7 @@ __all__ = [
     "Linear",
     "Module",
     "Neuron",
+    "Outputs",
     "RMSNorm",
     "manual_seed",
 ]
@@ -62,16 +64,46 @@ def _generator(seed: int | random.Random | None) -> Any:
     raise TypeError(f"seed must be an int, a random.Random or None, not {type(seed).__name__}")
 
 
-_ACTIVATIONS = {"relu": Value.relu, "tanh": Value.tanh, "sigmoid": Value.sigmoid, None: None}
-_ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", None: "Linear"}
+# The activations are the ones layers.ACTIVATIONS lists (the one list of their names): each is the
+# Value method of its name.
+_ACTIVATIONS = {name: getattr(Value, name) if name else None for name in ACTIVATIONS}
 
 
 def _activation(name: Any) -> Any:
     if type(name) is bool:  # micrograd's nonlin: True is ReLU, False none
         return "relu" if name else None
     if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of 'relu', 'tanh', 'sigmoid' or None, not {name!r}")
+        names = ", ".join(repr(a) for a in ACTIVATIONS if a)
+        raise ValueError(f"activation must be one of {names} or None, not {name!r}")
     return name
+
+
+def _neuron_name(activation: str | None) -> str:
+    """micrograd's repr of a neuron: ReLUNeuron, LinearNeuron (and TanhNeuron, SigmoidNeuron)."""
+    return "Linear" if activation is None else "ReLU" if activation == "relu" else activation.capitalize()
+
+
+class Outputs(list):  # type: ignore[type-arg]
+    """A model's outputs when there are several: a list, whose `backward()` says to reduce it first
+    (a list of outputs has no gradient of its own to start from)."""
+
+    __slots__ = ()
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: reduce the outputs to one Value first."""
+        raise TypeError(
+            f"backward() needs one Value, and this is a list of {len(self)} outputs: reduce it first, "
+            "e.g. cg.sum(outputs).backward(), cg.mean(outputs), or a loss such as "
+            "cg.losses.mse(outputs, targets)"
+        )
+
+
+def _std(std: Any) -> float:
+    """A weight initialisation's standard deviation: a finite number >= 0."""
+    std = number(std, "std")
+    if not math.isfinite(std):
+        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
+    return std
 
 
 # ---------------------------------------------------------------------------
@@ -159,49 +191,6 @@ def _wrong_inputs(x: Any, n: int, owner: str) -> None:
     raise ValueError(f"{owner} takes {n} inputs, got {count}")
 
 
-def _differences(file: Any, mine: Any, where: str = "") -> list[str]:
-    """Where two architectures (JSON data) differ, as 'path: what the file has, what this model has'."""
-    if isinstance(file, dict) and isinstance(mine, dict):
-        out = []
-        for key in [*mine, *(k for k in file if k not in mine)]:
-            path = f"{where}.{key}" if where else str(key)
-            if key not in file:
-                out.append(f"{path} is not in the file")
-            elif key not in mine:
-                out.append(f"the file has {path}={reprlib.repr(file[key])}, which this model does not")
-            else:
-                out += _differences(file[key], mine[key], path)
-        return out
-    if isinstance(file, list) and isinstance(mine, list):
-        if len(file) != len(mine):
-            return [f"{where} has {len(file)} entries in the file, {len(mine)} here"]
-        return [d for i, (a, b) in enumerate(zip(file, mine)) for d in _differences(a, b, f"{where}.{i}")]
-    if type(file) is type(mine) and file == mine:  # mine's leaves are numbers, str or None: no recursion
-        return []
-    return [f"{where or 'the architecture'} is {reprlib.repr(file)} in the file, {reprlib.repr(mine)} here"]
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d = {}
-    for key, value in pairs:
-        if key in d:
-            raise _DuplicateKey(key)
-        d[key] = value
-    return d
-
-
-FORMAT_VERSION = 2
-"""The version of the model files `save` writes: 2 records the architecture; files of version 1 still
-load, with the checks their contents allow."""
-MAX_FILE_BYTES = 64 * 2**20
-"""The largest model file `load` reads unless told otherwise (`max_bytes=`): 64 MiB, about 3 million
-parameters at 22 bytes each."""
-
-
 def _names(names: set[Any]) -> str:
     shown = sorted(names, key=str)[:10]
     more = f" and {len(names) - 10} more" if len(names) > 10 else ""
@@ -234,33 +223,42 @@ class Module:
                 out.extend(group)
         return out
 
-    def zero_grad(self) -> None:
-        """Set every parameter's grad to 0."""
-        zero_grads(self.parameters())
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Set every parameter's grad to 0, or to None with set_to_none=True ("no gradient yet", as in
+        PyTorch, whose default is True; chaingrad's is False, as micrograd's zero_grad sets 0)."""
+        if set_to_none:
+            for p in self.parameters():
+                p.grad = None
+        else:
+            zero_grads(self.parameters())
 
-    # PyTorch: the conversions live in chaingrad.bridge, which imports torch (the `torch` extra).
+    # PyTorch: the conversions live in chaingrad.torch_twins (below nn; it imports torch, the `torch`
+    # extra), public through chaingrad.bridge.
 
-    def to_torch(self, dtype: Any = None) -> Any:
+    def to_torch(self, dtype: Any = None, forward: Callable[..., Any] | None = None) -> Any:
         """An equivalent torch.nn.Module with these weights, float64 unless `dtype` (a torch dtype) says
-        otherwise; its state_dict keys carry these dotted names (see `chaingrad.bridge`)."""
-        from . import bridge
+        otherwise; its state_dict keys carry these dotted names (see `chaingrad.bridge`). A module of
+        your own made of chaingrad modules becomes its parts converted, with `forward` (called as
+        forward(twin, *args)) as the torch forward, since chaingrad cannot translate your __call__."""
+        from . import torch_twins
 
-        return bridge.to_torch(self, dtype)
+        return torch_twins.to_torch(self, dtype, forward)
 
     @classmethod
     def from_torch(cls: type[_M], module: Any) -> _M:
         """A new model with the architecture and weights of a torch module (what `to_torch` returns;
-        for MLP any nn.Sequential of Linear layers and one kind of activation)."""
-        from . import bridge
+        for MLP any nn.Sequential of Linear layers and one kind of activation). chaingrad's own modules
+        only: for a module of your own, make one and call `load_torch_state_dict`."""
+        from . import torch_twins
 
-        return bridge.from_torch(cls, module)
+        return torch_twins.from_torch(cls, module)
 
     def load_torch_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Set the parameters from `to_torch().state_dict()`'s kind of dict; on any missing, extra or bad
         entry raise and change nothing."""
-        from . import bridge
+        from . import torch_twins
 
-        bridge.load_torch_state_dict(self, state_dict)
+        torch_twins.load_torch_state_dict(self, state_dict)
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data as plain floats: one entry per Value or list of Values."""
@@ -325,21 +323,11 @@ class Module:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the architecture and the parameters to a JSON file atomically: a crash leaves the old
-        file or the new one. A file already there keeps its mode and owner; a symlink stays a link
-        and the file it points to is replaced."""
-        state = self.state_dict()
-        self._checked(state)  # refuse to write what load would refuse (nan, inf)
-        doc = {
-            "format": "chaingrad",
-            "version": FORMAT_VERSION,
-            "module": type(self).__name__,
-            "architecture": self.architecture(),
-            "state": state,
-        }
-        text = json.dumps(doc)
-        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        file or the new one. A file already there keeps its mode; a symlink stays a link and the file
+        it points to is replaced. The format is `chaingrad.serialization`'s."""
+        serialization.save(self, path)
 
-    def load(self, path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> Module:
+    def load(self: _M, path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> _M:
         """Load a file written by `save` into this model in place; return it. A bad file changes nothing.
 
         Only a regular file of at most max_bytes bytes is read (64 MiB by default, about 3 million
@@ -347,49 +335,7 @@ class Module:
         load into one with relu. Files of version 1 (before the architecture was recorded) still load
         when their parameters fit; save again to record the architecture.
         """
-        raw = read_regular(path, max_bytes, advice="; load(path, max_bytes=...) reads a bigger file")
-        name = os.fspath(path)
-        try:
-            doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-        except _DuplicateKey as e:
-            raise ValueError(
-                f"{name}: not a chaingrad model file: the key {e.args[0]!r} appears twice"
-            ) from None
-        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, absurd nesting or digits
-            what = "empty" if not raw.strip() else f"not valid JSON, perhaps truncated ({e})"
-            raise ValueError(f"{name}: not a chaingrad model file: {what}") from None
-        if not isinstance(doc, dict) or doc.get("format") != "chaingrad" or "state" not in doc:
-            raise ValueError(f"{name}: not a chaingrad model file (no chaingrad header)")
-        version = doc.get("version")
-        if "version" not in doc or isinstance(version, bool) or not isinstance(version, int):
-            what = "no version" if "version" not in doc else f"version {version!r:.40}, not a whole number"
-            raise ValueError(f"{name}: a chaingrad model file with {what}; it may be damaged")
-        if not 1 <= version <= FORMAT_VERSION:
-            newer = "; it was written by a newer chaingrad: upgrade" if version > FORMAT_VERSION else ""
-            raise ValueError(
-                f"{name}: model file version {version!r:.20}; "
-                f"this chaingrad reads versions 1 to {FORMAT_VERSION}{newer}"
-            )
-        if doc.get("module") != type(self).__name__:
-            raise ValueError(
-                f"{name}: holds a {reprlib.repr(doc.get('module'))}, not a {type(self).__name__}"
-            )
-        if version >= 2:
-            if not isinstance(doc.get("architecture"), dict):
-                raise ValueError(f"{name}: a version {version} model file without its architecture")
-            mine = json.loads(json.dumps(self.architecture()))
-            differences = _differences(doc["architecture"], mine)
-            if differences:
-                raise ValueError(
-                    f"{name}: the file's architecture does not fit this {type(self).__name__}: "
-                    + "; ".join(differences[:5])
-                    + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
-                )
-        try:
-            self.load_state_dict(doc["state"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{name}: {e.args[0]}") from None
-        return self
+        return serialization.load(self, path, max_bytes)
 
 
 # ---------------------------------------------------------------------------
@@ -413,7 +359,9 @@ class Neuron(Module):
         nonlin: bool | None = None,
     ):
         rng = _generator(seed)
-        self.w = [Value(rng.uniform(-1, 1)) for _ in range(positive_int(nin, "nin"))]
+        nin = positive_int(nin, "nin")
+        check_fits(nin + 1, lambda: f"Neuron({nin})")
+        self.w = [Value(rng.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0.0)
         self.activation = _activation(activation if nonlin is None else bool(nonlin))
         self._act = _ACTIVATIONS[self.activation]
@@ -429,7 +377,7 @@ class Neuron(Module):
         return self._act(act) if self._act else act
 
     def __repr__(self) -> str:
-        return f"{_ACTIVATION_NAMES[self.activation]}Neuron({len(self.w)})"
+        return f"{_neuron_name(self.activation)}Neuron({len(self.w)})"
 
     def architecture(self) -> dict[str, Any]:
         """{'class': 'Neuron', 'nin': ..., 'activation': ...}."""
@@ -449,12 +397,16 @@ class Layer(Module):
         **kwargs: Any,
     ):
         rng = _generator(seed)
-        self.neurons = [Neuron(nin, activation, rng, **kwargs) for _ in range(positive_int(nout, "nout"))]
+        nin, nout = positive_int(nin, "nin"), positive_int(nout, "nout")
+        check_fits((nin + 1) * nout, lambda: f"Layer({nin}, {nout})")
+        self.neurons = [Neuron(nin, activation, rng, **kwargs) for _ in range(nout)]
 
     def outputs(self, x: Sequence[Any]) -> list[Value]:
         """Every neuron's output, as a list even when there is one."""
         ns = self.neurons
         x = _inputs(x, len(ns[0].w), lambda: f"Layer({len(ns[0].w)}, {len(ns)})")
+        if type(x) is Outputs:
+            x = list(x)  # the compiled core's fast path takes a plain list
         # The neurons' math for all of them at once: one dot node (+ activation) per neuron, or on a
         # batch one affine node for the layer (three matrix products backward).
         weights, biases, activation = self.parts()
@@ -465,9 +417,10 @@ class Layer(Module):
         ns = self.neurons
         return [n.w for n in ns], [n.b for n in ns], ns[0].activation
 
-    def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
+    def __call__(self, x: Sequence[Any]) -> Value | Outputs:
+        """The layer's output: one Value when nout == 1, else an `Outputs` list of nout Values."""
         out = self.outputs(x)
-        return out[0] if len(out) == 1 else out
+        return out[0] if len(out) == 1 else Outputs(out)
 
     def __repr__(self) -> str:
         return f"Layer of [{', '.join(map(repr, self.neurons))}]"
@@ -499,17 +452,22 @@ class MLP(Module):
         _activation(activation)  # checked even where there is no hidden layer to use it
         rng = _generator(seed)
         sizes = [positive_int(nin, "nin")] + [positive_int(n, "each layer width") for n in nouts]
+        count = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+        check_fits(count, lambda: f"MLP({sizes[0]}, {sizes[1:]})")
         last = len(nouts) - 1
         self.layers = [
             Layer(sizes[i], sizes[i + 1], activation if i != last else None, rng) for i in range(len(nouts))
         ]
 
-    def __call__(self, x: Sequence[Any]) -> Value | list[Value]:
+    def __call__(self, x: Sequence[Any]) -> Value | Outputs:
+        """The output: one Value when the last layer has one neuron, else an `Outputs` list of Values."""
         nin = len(self.layers[0].neurons[0].w)
         x = _inputs(x, nin, lambda: f"MLP({nin}, {[len(layer.neurons) for layer in self.layers]})")
+        if type(x) is Outputs:
+            x = list(x)  # the compiled core's fast path takes a plain list
         # the layers' math for all of them at once: on a batch one affine node for the whole MLP
         outs = affine_layers([layer.parts() for layer in self.layers], x)
-        return outs[0] if len(outs) == 1 else outs
+        return outs[0] if len(outs) == 1 else Outputs(outs)
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(map(repr, self.layers))}]"
@@ -524,36 +482,27 @@ class MLP(Module):
 # ---------------------------------------------------------------------------
 
 
-def generate_length(prompt: Sequence[int], block_size: int, max_len: Any, temperature: Any) -> int:
-    """generate()'s arguments checked (here and in the torch twin): how many tokens to sample at most,
-    max_len or, when it is None, as many as fit in the block after the prompt."""
-    room = block_size - len(prompt) + 1
-    if not prompt or room < 1:
-        raise ValueError(f"generate(): the prompt needs 1 to {block_size} tokens, got {len(prompt)}")
-    max_len = room if max_len is None else max_len
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= room:
-        raise ValueError(f"generate(): max_len must be an int in 0..{room} for this prompt, got {max_len!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
-        raise ValueError(f"generate(): temperature must be a positive number, got {temperature!r}")
-    return max_len
-
-
 def _matrix(rows: int, cols: int, std: float, rng: random.Random) -> list[list[Value]]:
     return [[Value(rng.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
 
 
 class Linear(Module):
-    """y_i = w_i · x (+ b_i): one fused dot node per output; returns a list. Weights ~ gauss(0, std)."""
+    """y_i = w_i · x + b_i: one fused dot node per output; returns a list. Weights ~ gauss(0, std),
+    biases 0. As torch.nn.Linear, it has a bias unless bias=False (the GPT's layers have none)."""
 
     def __init__(
         self,
         nin: int,
         nout: int,
-        bias: bool = False,
+        bias: bool = True,
         std: float = 0.08,
         seed: int | random.Random | None = None,
     ):
-        self.weight = _matrix(positive_int(nout, "nout"), positive_int(nin, "nin"), std, _generator(seed))
+        nin, nout, std = positive_int(nin, "nin"), positive_int(nout, "nout"), _std(std)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, not {bias!r:.40}")
+        check_fits((nin + bias) * nout, lambda: f"Linear({nin}, {nout})")
+        self.weight = _matrix(nout, nin, std, _generator(seed))
         self.bias = [Value(0.0) for _ in range(nout)] if bias else None
 
     def __call__(self, x: Sequence[Any]) -> list[Value]:
@@ -577,7 +526,9 @@ class Embedding(Module):
     """A table of `num` learned vectors of size `dim`; calling it with an index returns that row."""
 
     def __init__(self, num: int, dim: int, std: float = 0.08, seed: int | random.Random | None = None):
-        self.weight = _matrix(positive_int(num, "num"), positive_int(dim, "dim"), std, _generator(seed))
+        num, dim, std = positive_int(num, "num"), positive_int(dim, "dim"), _std(std)
+        check_fits(num * dim, lambda: f"Embedding({num}, {dim})")
+        self.weight = _matrix(num, dim, std, _generator(seed))
 
     def __call__(self, i: int) -> list[Value]:
         if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < len(self.weight):
@@ -598,6 +549,18 @@ class RMSNorm(Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         self.dim = positive_int(dim, "dim")
         self.eps = eps
+
+    @property
+    def eps(self) -> float:
+        """Added to the mean square before the square root: a finite number >= 0, checked when set."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, eps: Any) -> None:
+        eps = number(eps, "eps")
+        if not math.isfinite(eps):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        self._eps = eps
 
     def __call__(self, x: Sequence[Value]) -> list[Value]:
         x = _inputs(x, self.dim, lambda: f"RMSNorm({self.dim})")
@@ -620,7 +583,7 @@ class CausalSelfAttention(Module):
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
         rng = _generator(seed)
         self.n_head = n_head
-        self.q, self.k, self.v, self.o = (Linear(n_embd, n_embd, seed=rng) for _ in range(4))
+        self.q, self.k, self.v, self.o = (Linear(n_embd, n_embd, bias=False, seed=rng) for _ in range(4))
 
     def __call__(self, x: Sequence[Value], cache: tuple[list[Any], list[Any]]) -> list[Value]:
         """Attend from x; appends x's key and value to `cache` = (keys, values), one list per layer."""
@@ -652,8 +615,8 @@ class Block(Module):
         rng = _generator(seed)
         self.norm = RMSNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, rng)
-        self.fc1 = Linear(n_embd, 4 * n_embd, seed=rng)
-        self.fc2 = Linear(4 * n_embd, n_embd, seed=rng)
+        self.fc1 = Linear(n_embd, 4 * n_embd, bias=False, seed=rng)
+        self.fc2 = Linear(4 * n_embd, n_embd, bias=False, seed=rng)
 
     def __call__(self, x: list[Value], cache: tuple[list[Any], list[Any]]) -> list[Value]:
         x = [a + r for a, r in zip(self.attn(self.norm(x), cache), x)]
@@ -684,11 +647,14 @@ class GPT(Module):
         rng = _generator(seed)
         self.vocab_size = positive_int(vocab_size, "vocab_size")
         self.block_size = positive_int(block_size, "block_size")
+        d, layers = positive_int(n_embd, "n_embd"), positive_int(n_layer, "n_layer")
+        count = 2 * vocab_size * d + block_size * d + layers * 12 * d * d
+        check_fits(count, lambda: f"GPT({vocab_size}, n_embd={d}, n_layer={layers}, block_size={block_size})")
         self.wte = Embedding(vocab_size, n_embd, seed=rng)
         self.wpe = Embedding(block_size, n_embd, seed=rng)
         self.norm = RMSNorm(n_embd)
         self.layers = [Block(n_embd, n_head, rng) for _ in range(positive_int(n_layer, "n_layer"))]
-        self.lm_head = Linear(n_embd, vocab_size, seed=rng)
+        self.lm_head = Linear(n_embd, vocab_size, bias=False, seed=rng)
 
     def __repr__(self) -> str:
         return (
