@@ -39,7 +39,7 @@ def stack(xs):
     return torch.stack(torch.broadcast_tensors(*map(as_tensor, xs)))
 
 
-UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs"]
+UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "sin", "cos"]
 BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
 FUSED = {  # name: (chaingrad, torch), each given the argument list and an index k
     "sum": (lambda xs, k: cg.sum(xs, start=k), lambda xs, k: stack(xs).sum(0) + k),

@@ -1,6 +1,7 @@
 """The batch axis: a Value holding one number per sample behaves like the samples run one by one."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -327,19 +328,84 @@ def test_digits_classifier_in_batch_form_matches_torch_with_adam():
     assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-12)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
-@given(
-    xs=st.lists(st.floats(-30, 30), min_size=1, max_size=40),
-    op=st.sampled_from(["tanh", "exp", "sigmoid", "relu", "log", "sqrt"]),
-)
-def test_a_batched_unary_op_gives_each_sample_what_it_gives_alone_bit_for_bit(xs, op):
-    batch = Value(np.array(xs))
-    out = getattr(batch, op)()
+# A batch gives, bit for bit, what each of its samples gives alone: values and gradients, every op,
+# on thousands of fresh random inputs each run (the seed is in the message), with the special values.
+SAMPLES = 3000
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -3.0, 20.31041457938472, 709.7, -745.0, 1e300, -1e-300, 5e-324]
+SPECIAL += [float("inf"), float("-inf"), float("nan")]
+
+
+def _fresh_inputs(seed, n=SAMPLES):
+    rng = np.random.default_rng(seed)
+    wide = rng.normal(size=n) * 10.0 ** rng.integers(-3, 3, size=n)
+    return np.concatenate([SPECIAL, wide[: n - len(SPECIAL)]])
+
+
+def _bits(x):
+    """Each float's exact bits (every nan alike: IEEE-754 leaves a nan's sign and payload open)."""
+    return ["nan" if v != v else np.float64(v).tobytes().hex() for v in np.atleast_1d(np.asarray(x, float))]
+
+
+UNARY_OPS = ["exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "sin", "cos", "__neg__"]
+BINARY_OPS = ["__add__", "__sub__", "__mul__", "__truediv__", "__pow__"]
+FUSED_OPS = {
+    "softmax": lambda xs: cg.softmax(xs)[1],
+    "log_softmax": lambda xs: cg.log_softmax(xs)[0],
+    "logsumexp": cg.logsumexp,
+    "cross_entropy": lambda xs: cg.cross_entropy(xs, 2),
+    "sum": cg.sum,
+    "mean": cg.mean,
+    "dot": lambda xs: cg.dot(xs, xs[::-1]),
+}
+
+
+def _each_sample_alone(f, columns):
+    """f on each sample alone: (the values, the gradients of each input), as bit strings."""
+    values, grads = [], [[] for _ in columns]
+    for sample in zip(*columns):
+        leaves = [Value(float(x)) for x in sample]
+        out = f(*leaves)
+        out.backward()
+        values += _bits(out.data)
+        for g, leaf in zip(grads, leaves):
+            g += _bits(leaf.grad)
+    return values, grads
+
+
+def _as_batch(f, columns):
+    leaves = [Value(np.array(c)) for c in columns]
+    out = f(*leaves)
     cg.batch_sum(out).backward()
-    for i, x in enumerate(xs):
-        alone = Value(x)
-        y = getattr(alone, op)()
-        y.backward()
-        assert repr(out.data[i]) == repr(np.float64(y.data)) and repr(batch.grad[i]) == repr(
-            np.float64(alone.grad)
+    return _bits(out.data), [_bits(leaf.grad) for leaf in leaves]
+
+
+def _first_difference(batch, alone, columns):
+    for k, (b, a) in enumerate(zip(batch, alone)):
+        if b != a:
+            return k, [c[k] for c in columns], b, a
+    return None
+
+
+@pytest.mark.parametrize("op", UNARY_OPS + BINARY_OPS + list(FUSED_OPS))
+def test_a_batch_gives_each_sample_what_it_gives_alone_bit_for_bit(op):
+    seed = int.from_bytes(os.urandom(4), "little")
+    x = _fresh_inputs(seed)
+    if op in UNARY_OPS:
+        f, columns = (lambda v: getattr(v, op)()), [x]
+    elif op in BINARY_OPS:
+        f, columns = (lambda a, b: getattr(a, op)(b)), [x, np.random.default_rng(seed + 1).permutation(x)]
+    else:
+        rng = np.random.default_rng(seed + 2)
+        f, columns = (lambda *xs: FUSED_OPS[op](list(xs))), [x, *(rng.permutation(x) for _ in range(3))]
+    batch_values, batch_grads = _as_batch(f, columns)
+    alone_values, alone_grads = _each_sample_alone(f, columns)
+    diff = _first_difference(batch_values, alone_values, columns)
+    assert diff is None, (
+        f"seed {seed}: value at sample {diff[0]}, inputs {diff[1]}: batch {diff[2]}, alone {diff[3]}"
+    )
+    for i, (b, a) in enumerate(zip(batch_grads, alone_grads)):
+        diff = _first_difference(b, a, columns)
+        assert diff is None, (
+            f"seed {seed}: gradient of input {i} at sample {diff[0]}, inputs {diff[1]}: batch {diff[2]}, "
+            f"alone {diff[3]}"
         )

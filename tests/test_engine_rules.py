@@ -276,7 +276,7 @@ NUMBERS = st.one_of(EDGES, st.floats(allow_nan=True, allow_infinity=True), st.in
 BINARY = {"+": "__add__", "-": "__sub__", "*": "__mul__", "/": "__truediv__", "**": "__pow__"}
 REFLECTED = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "**": "__rpow__"}
 UNARY = {"neg": "__neg__", "exp": "exp", "log": "log", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu",
-         "sqrt": "sqrt", "abs": "abs"}  # fmt: skip
+         "sqrt": "sqrt", "abs": "abs", "sin": "sin", "cos": "cos"}  # fmt: skip
 
 
 def _outcome(make, leaves):

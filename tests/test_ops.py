@@ -38,7 +38,7 @@ BINARY = {
     "/": operator.truediv,
     "**": operator.pow,
 }
-UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs"]
+UNARY = ["neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "sin", "cos"]
 
 
 def _unary(name):
@@ -199,7 +199,7 @@ def test_sigmoid_and_tanh_are_exact_at_large_inputs(name, x):
     assert same(got[1][0], grad, abs_tol=2**-52), (got[1][0], grad)
 
 
-@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "relu", "sqrt"])
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "relu", "sqrt", "sin", "cos"])
 def test_elementwise_functions_take_floats_ints_batches_and_values(name):
     f, tf = getattr(cg, name), getattr(torch, name)
     xs = [-1000.0, -3.0, -0.5, -0.0, 0.0, 0.5, 2.0, 3.0, 1000.0, nan]
@@ -559,7 +559,7 @@ def test_arithmetic_with_non_numbers_is_a_type_error(f):
 
 
 @pytest.mark.parametrize("number", [np.float32(0.75), np.float16(0.75), np.int8(1), Fraction(3, 4)])
-@pytest.mark.parametrize("op", ["exp", "tanh", "log", "relu", "sigmoid", "sqrt"])
+@pytest.mark.parametrize("op", ["exp", "tanh", "log", "relu", "sigmoid", "sqrt", "sin", "cos"])
 def test_a_unary_op_takes_data_assigned_any_kind_of_real_number(op, number):
     v, expected = Value(1.0), Value(float(number))
     v.data = number  # assigned, not converted by Value(): the op converts it

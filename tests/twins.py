@@ -36,7 +36,7 @@ EDGES = [
     -math.inf,
 ]
 EDGES += [math.nan, 2.0**-1074, 1e-16, 40.0]
-UNARY = ["__neg__", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs"]
+UNARY = ["__neg__", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "sin", "cos"]
 BINARY = ["__add__", "__sub__", "__mul__", "__truediv__", "__pow__"]
 REFLECTED = ["__radd__", "__rsub__", "__rmul__", "__rtruediv__", "__rpow__"]
 

@@ -281,6 +281,8 @@ class Op(str):
             or not (forward is None or callable(forward))
         ):
             raise TypeError(f"op {name!r}: forward(*inputs) and local(*inputs, out) must be callable")
+        if name in BUILT_IN:
+            raise ValueError(f"{name!r} is the name of one of chaingrad's own ops: give your op another name")
         op = super().__new__(cls, name)
         op.forward, op.local, op.rule = forward, local, rule
         OPS[name] = op  # defined again (a notebook cell run twice): the new op replaces the old
@@ -318,6 +320,13 @@ class Op(str):
 
 
 OPS: dict[str, Op] = {}  # every op by name, so that a pickled node finds its op again
+BUILT_IN: set[str] = set()  # the names of chaingrad's own ops, which no other op may take
+
+
+def built_in(*ops: Op) -> None:
+    """Mark ops as chaingrad's own: no op defined later may take their names, so that a built-in node,
+    copied or unpickled, always computes what it was made to."""
+    BUILT_IN.update(op.name for op in ops)
 
 
 def op_named(name: str) -> Op:
@@ -349,6 +358,7 @@ POW = Op(     "**",      power,    rule=lambda g, x, y, out: (
 
 PRIMITIVES = (ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW)
 """The table's ops, in its order (the compiled core checks its own table against this one)."""
+built_in(*PRIMITIVES)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._backend import Value, apply, record, twin
-from .engine import Op
+from .engine import Op, built_in
 from .modes import NO_GRAD, mode
 from .numerics import constant, div, exp, is_array, log, numpy
 
@@ -150,6 +150,7 @@ BATCH_SUM = Op(    "batch_sum",     lambda x: x if type(x) is float else float(x
 BATCH_MEAN = Op(   "batch_mean",    lambda x: x if type(x) is float else float(x.mean()),
                                                   lambda x, out: _batch_local(x, mean=True))
 # fmt: on
+built_in(SUM, MEAN, DOT, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX, CROSS_ENTROPY, BATCH_SUM, BATCH_MEAN)
 
 
 # -- the functions a user calls: check the arguments, then make the node -------------

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from . import _backend
 from ._backend import Value, twin
-from .engine import Op, add_gradient
+from .engine import Op, add_gradient, built_in
 from .fused import _datas, _inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
 from .numerics import data, numpy, relu, sigmoid, tanh
@@ -208,6 +208,7 @@ def _affine_rule(node: Value, g: Any) -> list[Any]:
 
 AFFINE = _MatrixOp("affine", None, rule=_affine_rule)
 ROW = _MatrixOp("row", None, rule=_row_rule)
+built_in(AFFINE, ROW)
 
 # Where the compiled core runs, it does affine on single numbers itself; the function above does batches.
 affine = twin(AFFINE, affine)

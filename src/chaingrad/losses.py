@@ -14,6 +14,7 @@ from numbers import Real
 from typing import Any
 
 from ._backend import Op, Value
+from .engine import built_in
 from .fused import batch_mean, dot, mean
 from .fused import cross_entropy as _cross_entropy
 from .numerics import is_array, numpy, relu, sigmoid
@@ -114,6 +115,7 @@ BCE_WITH_LOGITS = Op(
     lambda x, t: (1.0 - t) * x - _log_sigmoid(x),
     lambda x, t, out: (sigmoid(x) - t, -x),
 )
+built_in(BCE_WITH_LOGITS)
 
 
 def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Value:
