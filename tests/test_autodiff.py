@@ -21,6 +21,8 @@ UNARY = [
     ("tanh", lambda x: x.tanh(), torch.tanh, [-1.2, 0.1, 0.9]),
     ("sigmoid", lambda x: x.sigmoid(), torch.sigmoid, [-3.0, 0.0, 2.5]),
     ("sqrt", lambda x: x.sqrt(), torch.sqrt, [0.3, 1.0, 4.0]),
+    ("sin", lambda x: x.sin(), torch.sin, [-2.0, 0.0, 0.7, 3.1]),
+    ("cos", lambda x: cg.cos(x), torch.cos, [-1.5, 0.0, 0.4, 2.5]),
     ("x**y const base", lambda x: 2.5**x, lambda x: 2.5**x, [-1.0, 0.5]),
     ("1/x", lambda x: 1 / x, lambda x: 1 / x, [-2.0, 0.4]),
     (

@@ -194,7 +194,7 @@ def test_moons_sides_agree_step_by_step():
     from bench import moons
 
     results = moons.train(steps=2, repeats=1, micrograd_repeats=1)
-    assert set(results) == {"micrograd", "chaingrad", "chaingrad batch", "pytorch"}
+    assert set(results) == {"micrograd", "chaingrad", "chaingrad batch", "before", "before batch", "pytorch"}
     assert all(len(losses) == 2 and seconds > 0 for losses, seconds in results.values())
     first = {name: losses[0] for name, (losses, _) in results.items()}
     assert max(first.values()) - min(first.values()) < 1e-9

@@ -283,16 +283,11 @@ def test_the_troubleshooting_page_quotes_the_errors_the_code_raises(tmp_path):
     assert f'"{why}:' in source and "Running the reference engine in pure Python" in source
 
 
-ISSUE_23 = "issue 23: math functions on a Value, and x.grad = None, are being added to the engine"
-
-
-@pytest.mark.xfail(strict=True, reason=ISSUE_23)
 def test_math_on_a_value_is_the_type_error_the_troubleshooting_page_describes():
     said = error_of("math.tanh(Value(0.5))")
     assert said and said.startswith("TypeError") and "tanh()" in said and "item()" in said
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_23)
 def test_a_grad_of_none_is_filled_by_backward_and_skipped_by_the_optimizer():
     import chaingrad as cg
 

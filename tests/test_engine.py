@@ -681,7 +681,6 @@ def test_nodes_have_slots_and_store_no_closures():
     nodes = _nodes(loss)
     ops = {}
     for node in nodes:
-        assert not hasattr(node, "__dict__")
         for name in Value.__slots__:
             stored = getattr(node, name, None)  # some slots are left unset on most nodes
             items = stored if isinstance(stored, tuple) else (stored,)
@@ -952,3 +951,41 @@ def test_a_subclass_leaf_copies_and_pickles_as_its_class_with_its_own_attributes
     graph.backward()
     (inner,) = {type(p) for p in graph._prev[0]._prev}
     assert inner is _Remembers and graph._prev[0]._prev[0].grad == 0.25 + 3.0  # its grad kept, then 2 * 1.5
+
+
+# ---------------------------------------------------------------------------
+# item() and attributes of one's own, as on PyTorch's tensors and micrograd's Values
+# ---------------------------------------------------------------------------
+
+
+def test_item_is_the_float_and_a_batch_must_be_reduced_first():
+    assert Value(3).item() == 3.0 and type(Value(3).item()) is float
+    assert (Value(2.0) * 4).item() == 8.0
+    with pytest.raises(ValueError, match="item\\(\\) of a batch of 2 samples: reduce it first"):
+        Value(np.array([1.0, 2.0])).item()
+
+
+def test_a_value_takes_new_attributes_and_keeps_them_through_copies():
+    # micrograd's author's newer demo keeps its AdamW moments on the parameters: p.m, p.v
+    p = Value(1.5)
+    p.m, p.v, p._vis_color = 0.0, 0.25, "red"
+    assert (p.m, p.v, p._vis_color) == (0.0, 0.25, "red")
+    assert vars(copy.deepcopy(p)) == vars(pickle.loads(pickle.dumps(p))) == vars(p)
+    y = (p * 2.0).tanh()
+    y.backward()
+    assert p.grad == pytest.approx(2 * (1 - math.tanh(3.0) ** 2), rel=1e-15)
+    with pytest.raises(AttributeError):
+        y.not_there
+
+
+def test_a_cycle_through_a_values_attributes_is_collected():
+    gc.collect()
+    before = values_alive()
+    for _ in range(3):
+        p = Value(1.0)
+        q = p * 2.0
+        p.made_from_me = q  # p -> its dict -> q -> p
+        q.me = q
+        del p, q
+    gc.collect()
+    assert values_alive() == before

@@ -14,6 +14,7 @@ import copy
 import gc
 import math
 import pickle
+import re
 import struct
 import threading
 
@@ -483,3 +484,54 @@ def test_values_and_models_copy_after_create_graph(how):
     out.backward(create_graph=True)
     twin = clone(model)
     assert [p.grad for p in twin.parameters()] == [float(p.grad) for p in model.parameters()]
+
+
+# ---------------------------------------------------------------------------
+# Custom ops that use each other in their local gradients
+# ---------------------------------------------------------------------------
+
+
+def test_two_ops_that_differentiate_each_other_give_the_third_derivative_of_pytorch():
+    # On numbers an op gives a number (no node, no local gradients), so sin's local gradient cos(x)
+    # does not ask for cos's, which would ask for sin's, and so on forever.
+    sin = cg.Op("test_my_sin", np.sin, lambda x, out: (cos(x),))
+    cos = cg.Op("test_my_cos", np.cos, lambda x, out: (-sin(x),))
+    assert type(sin(0.3)) is float and sin(0.3) == math.sin(0.3)
+    d3 = cg.grad(cg.grad(cg.grad(lambda t: sin(t) * cos(t))))
+    x = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    y = torch.sin(x) * torch.cos(x)
+    for _ in range(3):
+        (y,) = torch.autograd.grad(y, x, create_graph=True)
+    assert d3(0.3).data == pytest.approx(y.item(), rel=1e-14)
+
+
+def test_an_op_on_numbers_alone_is_its_value_and_on_a_value_a_node():
+    square = cg.Op("test_square", lambda x: x * x, lambda x, out: (2.0 * x,))
+    assert square(3) == 9.0 and type(square(3)) is float
+    batch = square(np.array([1.0, 2.0]))
+    assert isinstance(batch, np.ndarray) and batch.tolist() == [1.0, 4.0]
+    node = square(Value(3.0))
+    assert isinstance(node, Value) and node._op is square
+
+
+# ---------------------------------------------------------------------------
+# chaingrad's own op names
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["exp", "*", "cross_entropy", "affine", "sin"])
+def test_an_op_cannot_take_the_name_of_one_of_chaingrads_own(name):
+    before = cg.engine.OPS[name]
+    with pytest.raises(ValueError, match=f"'{re.escape(name)}' is the name of one of chaingrad's own ops"):
+        cg.Op(name, lambda x: 2 * x, lambda x, out: (2.0,))
+    assert cg.engine.OPS[name] is before
+    x = Value(1.0)
+    node = x.exp() if name != "*" else x * x
+    copied = pickle.loads(pickle.dumps(node))
+    assert copied._op is node._op and copied.data == node.data
+
+
+def test_a_user_op_defined_again_replaces_itself_as_a_notebook_cell_run_twice_does():
+    first = cg.Op("test_cell_op", lambda x: x + 1.0, lambda x, out: (1.0,))
+    second = cg.Op("test_cell_op", lambda x: x + 2.0, lambda x, out: (1.0,))
+    assert cg.engine.OPS["test_cell_op"] is second and first(1.0) == 2.0 and second(1.0) == 3.0

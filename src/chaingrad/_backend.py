@@ -103,25 +103,31 @@ backend = "python" if core is None else "compiled"
 """Which engine runs: "compiled" (the C core, chaingrad._core) or "python" (the reference engine,
 engine.py, which CHAINGRAD_PURE=1 in the environment chooses)."""
 
-# The reference engine's, unless the core runs: then its own, below.
-Value, Op = engine.Value, engine.Op
-apply, record, node = engine.apply, engine.record, engine.node
-floats = sgd_step = adam_step = None
-
+# The reference engine's, unless the core runs: then its own.
+Value = engine.Value if core is None else core.Value
+apply = engine.apply if core is None else core.apply
+record = engine.record if core is None else core.record
+node = engine.node if core is None else core.node
+floats = None if core is None else core.floats
+sgd_step = None if core is None else core.sgd_step
+adam_step = None if core is None else core.adam_step
 if core is not None:
-    Value = core.Value
     Value.__doc__ = engine.Value.__doc__  # help(Value) reads the same on both engines
-    apply, record, node = core.apply, core.record, core.node
-    floats, sgd_step, adam_step = core.floats, core.sgd_step, core.adam_step
 
-    class Op(engine.Op):  # type: ignore[no-redef]
-        __doc__ = engine.Op.__doc__
-        __slots__ = ()
-        node_type = core.Value
 
-        def applied(self, *args: Any) -> Any:
-            """The node for the op applied to args, made by the compiled core."""
-            return core.apply(self, *args)
+class Op(engine.Op):
+    """An op: its name, its forward value and its local gradients.
+
+    cg.Op is engine.Op (whose help says how to write one), its nodes made by the engine that runs.
+    """
+
+    __doc__ = engine.Op.__doc__  # help(cg.Op) reads as help(engine.Op)
+    __slots__ = ()
+    node_type = Value
+
+    def applied(self, *args: Any) -> Any:
+        """The node for the op applied to args, made by the engine that runs."""
+        return apply(self, *args)
 
 
 def twin(op: engine.Op, function: Callable[..., Any]) -> Callable[..., Any]:

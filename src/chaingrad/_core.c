@@ -84,6 +84,10 @@ static double c_sqrt(double x) { return x >= 0 ? sqrt(x) : PLUS_NAN; }
 
 static double c_relu(double x) { return x < 0 ? 0.0 : x; }
 
+static double c_sin(double x) { return isinf(x) ? PLUS_NAN : sin(x); } /* math.sin raises at inf: math.nan */
+
+static double c_cos(double x) { return isinf(x) ? PLUS_NAN : cos(x); }
+
 static double c_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }
 
 static int odd_integer(double y) { return isfinite(y) && floor(y) == y && fabs(fmod(y, 2.0)) == 1.0; } /* y % 2 == 1 */
@@ -633,12 +637,12 @@ static double unary_forward(int k, double x, double *lx) {
         *lx = c_sign(x);
         return out;
     case SIN:
-        out = sin(x);
-        *lx = cos(x);
+        out = c_sin(x);
+        *lx = c_cos(x);
         return out;
     case COS:
-        out = cos(x);
-        *lx = -sin(x);
+        out = c_cos(x);
+        *lx = -c_sin(x);
         return out;
     case LOG:
         return c_log(x);
@@ -1144,17 +1148,19 @@ static PyObject *value_repr(ValueObject *v) {
     return r;
 }
 
-static PyObject *value_float(ValueObject *v) {
-    if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
-    PyObject *batch = PyObject_CallOneArg(S.is_array, v->dobj);
-    if (batch == NULL) return NULL;
-    int is_batch = batch == Py_True;
-    Py_DECREF(batch);
-    if (!is_batch) return PyNumber_Float(v->dobj); /* what was assigned to .data: an int, a NumPy number */
-    Py_ssize_t n = PyObject_Length(v->dobj);
-    if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
+/* engine.NOT_A_NUMBER: a Value is not a number to math.tanh(v), float(v), int(v) or round(v), which would
+ * drop its gradient */
+static PyObject *not_a_number(void) {
+    PyErr_SetString(PyExc_TypeError,
+                    "a Value is not a number to math, float(), int() or round(), which would drop its gradient: for "
+                    "the op, use its method or chaingrad's function (v.tanh(), cg.tanh(v)); for the number, v.item() "
+                    "(or v.data)");
     return NULL;
 }
+
+static PyObject *value_float(ValueObject *v) { return not_a_number(); }
+static PyObject *value_int(ValueObject *v) { return not_a_number(); }
+static PyObject *value_round(ValueObject *v, PyObject *const *args, Py_ssize_t nargs) { return not_a_number(); }
 
 /* item(): engine.Value.item */
 static PyObject *value_item(ValueObject *v, PyObject *unused) {
@@ -1224,6 +1230,7 @@ static PyMethodDef value_methods[] = {
     {"abs", value_abs_m, METH_NOARGS, "abs(x): the op 'abs'."},
     {"sin", value_sin, METH_NOARGS, "sin(x): the op 'sin'."},
     {"cos", value_cos, METH_NOARGS, "cos(x): the op 'cos'."},
+    {"__round__", (PyCFunction)(void (*)(void))value_round, METH_FASTCALL, NULL},
     {"item", (PyCFunction)value_item, METH_NOARGS, "The number this Value holds, as a float; a batch must be reduced first."},
     {NULL},
 };
@@ -1256,6 +1263,7 @@ static PyType_Slot value_slots[] = {
     {Py_nb_positive, value_pos},
     {Py_nb_absolute, value_abs},
     {Py_nb_float, value_float},
+    {Py_nb_int, value_int},
     {0, NULL},
 };
 

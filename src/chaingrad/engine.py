@@ -219,10 +219,16 @@ class Value:
             raise not_a_number(self.data, "item()")
         return float(self.data)
 
+    # A Value is not a number to Python's math: math.tanh(v), float(v), int(v) or round(v) would give a
+    # number without the Value's graph, and with it a gradient silently wrong. (micrograd refuses too.)
     def __float__(self) -> float:
-        if is_array(self.data):
-            raise TypeError(f"float() of a batch of {len(self.data)} samples; reduce it first")
-        return float(self.data)
+        raise TypeError(NOT_A_NUMBER)
+
+    def __int__(self) -> int:
+        raise TypeError(NOT_A_NUMBER)
+
+    def __round__(self, ndigits: int | None = None) -> Any:
+        raise TypeError(NOT_A_NUMBER)
 
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
@@ -232,6 +238,12 @@ class Value:
     def batch_size(self) -> int | None:
         """How many samples `data` holds, or None for a single number."""
         return None if type(self.data) is float else len(self.data)
+
+
+NOT_A_NUMBER = (
+    "a Value is not a number to math, float(), int() or round(), which would drop its gradient: for the op, "
+    "use its method or chaingrad's function (v.tanh(), cg.tanh(v)); for the number, v.item() (or v.data)"
+)
 
 
 def _data(x: Any) -> Any:
