@@ -199,7 +199,8 @@ def test_moons_sides_agree_step_by_step():
     first = {name: losses[0] for name, (losses, _) in results.items()}
     assert max(first.values()) - min(first.values()) < 1e-9
     rows = moons.run(steps=2, repeats=1)
-    assert [r.target for r in rows] == [">= 300x", "", ">= 1x"]
+    same = ">= 0.9x" if cg.backend == "compiled" else ">= 0.67x"  # issue 21: at most 10%, or 1.5x slower
+    assert [r.target for r in rows] == [same, same, ">= 300x", "", ">= 1x"]
     assert_well_formed(rows, "moons")
 
 

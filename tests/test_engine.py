@@ -85,8 +85,8 @@ def test_a_batch_is_stored_as_a_float64_copy():
     assert v.data.dtype == np.float64 and v.batch_size == 3 and list(v.data) == [1.0, 2.0, 3.0]
     raw[0] = 100
     assert v.data[0] == 1.0
-    with pytest.raises(TypeError, match="batch"):
-        float(v)
+    with pytest.raises(ValueError, match="item\\(\\) of a batch of 3 samples: reduce it first"):
+        v.item()
     with pytest.raises(ValueError, match="batch_mean"):
         (v * 2).backward()
 
@@ -117,8 +117,18 @@ def test_equality_and_hash_are_by_identity():
     assert d[a] == "a"
 
 
-def test_float_and_repr_match_micrograd():
-    assert type(float(Value(2))) is float and float(Value(2.5)) == 2.5
+@pytest.mark.parametrize("use", [float, int, round, math.tanh, math.exp, math.log, math.sqrt])
+def test_a_value_is_not_a_number_to_math_or_float_as_in_micrograd(use):
+    # x * math.tanh(x) would drop the tanh branch's gradient: an error, as micrograd's Value gives
+    with pytest.raises(TypeError):
+        use(micrograd.engine.Value(0.5))
+    x = Value(0.5)
+    with pytest.raises(TypeError, match=r"v\.tanh\(\), cg\.tanh\(v\).*v\.item\(\)"):
+        use(x)
+    assert (x.data, x.grad, x.item()) == (0.5, 0.0, 0.5)
+
+
+def test_repr_matches_micrograd():
     ours, theirs = (V(-1.5) for V in (Value, micrograd.engine.Value))
     (ours * 2.0).backward()
     (theirs * 2.0).backward()
@@ -767,10 +777,10 @@ def test_backward_of_a_value_whose_data_is_not_a_float_says_so_and_changes_nothi
         cg.gradients(b)
 
 
-def test_float_of_a_value_holding_an_int_is_that_number():
+def test_item_of_a_value_holding_an_int_is_that_number():
     v = Value(1.0)
     v.data = 7
-    assert float(v) == 7.0 and type(float(v)) is float
+    assert v.item() == 7.0 and type(v.item()) is float
 
 
 # ---------------------------------------------------------------------------
@@ -878,13 +888,13 @@ def test_errors_name_the_type_value_as_python_shows_it():
 
 
 @pytest.mark.parametrize("data", [np.float64(2.5), np.int64(4), np.float32(0.5), 7, "3"])
-def test_float_of_a_value_holding_what_was_assigned_is_float_of_it(data):
+def test_item_of_a_value_holding_what_was_assigned_is_float_of_it(data):
     v = Value(1.0)
     v.data = data
-    assert float(v) == float(data)
+    assert v.item() == float(data)
     v.data = np.array([1.0, 2.0])
-    with pytest.raises(TypeError, match="float\\(\\) of a batch of 2 samples"):
-        float(v)
+    with pytest.raises(ValueError, match="item\\(\\) of a batch of 2 samples"):
+        v.item()
 
 
 @pytest.mark.parametrize("bad", [None, 3, "f"])
