@@ -1,5 +1,4 @@
-"""Graph pictures: a Value's computation graph as DOT text, rendered to SVG or PNG, and the stepper,
-an interactive page that backpropagates through that picture one node at a time.
+"""Graph pictures: a Value's computation graph as DOT text, rendered to SVG or PNG.
 
 As in micrograd's trace_graph notebook, every value is a record showing its
 label (when set), `data` and `grad` to 4 decimals, and every op is a small
@@ -16,9 +15,8 @@ weight used at every step of a long chain), the long edges would make the
 layout slow; then such a use shows as a gray reference (the value's label,
 or its data) instead of an edge.
 
-`stepper(root)` computes its steps in Python on the real graph (saving every grad, calling each
-node's `_backward()` in reverse topological order from a fresh start, then restoring every grad)
-and shows them on the same picture with a small script of its own; the page is self-contained.
+`cg.viz.stepper(root)`, the page that backpropagates through this picture one node at a time, lives
+in chaingrad.stepper; it is reachable here by its public name.
 
 Rendering uses a system Graphviz `dot` when one is on PATH, otherwise the
 `graphviz-pure` program (`pip install graphviz-pure`; from a checkout,
@@ -27,38 +25,34 @@ Rendering uses a system Graphviz `dot` when one is on PATH, otherwise the
 
 from __future__ import annotations
 
-import hashlib
-import html
-import itertools
-import json
-import math
 import os
 import re
 import shutil
 import subprocess
 import sysconfig
 from collections import deque
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import Value, arguments
+from . import engine
+from .engine import Value
 from .numerics import is_array as _is_array
+
+if TYPE_CHECKING:
+    from .stepper import Stepper
 
 __all__ = [
     "FORMATS",
-    "Contribution",
     "Drawing",
     "RenderError",
-    "Step",
-    "Stepper",
     "draw_dot",
     "render",
     "stepper",
     "to_dot",
     "topological_order",
 ]
+# Reached here lazily from chaingrad.stepper, whose module imports this one.
+_STEPPER_NAMES = ("PAGE_SUFFIXES", "MAX_STEPPER_VALUES", "Contribution", "Step", "Stepper")
 
 FORMATS = {".svg": "svg", ".png": "png"}
 """The picture formats `Drawing.save` writes: file extension -> renderer format."""
@@ -80,6 +74,18 @@ class RenderError(RuntimeError):
 # ---------------------------------------------------------------------------
 # Text: numbers to 4 decimals, and escaping for DOT strings and record fields.
 # ---------------------------------------------------------------------------
+
+
+def arguments(node: Value) -> list[Any]:
+    """The arguments node's op was applied to: its inputs, with any constants (the 2 of `x * 2`) in
+    their places; just its inputs where the engine does not say."""
+    found = getattr(engine, "arguments", None)  # the reference engine's record of constants
+    args = list(found(node)) if found is not None else list(node._prev)
+    # Trust it only if its Values are the node's inputs, in order.
+    values = [a for a in args if isinstance(a, Value)]
+    if len(values) != len(node._prev) or any(a is not b for a, b in zip(values, node._prev)):
+        return list(node._prev)
+    return args
 
 
 def _number(x: Any) -> str:
@@ -190,11 +196,12 @@ def _dot(
     max_depth: int | None,
     grads: dict[Value, Any] | None = None,
     width: dict[Value, int] | None = None,
+    names: dict[Value, str] | None = None,
 ) -> tuple[str, dict[Value, int]]:
     """The DOT text, and the number of each drawn value (its node is v<number>).
 
     `grads` replaces the grad shown on a value; `width` gives a value's box room for that many
-    characters (the stepper's page changes a grad's text as it steps).
+    characters (the stepper's page changes a grad's text as it steps); `names` replaces the labels.
     """
     depth, total = _nearest(root, max_nodes, max_depth)
     number = {node: i for i, node in enumerate(depth)}
@@ -211,8 +218,9 @@ def _dot(
     for node, i in number.items():
         grad = node.grad if grads is None else grads[node]
         fields = [f"data {_number(node.data)}", f"grad {_number(grad)}"]
-        if node.label:
-            fields.insert(0, _short(node.label))
+        label = node.label if names is None else names[node]
+        if label:
+            fields.insert(0, _short(label))
         size = ""
         if width is not None:
             size = f", width={(width[node] * CHAR_WIDTH + 16) / 72:.2f}"  # points to inches, with margins
@@ -353,54 +361,6 @@ def draw_dot(
     return Drawing(to_dot(root, rankdir, max_nodes, max_depth))
 
 
-# ---------------------------------------------------------------------------
-# The stepper: backpropagation one node at a time, in a page of its own.
-# ---------------------------------------------------------------------------
-
-PAGE_SUFFIXES = (".html", ".htm")
-MAX_STEPPER_VALUES = 1000  # values a stepper page draws by default (it draws every one)
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """What one step added to one input's grad: `grad += local * out.grad`."""
-
-    input: int  # the input's number in the picture (its node is v<input>)
-    name: str
-    uses: int  # how many times the node takes this input (x * x: 2)
-    local: Any  # d(node)/d(input), summed over the uses; None where it cannot be told
-    added: Any  # what the step added to the input's grad
-    grad: Any  # the input's grad after the step
-
-
-@dataclass(frozen=True)
-class Step:
-    """One node's `_backward()`: its number in the picture, its op, its grad, and what it sent on."""
-
-    node: int
-    name: str
-    op: str
-    grad: Any  # d(root)/d(node), complete when its turn comes
-    contributions: tuple[Contribution, ...]
-
-    def lines(self) -> list[str]:
-        """The chain-rule products of this step, with the numbers, one line per input."""
-        lines = [f"each input: input.grad += local * {self.name}.grad"]
-        for c in self.contributions:
-            batched = _is_array(self.grad) and not _is_array(c.added)
-            if c.local is None:
-                product = _number(c.added)
-            elif batched:  # a single number fed every sample: its gradient sums over the batch
-                product = f"sum over the batch of {_number(c.local)} * {_number(self.grad)}"
-            else:
-                product = f"{_number(c.local)} * {_number(self.grad)}"
-            line = f"{c.name}.grad += {product}  ->  {c.name}.grad = {_number(c.grad)}"
-            if c.uses > 1:
-                line += f"  ({c.name} is used {c.uses} times here: the local is the sum of its uses)"
-            lines.append(line)
-        return lines
-
-
 def topological_order(root: Value) -> list[Value]:
     """Every value that leads to root, each after all of its inputs; root last. No recursion.
 
@@ -422,237 +382,22 @@ def topological_order(root: Value) -> list[Value]:
     return order
 
 
-def _copy(x: Any) -> Any:
-    # A batched grad may be updated in place by the next step: keep what it was.
-    return x.copy() if _is_array(x) else x
-
-
-def _usable(x: Any) -> bool:
-    """Whether x is a number a product can be divided by: nonzero and finite (every entry, for a batch)."""
-    if isinstance(x, float):
-        return x != 0.0 and math.isfinite(x)
-    return _is_array(x) and bool(((x != 0) & (abs(x) < math.inf)).all())
-
-
-def _local(node: Value, child: Value, added: Any) -> Any:
-    """d(node)/d(child), summed over child's uses: what the step added, divided by node.grad.
-
-    Where that cannot be divided out (node.grad is 0, or a batch summed into a single number), the
-    engine's own record of local gradients, when it keeps one; otherwise None.
-    """
-    g = node.grad
-    summed = _is_array(g) and not _is_array(added)
-    if _usable(g) and not summed:
-        return added / g
-    local = getattr(node, "_local", None)
-    if isinstance(local, tuple) and len(local) == len(node._prev):
-        parts = [d for arg, d in zip(node._prev, local) if arg is child]
-        if all(isinstance(d, float) or _is_array(d) for d in parts):
-            return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
-    return None
-
-
-def _run_steps(
-    root: Value, order: list[Value], number: dict[Value, int], names: dict[Value, str]
-) -> list[Step]:
-    """Backpropagate from root node by node, recording each step; every grad is restored afterwards."""
-    saved = [(v, v.grad) for v in order]
-    steps = []
-    try:
-        for v in order:
-            v.grad = 0.0
-        root.grad = 1.0
-        for node in reversed(order):
-            if not node._prev:
-                continue
-            inputs = list(dict.fromkeys(node._prev))  # a value used twice (x * x) is one input, used twice
-            before = [_copy(c.grad) for c in inputs]
-            node._backward()
-            contributions = []
-            for child, old in zip(inputs, before):
-                new = _copy(child.grad)
-                added = new - old
-                uses = sum(arg is child for arg in node._prev)
-                local = _local(node, child, added)
-                contributions.append(Contribution(number[child], names[child], uses, local, added, new))
-            steps.append(
-                Step(number[node], names[node], str(node._op), _copy(node.grad), tuple(contributions))
-            )
-    finally:
-        for v, g in saved:
-            v.grad = g
-    return steps
-
-
-def _name(v: Value) -> str:
-    """How the page names a value: its label (in parentheses unless a plain name), or else its data."""
-    if not v.label:
-        return f"(data {_number(v.data)})"
-    label = _short(_visible(v.label))
-    return label if label.isidentifier() else f"({label})"
-
-
-def _json_for_html(data: Any) -> str:
-    # Inside <script>, "</script>" or "<!--" in a label would end the script; escape < > & everywhere.
-    text = json.dumps(data, ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-class Stepper:
-    """An interactive page of a graph's backpropagation: Step, Back and Reset through it, node by node.
-
-    It shows the same picture as `draw_dot`. The page starts with every grad at 0 and the output's at 1;
-    each Step applies one node's `_backward()` (in reverse topological order), highlights that node and
-    the inputs it sends gradient to, and shows the products it added. Shows inline in Jupyter;
-    `.save("backprop.html")` writes a self-contained page (no network needed). `.steps` holds the
-    steps themselves, computed on the real graph when the stepper was made.
-    """
-
-    def __init__(self, root: Value, rankdir: str = "LR", max_nodes: int | None = MAX_STEPPER_VALUES) -> None:
-        _check(root, rankdir, max_nodes, None)
-        if not isinstance(root.data, float):
-            raise ValueError(
-                f"the stepper backpropagates from a single number, but this Value holds a batch of "
-                f"{len(root.data)} samples; reduce it first with cg.batch_mean(v) or cg.batch_sum(v)"
-            )
-        order = topological_order(root)
-        if max_nodes is not None and len(order) > max_nodes:
-            raise ValueError(
-                f"this graph has {len(order)} values and the stepper's page draws every one of them "
-                f"(max_nodes={max_nodes}): step through a smaller graph (one neuron, one sample), "
-                "or pass a larger max_nodes (or None)"
-            )
-        names = {v: _name(v) for v in order}
-        _, number = _dot(root, rankdir, None, None)
-        self.steps: tuple[Step, ...] = tuple(_run_steps(root, order, number, names))
-        self.names: tuple[str, ...] = tuple(names[v] for v in number)
-        self.start: tuple[Any, ...] = tuple(1.0 if v is root else 0.0 for v in number)
-        ends = dict(enumerate(self.start))
-        texts = {i: [f"grad {_number(g)}"] for i, g in ends.items()}
-        for step in self.steps:
-            for c in step.contributions:
-                ends[c.input] = c.grad
-                texts[c.input].append(f"grad {_number(c.grad)}")
-        self.final: tuple[Any, ...] = tuple(ends[i] for i in range(len(number)))
-        # Each box is drawn wide enough for the longest text it will show.
-        widest = {
-            v: max(len(t) for t in [*texts[i], f"data {_number(v.data)}", _short(v.label)])
-            for v, i in number.items()
-        }
-        start = {v: self.start[i] for v, i in number.items()}
-        self.source: str = _dot(root, rankdir, None, None, grads=start, width=widest)[0]
-        self.root_name = names[root]
-        self._svg: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<Stepper through backprop from {self.root_name}: {len(self.names)} values, "
-            f"{len(self.steps)} steps; show it in Jupyter or .save('backprop.html')>"
-        )
-
-    def grads(self, steps: int) -> tuple[Any, ...]:
-        """Every value's grad (in picture order) after the first `steps` steps."""
-        if type(steps) is not int or not 0 <= steps <= len(self.steps):
-            raise ValueError(f"steps must be an int in 0 .. {len(self.steps)}, not {steps!r}")
-        grads = list(self.start)
-        for step in self.steps[:steps]:
-            for c in step.contributions:
-                grads[c.input] = c.grad
-        return tuple(grads)
-
-    def _data(self) -> dict[str, Any]:
-        steps, before = [], [f"grad {_number(g)}" for g in self.start]
-        for k, step in enumerate(self.steps, 1):
-            changes = []
-            for c in step.contributions:
-                after = f"grad {_number(c.grad)}"
-                changes.append([c.input, before[c.input], after])
-                before[c.input] = after
-            title = f'Step {k} of {len(self.steps)}: the "{step.op}" node that made {step.name}'
-            steps.append(
-                {
-                    "node": step.node,
-                    "inputs": [c.input for c in step.contributions],
-                    "title": f"{title}, whose grad is {_number(step.grad)}",
-                    "lines": step.lines(),
-                    "changes": changes,
-                }
-            )
-        r = self.root_name
-        return {
-            "root": 0,  # the root is drawn first
-            "start": [f"grad {_number(g)}" for g in self.start],
-            "steps": steps,
-            "intro": [
-                f"Start: every grad is 0, except the output's: {r}.grad = 1 (d{r}/d{r}).",
-                f"Press Step (or the right arrow key) to apply the first node's _backward(); "
-                f"{len(self.steps)} steps in all, in reverse topological order.",
-            ],
-            "done": f"Done: every grad is now d{r}/d(value), what {r}.backward() gives.",
-        }
-
-    def _svg_inline(self) -> str:
-        if self._svg is None:
-            svg = render(self.source, "svg").decode()
-            self._svg = svg[svg.index("<svg") :]  # no XML prolog or doctype inside HTML
-        return self._svg
-
-    def html(self, document_keys: bool = False) -> str:
-        """The page's HTML fragment: the picture, the buttons, the explanation and the script.
-
-        With `document_keys` the arrow keys work anywhere on the page; otherwise (in Jupyter,
-        whose own keys they are) only while the stepper has the focus (click it).
-        """
-        data = self._data()
-        data["keys"] = "document" if document_keys else "self"
-        digest = hashlib.sha1(self.source.encode()).hexdigest()[:10]
-        uid = f"cg-stepper-{digest}-{next(_ids)}"
-        assets = resources.files("chaingrad") / "assets"
-        style = (assets / "stepper.css").read_text(encoding="utf-8")
-        script = (assets / "stepper.js").read_text(encoding="utf-8")
-        return (
-            f'<div class="cg-stepper" id="{uid}" tabindex="0">\n'
-            f"<style>{style}</style>\n"
-            '<div class="cg-controls">'
-            '<button type="button" class="cg-back">Back</button> '
-            '<button type="button" class="cg-step">Step</button> '
-            '<button type="button" class="cg-reset">Reset</button> '
-            '<span class="cg-counter"></span></div>\n'
-            '<div class="cg-explain"><div class="cg-title"></div><pre class="cg-lines"></pre></div>\n'
-            f'<div class="cg-graph">{self._svg_inline()}</div>\n'
-            f'<script type="application/json" class="cg-data">{_json_for_html(data)}</script>\n'
-            f"<script>\n{script}\nchaingradStepper(document.getElementById({json.dumps(uid)}));\n</script>\n"
-            "</div>\n"
-        )
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def page(self) -> str:
-        """The whole self-contained HTML page, as `.save()` writes it."""
-        title = html.escape(f"chaingrad: backpropagation through {self.root_name}, step by step")
-        return (
-            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{title}</title>\n</head>\n<body>\n{self.html(document_keys=True)}</body>\n</html>\n"
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Write the page to path (.html), a file any browser opens without a network."""
-        path = Path(path)
-        if path.suffix.lower() not in PAGE_SUFFIXES:
-            kind = repr(path.suffix) if path.suffix else "a file without an extension"
-            raise ValueError(f"cannot save a stepper page as {kind}: use .html")
-        path.write_text(self.page(), encoding="utf-8")
-        return path
-
-
-_ids = itertools.count(1)  # each page fragment gets its own element id, so several can share a notebook
-
-
-def stepper(root: Value, rankdir: str = "LR", max_nodes: int | None = MAX_STEPPER_VALUES) -> Stepper:
-    """An interactive page that steps through root's backpropagation one node's `_backward()` at a time.
+def stepper(root: Value, rankdir: str = "LR", max_nodes: int | None = 1000) -> Stepper:
+    """An interactive page that steps through root's backpropagation one node's `_backward()` at a time,
+    showing each local gradient's formula and value beside the `+=` it makes (chaingrad.stepper).
 
     Shows inline in Jupyter; `.save("backprop.html")` writes it. Computing it leaves every grad of the
-    graph as it was.
+    graph as it was. max_nodes: the most values the page draws (None: any number).
     """
+    from .stepper import Stepper
+
     return Stepper(root, rankdir, max_nodes)
+
+
+def __getattr__(name: str) -> Any:
+    # The stepper lives in its own module; `cg.viz.stepper` stays its public name.
+    if name in _STEPPER_NAMES:
+        from . import stepper as _stepper_module
+
+        return getattr(_stepper_module, name)
+    raise AttributeError(f"module 'chaingrad.viz' has no attribute {name!r}")
