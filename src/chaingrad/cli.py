@@ -1,5 +1,6 @@
 """The `chaingrad` command: `chaingrad graph EXPR` draws an expression's graph with its gradients;
-`chaingrad demo moons|digits|names` trains a small model and draws what it learned.
+`chaingrad demo moons|digits|names` trains a small model and draws what it learned; `chaingrad check
+engine.py` grades a learner's own Value class (chaingrad.grader).
 
 Each subcommand is a subparser that sets `run(args, parser)` (its work) and
 `parser` (itself, for error messages), so more subcommands (the demos) plug in
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -146,6 +148,64 @@ def _add_graph(commands: Any) -> None:
     graph.set_defaults(run=_graph, parser=graph)
 
 
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import grader
+
+    report = grader.check_path(args.paths, timeout=args.timeout)
+    note = ""
+    if report.failed:
+        try:
+            report.save_pictures(args.pictures)
+        except RenderError as e:  # the verdicts stand without their pictures
+            note = f"no pictures of the failing checks: {e}"
+        except OSError as e:
+            note = f"cannot write the pictures to {args.pictures}: {e}"
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report)
+    if note:
+        print(f"{parser.prog}: {note}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, at most a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
+    return seconds
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="grade your own micrograd Value class (and Neuron, Layer, MLP) against chaingrad",
+        description="Run the lecture's curriculum of checks on the Value class defined in PATH (a .py "
+        "file or an importable module; give a second PATH for the file with Neuron, Layer, MLP). Each "
+        "check runs in a child process with a time limit; a failing check explains which op or idea is "
+        "wrong and draws its small graph. Exit status 0 when every check passes, 1 otherwise.",
+    )
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="engine.py, or a module such as micrograd.engine"
+    )
+    check.add_argument("--json", action="store_true", help='print {"checks": [...]} instead of text')
+    check.add_argument(
+        "--timeout", type=_seconds, default=5.0, help="seconds each check may take (default: %(default)s)"
+    )
+    check.add_argument(
+        "--pictures",
+        type=_folder,
+        default=Path("chaingrad-check"),
+        metavar="DIR",
+        help="folder for the pictures of failing checks (default: %(default)s)",
+    )
+    check.set_defaults(run=_check, parser=check)
+
+
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = demos.missing_packages()
     if missing:
@@ -239,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"chaingrad {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_graph(commands)
+    _add_check(commands)
     _add_demo(commands)
     return top
 
