@@ -60,7 +60,7 @@ def test_micrograds_own_engine_and_nn_pass_every_check():
     by_name = verdicts(report)
     assert not by_name["a small MLP's loss and gradients"].skipped  # its MLP was really checked
     assert not by_name["a neuron's output and gradients"].skipped
-    assert by_name["tanh(a)"].skipped and "no a tanh() method" in by_name["tanh(a)"].message
+    assert by_name["tanh(a)"].skipped and "no tanh() method" in by_name["tanh(a)"].message
     deep = by_name[f"a graph {grader.DEEP} nodes deep"]
     assert deep.passed and "RecursionError" in deep.advice  # micrograd's build_topo recurses: advice only
     classes = cg.check(micrograd.engine.Value, micrograd.nn.Neuron, micrograd.nn.Layer, micrograd.nn.MLP)
@@ -255,3 +255,34 @@ def test_the_curriculum_follows_the_lecture():
     forms = {spec.program for spec in grader.CURRICULUM if spec.kind == "forward"}
     for form in ("a + 1.5", "1.5 + a", "2.5 * a", "-a", "1.5 - a", "2.5 / a", "a ** 2", "2 ** a"):
         assert form in forms
+
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "build_your_own.ipynb"
+
+
+def test_the_notebook_is_committed_with_its_outputs_and_a_fresh_run_prints_the_same(tmp_path):
+    import nbformat
+    from conftest import load_script
+
+    run_notebook = load_script("examples/run_notebook.py")
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in committed.cells if cell.cell_type == "code"]
+    checking = [cell for cell in code if "cg.check(" in cell.source]
+    assert len(checking) == 6 and all(cell.outputs for cell in checking)  # after each step, with outputs
+    html = [o.data["text/html"] for cell in code for o in cell.outputs if "text/html" in o.get("data", {})]
+    assert any("<svg" in h and "expected 2" in h for h in html)  # step 3's bug, drawn inline
+    fresh = run_notebook.execute(nbformat.read(NOTEBOOK, as_version=4), cwd=tmp_path)
+    assert run_notebook.text_outputs(fresh) == run_notebook.text_outputs(committed)
+    text = "".join(t for cell in run_notebook.text_outputs(fresh) for _, t in cell)
+    assert "51 checks, 1 passed, 33 failed" in text and "47 passed, 0 failed" in text
+    assert list(tmp_path.iterdir()) == []  # the notebook writes no files
+
+
+def test_the_docs_page_shows_what_the_grader_prints(tmp_path):
+    page = (Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text()
+    shown = page.split("```text\n")[1].split("```")[0]
+    shown = " ".join(line for line in shown.splitlines() if "picture:" not in line)
+    edits, _ = MUTANTS["= instead of +="]
+    printed = str(grader.check_path(str(engine(tmp_path, *edits))))
+    printed = " ".join(line for line in printed.splitlines() if "picture:" not in line)
+    assert " ".join(shown.split()) in " ".join(printed.split())

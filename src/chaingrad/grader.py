@@ -651,7 +651,7 @@ def _run_spec(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
     """One check's result as plain data; every failure is caught here."""
     try:
         if spec.needs and not hasattr(ns["Value"], spec.needs):
-            what = f"a {spec.needs}() method" if not spec.needs.startswith("__") else spec.needs
+            what = f"{spec.needs}() method" if not spec.needs.startswith("__") else spec.needs
             return {
                 "passed": True,
                 "skipped": True,
@@ -886,23 +886,47 @@ class Report:
         return written
 
     def _repr_html_(self) -> str:
+        # Jupyter: the summary, the first failure in full with its picture (start there), and the list of
+        # checks and the other failures folded away.
+        first = self.failed[:1]
         with contextlib.suppress(Exception):  # no renderer: the text says it all
-            self.draw()
+            for c in first:
+                if c.graph and not c.svg:
+                    c.svg = draw_graph(c)
         rows = []
         for c in self.checks:
             colour = "#b3261e" if not c.passed else "#777" if c.skipped else "#1e7b34"
             mark = "FAIL" if not c.passed else "skip" if c.skipped else "ok"
+            advice = f" <i>— {html.escape(c.advice)}</i>" if c.advice and not c.skipped else ""
             rows.append(
                 f'<div><b style="color:{colour}">{mark}</b> [{html.escape(c.idea)}] {html.escape(c.name)}'
-                + (f" <i>— {html.escape(c.advice)}</i>" if c.advice and not c.skipped else "")
-                + "</div>"
+                f"{advice}</div>"
             )
-        parts = [f"<div><b>{html.escape(self.summary())}</b></div>", *rows]
-        for c in self.failed:
+        verdict = "every check passed" if self.passed else f"start with: {html.escape(self.failed[0].name)}"
+        parts = [f"<div><b>{html.escape(self.summary())}</b> ({verdict})</div>"]
+        for c in first:
             parts.append(f"<pre style='white-space:pre-wrap'>{html.escape(chr(10).join(_explain(c)))}</pre>")
             if c.svg:
                 parts.append(f"<div style='overflow:auto'>{c.svg[c.svg.index('<svg') :]}</div>")
+        parts.append(f"<details><summary>all {len(self.checks)} checks</summary>{''.join(rows)}</details>")
+        others = self.failed[1:]
+        if others:
+            text = html.escape("\n\n".join("\n".join(_explain(c)) for c in others))
+            parts.append(
+                f"<details><summary>the other {len(others)} failure{'s' if len(others) > 1 else ''}</summary>"
+                f"<pre style='white-space:pre-wrap'>{text}</pre></details>"
+            )
         return '<div class="cg-check">' + "\n".join(parts) + "</div>"
+
+    def _repr_svg_(self) -> str | None:
+        """The first failing check's picture, for front ends that show SVG but not HTML."""
+        first = self.failed[:1]
+        if not first or not first[0].graph:
+            return None
+        with contextlib.suppress(Exception):
+            if not first[0].svg:
+                first[0].svg = draw_graph(first[0])
+        return first[0].svg or None
 
 
 def _explain(c: Check) -> list[str]:
