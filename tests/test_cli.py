@@ -10,7 +10,7 @@ from conftest import run_command
 from PIL import Image
 
 import chaingrad as cg
-from chaingrad import cli, viz
+from chaingrad import cli, graph
 
 pytestmark = pytest.mark.usefixtures("in_tmp")  # default outputs land in a tmp folder
 
@@ -183,7 +183,7 @@ def test_version_and_help(capsys):
 
 
 def test_no_renderer_exits_1_with_advice_after_printing_the_gradients(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(viz.shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setattr(graph.shutil, "which", lambda *args, **kwargs: None)
     code, out, err = run_command(["graph", "x * 3", "--var", "x=1"], capsys)
     assert code == 1
     assert printed(out)["d/dx"] == 3.0

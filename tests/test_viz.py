@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import chaingrad as cg
-from chaingrad import Value, viz
+from chaingrad import Value, graph, viz
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -278,7 +278,7 @@ def test_a_deep_chain_needs_no_recursion():
 
 def test_no_renderer_is_a_clear_error_and_to_dot_still_works(neuron, tmp_path, monkeypatch):
     o, _ = neuron
-    monkeypatch.setattr(viz.shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setattr(graph.shutil, "which", lambda *args, **kwargs: None)
     drawing = viz.draw_dot(o)
     with pytest.raises(viz.RenderError, match=r"pip install graphviz-pure.*Graphviz"):
         drawing.save(tmp_path / "g.svg")
@@ -298,14 +298,14 @@ def test_a_failing_renderer_is_a_clear_error_with_its_stderr(monkeypatch):
     with pytest.raises(viz.RenderError, match="syntax"):
         viz.render("digraph { a -> }")
     script = "import sys; sys.stderr.write('renderer trouble'); sys.exit(3)"
-    monkeypatch.setattr(viz, "_renderer", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(graph, "_renderer", lambda: [sys.executable, "-c", script])
     with pytest.raises(viz.RenderError, match=r"exit code 3.*renderer trouble"):
         viz.render("digraph { a }")
 
 
 def test_a_hanging_renderer_times_out(monkeypatch):
-    monkeypatch.setattr(viz, "_renderer", lambda: [sys.executable, "-c", "import time; time.sleep(60)"])
-    monkeypatch.setattr(viz, "TIMEOUT", 0.5)
+    monkeypatch.setattr(graph, "_renderer", lambda: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(graph, "TIMEOUT", 0.5)
     with pytest.raises(viz.RenderError, match=r"took more than 0\.5 s"):
         viz.render("digraph { a }")
 

@@ -22,8 +22,7 @@ from typing import Any
 from . import __version__, demos
 from .engine import Value
 from .expressions import ALLOWED, ExpressionError, evaluate, parse_variables
-from .stepper import PAGE_SUFFIXES, stepper
-from .viz import FORMATS, RANKDIRS, RenderError, draw_dot
+from .viz import FORMATS, PAGE_SUFFIXES, RANKDIRS, RenderError, draw_dot, stepper
 
 __all__ = ["main"]
 

@@ -952,7 +952,7 @@ def _explain(c: Check) -> list[str]:
 def draw_graph(c: Check) -> str:
     """The SVG of a failing check's graph as the learner's engine built it: each value's name, data and
     grad, the wrong grads in red with the expected one beside them."""
-    from .viz import _quoted, _record, render
+    from .graph import _quoted, _record, render
 
     graph = c.graph or {}
     nodes = graph.get("nodes", {})

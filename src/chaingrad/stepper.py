@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Value
+from .graph import _check, _dot, _number, _short, _visible, arguments, render, topological_order
 from .numerics import is_array as _is_array
-from .viz import _check, _dot, _number, _short, _visible, arguments, render, topological_order
 
 __all__ = [
     "FORMULAS",
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 PAGE_SUFFIXES = (".html", ".htm")
+"""The file extensions `Stepper.save` writes a page to."""
 MAX_STEPPER_VALUES = 1000  # values a stepper page draws by default (it draws every one)
 MAX_HEADING = 120  # characters of the expression in the page's heading
 
