@@ -499,3 +499,19 @@ def test_viz_keeps_the_stepper_under_its_public_name():
     assert isinstance(cg.viz.stepper(Value(1.0) * 2.0), stepper.Stepper)
     with pytest.raises(AttributeError, match="no attribute"):
         cg.viz.no_such_name
+
+
+def test_without_the_engines_record_of_constants_the_stepper_still_steps(monkeypatch):
+    # The engine may stop saying where an op's constants are (engine.arguments); the picture and the
+    # steps then show the inputs alone, and a local gradient the node does not keep is left out.
+    from chaingrad import engine
+
+    monkeypatch.delattr(engine, "arguments", raising=False)
+    x = Value(2.0, label="x")
+    y = (x * 3.0 + x / 4.0).tanh()
+    s = stepper.stepper(y)
+    y.backward()
+    assert s.final[s.names.index("x")] == pytest.approx(x.grad, rel=1e-12)
+    for step in s.steps:
+        for c in step.contributions:
+            assert c.local is None or isinstance(c.local, float)

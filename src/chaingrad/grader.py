@@ -682,8 +682,12 @@ def _run_spec(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _in_child(work: Callable[[], dict[str, Any]], send: Any) -> None:
+def _in_child(work: Callable[[], dict[str, Any]], send: Any, forked: bool = True) -> None:
     out = io.StringIO()
+    if forked:
+        # For good, not just around work(): nothing the learner's code leaves running (a thread, an
+        # atexit function) may write into the report; multiprocessing flushed the parent's streams.
+        sys.stdout = sys.stderr = out
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # the learner's prints
             result = work()
@@ -749,7 +753,7 @@ def _in_thread(work: Callable[[], dict[str, Any]], timeout: float) -> dict[str, 
             def close(self) -> None:
                 pass
 
-        _in_child(work, Pipe())
+        _in_child(work, Pipe(), forked=False)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -196,12 +196,15 @@ def _locals(node: Value, names: dict[Value, str], name: str) -> list[Local]:
             continue
         names_ = [_operand(n) for n in arg_names]
         if batched:  # the formula in names; its value per sample is the engine's (None: a rule's)
-            text = formula(names_, [1.0] * len(args), _operand(name), 1.0, position)[0]
+            try:
+                text = formula(names_, [1.0] * len(args), _operand(name), 1.0, position)[0]
+            except IndexError:  # the engine did not say where the constants are
+                text = ""
             out.append(Local(text, "", engine_value))
             continue
         try:
             text, worked, value = formula(names_, arg_data, _operand(name), node.data, position)
-        except (ArithmeticError, TypeError, ValueError):  # numbers the formula does not take: no formula
+        except (ArithmeticError, TypeError, ValueError, IndexError):  # no formula fits these arguments
             text, worked, value = "", "", None
         if engine_value is not None:
             value = engine_value  # the same number, as the engine computed it
