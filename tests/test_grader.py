@@ -286,3 +286,22 @@ def test_the_docs_page_shows_what_the_grader_prints(tmp_path):
     printed = str(grader.check_path(str(engine(tmp_path, *edits))))
     printed = " ".join(line for line in printed.splitlines() if "picture:" not in line)
     assert " ".join(shown.split()) in " ".join(printed.split())
+
+
+def test_a_name_that_is_no_file_and_no_module_says_what_to_give(capsys):
+    (c,) = grader.check_path("no_such_engine_anywhere").checks
+    assert not c.passed and "no module named 'no_such_engine_anywhere'" in c.message
+    (c,) = grader.check_path("missing.py").checks
+    assert not c.passed and c.message == "no such file: missing.py"
+
+
+def test_two_learners_files_of_the_same_name_never_meet(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    for folder, edits in ((good, []), (bad, MUTANTS["mul backward uses its own data"][0])):
+        engine(folder, *edits)
+        (folder / "nn.py").write_text("from engine import Value\n")
+    first = grader.check_path([str(good / "nn.py")])  # imports its folder's engine as "engine"
+    second = grader.check_path([str(bad / "nn.py")])  # its own folder's engine, not the first one's
+    assert first.passed and not second.passed

@@ -788,13 +788,35 @@ def _load(sources: Iterable[str]) -> dict[str, Any]:
             sys.modules[name] = module
             spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(source)
+            try:
+                module = importlib.import_module(source)
+            except ModuleNotFoundError as e:
+                if e.name is None or not source.startswith(e.name):
+                    raise  # the module was found; something it imports was not
+                raise _Failed(
+                    f"no file {source} and no module named {source!r}: give the path of a .py file "
+                    "(engine.py) or the name of a module Python can import (micrograd.engine)"
+                ) from None
         ns.update({k: getattr(module, k) for k in CLASSES if isinstance(getattr(module, k, None), type)})
     if "Value" not in ns:
         raise _Failed(
             "no class Value found: define `class Value:` in the file (or pass the module that does)"
         )
     return ns
+
+
+def _load_here(sources: list[str]) -> dict[str, Any]:
+    """_load in this process, once a child has shown that it finishes: what the code prints is dropped,
+    and sys.path and sys.modules are left as they were (the classes keep their modules alive), so that
+    two learners' files named engine.py never meet."""
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return _load(sources)
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            del sys.modules[name]
 
 
 def _loaded_ok(sources: list[str]) -> dict[str, Any]:
@@ -1047,8 +1069,9 @@ def check(
 
 def check_path(sources: str | list[str], timeout: float = TIMEOUT) -> Report:
     """Grade the Value class (and Neuron, Layer, MLP where defined) of a .py file or importable module
-    name, or of several (`["engine.py", "nn.py"]`). The files are imported in child processes, never
-    changed; a file that does not import is one failed check showing its line."""
+    name, or of several (`["engine.py", "nn.py"]`). The files are imported first in a child process
+    (a file that does not import, or hangs, is one failed check showing its line), then here to run the
+    checks, each in a child of its own; they are never changed."""
     sources = [sources] if isinstance(sources, str) else list(sources)
     title = f"chaingrad check {' '.join(sources)}"
     loaded = _isolated(lambda: _loaded_ok(sources), timeout)
@@ -1058,7 +1081,8 @@ def check_path(sources: str | list[str], timeout: float = TIMEOUT) -> Report:
         )
         return Report([failed], title)
 
-    def run(spec: _Spec) -> dict[str, Any]:
-        return _isolated(lambda: _run_spec(spec, _load(sources)), timeout)
-
-    return Report(_checks(run), title)
+    if "fork" in multiprocessing.get_all_start_methods():
+        ns = _load_here(sources)  # imported once; each check's child starts from it
+        return Report(_checks(lambda spec: _isolated(lambda: _run_spec(spec, ns), timeout)), title)
+    # Without fork the checks run in threads of this process: import in each, as the check began.
+    return Report(_checks(lambda spec: _isolated(lambda: _run_spec(spec, _load(sources)), timeout)), title)
