@@ -305,3 +305,22 @@ def test_two_learners_files_of_the_same_name_never_meet(tmp_path):
     first = grader.check_path([str(good / "nn.py")])  # imports its folder's engine as "engine"
     second = grader.check_path([str(bad / "nn.py")])  # its own folder's engine, not the first one's
     assert first.passed and not second.passed
+
+
+def test_a_deep_graph_that_overflows_the_stack_or_runs_too_long_is_advice_not_failure(tmp_path):
+    deeper = ("import math\n", "import math, sys\nsys.setrecursionlimit(20_000)\n")  # the usual advice
+    slow = engine(
+        tmp_path,
+        deeper,
+        ("        build_topo(self)\n", "        build_topo(self)\n        if len(topo) > 1000:\n"
+         "            while True:\n                pass\n"),
+    )  # fmt: skip
+    deep = verdicts(grader.check_path(str(slow), timeout=1.0))[f"a graph {grader.DEEP} nodes deep"]
+    assert deep.passed and "did not finish within 1 s" in deep.advice and "build_topo" in deep.advice
+    wrong = engine(
+        tmp_path,
+        deeper,
+        ("        build_topo(self)\n", "        build_topo(self)\n        topo = topo[-9:]\n"),
+    )
+    deep = verdicts(grader.check_path(str(wrong)))[f"a graph {grader.DEEP} nodes deep"]
+    assert not deep.passed and "x.grad = 0" in deep.message  # wrong numbers do fail it

@@ -340,8 +340,18 @@ def test_render_takes_svg_or_png_only():
         viz.render("digraph { a }", "pdf")
 
 
-def test_viz_is_reachable_from_the_package():
-    assert cg.viz.draw_dot is viz.draw_dot
+def test_viz_loads_on_first_use_with_the_picture_and_the_stepper():
+    import subprocess
+
+    code = (
+        "import sys, chaingrad as cg\n"
+        "before = 'chaingrad.viz' in sys.modules\n"
+        "y = cg.Value(2.0) * 3.0\n"
+        "print(before, cg.viz.draw_dot(y).source.count('data'), len(cg.viz.stepper(y).steps))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "2", "1"]  # not loaded by `import chaingrad`; then both work
 
 
 def test_graphs_are_drawn_in_a_font_every_browser_has_at_the_renderers_width(neuron):

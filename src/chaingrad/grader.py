@@ -621,7 +621,10 @@ def _deep(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
             "stack of its own (see chaingrad.viz.topological_order).",
         }
     if not _same(_float(x.grad), 1.0):
-        raise _Failed(f"backward() through {DEEP} additions gave x.grad = {x.grad!r}, expected 1")
+        raise _Failed(
+            f"backward() through {DEEP} additions gave x.grad = {x.grad!r}, expected 1",
+            gradients=[Gradient("x", 1.0, _float(x.grad), ok=False)],
+        )
     return {"passed": True, "message": f"backward() through {DEEP} nodes works"}
 
 
@@ -1020,6 +1023,11 @@ def _checks(run: Callable[[_Spec], dict[str, Any]]) -> list[Check]:
         r = run(spec)
         gradients = [g if isinstance(g, Gradient) else Gradient(**g) for g in r.get("gradients", [])]
         failed = not r.get("passed", False)
+        if failed and spec.kind == "_deep" and not gradients:
+            # A deep graph that overflows the stack, runs out of time or crashes the process teaches the
+            # same thing as a RecursionError: advice, not a failure. Only wrong numbers fail it.
+            r = {"passed": True, "message": "advice only", "advice": f"{r.get('message', '')}. {spec.lesson}"}
+            failed = False
         out.append(
             Check(
                 name=spec.name,
