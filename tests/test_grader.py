@@ -335,3 +335,17 @@ def test_a_deep_graph_that_overflows_the_stack_or_runs_too_long_is_advice_not_fa
     )
     deep = verdicts(grader.check_path(str(wrong)))[f"a graph {grader.DEEP} nodes deep"]
     assert not deep.passed and "x.grad = 0" in deep.message  # wrong numbers do fail it
+
+
+def test_without_fork_the_checks_run_in_threads(monkeypatch, tmp_path, default_recursion_limit):
+    # Windows has no fork: each check then runs in a thread with the same time limit (a hang is left
+    # running in the background, so this test only shows that the verdicts are the same).
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    from_file = grader.check_path(str(engine(tmp_path)))
+    edits, first = MUTANTS["mul backward uses its own data"]
+    report = grader.check_path(str(engine(tmp_path, *edits, name="mutant.py")))
+    assert report.failed[0].name == first
+    threaded = cg.check(micrograd.engine.Value)
+    assert from_file.passed and threaded.passed and len(from_file.checks) == len(threaded.checks)
