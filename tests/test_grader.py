@@ -71,6 +71,7 @@ def test_micrograds_own_engine_and_nn_pass_every_check(default_recursion_limit):
     by_name = verdicts(report)
     assert not by_name["a small MLP's loss and gradients"].skipped  # its MLP was really checked
     assert not by_name["a neuron's output and gradients"].skipped
+    assert not by_name["a layer's outputs and gradients"].skipped
     assert by_name["tanh(a)"].skipped and "no tanh() method" in by_name["tanh(a)"].message
     deep = by_name[f"a graph {grader.DEEP} nodes deep"]
     assert deep.passed and "RecursionError" in deep.advice  # micrograd's build_topo recurses: advice only
@@ -257,7 +258,8 @@ def test_bad_arguments_are_clear_errors(capsys):
 
 def test_the_curriculum_follows_the_lecture():
     ideas = [spec.idea for spec in grader.CURRICULUM]
-    order = ["Value", "+", "*", "tanh", "seed", "used twice", "several paths", "zero_grad", "neuron", "mlp"]
+    order = ["Value", "+", "*", "tanh", "seed", "used twice", "several paths", "zero_grad", "neuron", "layer"]
+    order.append("mlp")
     positions = [ideas.index(i) for i in order]
     assert positions == sorted(positions)
     assert ideas[-1] == "deep graphs"
@@ -285,7 +287,7 @@ def test_the_notebook_is_committed_with_its_outputs_and_a_fresh_run_prints_the_s
     fresh = run_notebook.execute(nbformat.read(NOTEBOOK, as_version=4), cwd=tmp_path)
     assert run_notebook.text_outputs(fresh) == run_notebook.text_outputs(committed)
     text = "".join(t for cell in run_notebook.text_outputs(fresh) for _, t in cell)
-    assert "51 checks, 1 passed, 33 failed" in text and "47 passed, 0 failed" in text
+    assert "52 checks, 1 passed, 33 failed" in text and "48 passed, 0 failed" in text
     assert list(tmp_path.iterdir()) == []  # the notebook writes no files
 
 
@@ -349,3 +351,23 @@ def test_without_fork_the_checks_run_in_threads(monkeypatch, tmp_path, default_r
     assert report.failed[0].name == first
     threaded = cg.check(micrograd.engine.Value)
     assert from_file.passed and threaded.passed and len(from_file.checks) == len(threaded.checks)
+
+
+NN = Path(micrograd.nn.__file__).read_text()
+
+
+@pytest.mark.parametrize(
+    "old, new, first, message",
+    [
+        ("return self.w + [self.b]", "return self.w", "a neuron's output and gradients", "expected 4"),
+        ("act.relu() if self.nonlin else act", "act.relu() * 2 if self.nonlin else act",
+         "a neuron's output and gradients", "matches none of these activations"),
+        ("p.grad = 0", "p.grad = p.grad", "zero_grad between runs", "still have a grad"),
+    ],
+    ids=["bias left out of parameters()", "an activation nobody uses", "zero_grad that does nothing"],
+)  # fmt: skip
+def test_a_learners_nn_fails_on_its_own_check(old, new, first, message, tmp_path):
+    assert old in NN
+    (tmp_path / "nn.py").write_text(NN.replace(old, new))
+    report = grader.check_path(["micrograd.engine", str(tmp_path / "nn.py")])
+    assert report.failed[0].name == first and message in report.failed[0].message, str(report)

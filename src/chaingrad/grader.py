@@ -243,6 +243,7 @@ LESSONS = {
     "new backward, or the step uses the sum of all earlier gradients.",
     "neuron": "A neuron computes act(w·x + b); its parameters() are the w's and b, each getting a "
     "gradient from the loss.",
+    "layer": "A layer is neurons side by side, each with its own w's and b, all fed the same inputs.",
     "mlp": "An MLP is layers of neurons; the loss (here the sum of squared errors) backpropagates to "
     "every weight and bias.",
     "deep graphs": "A recursive build_topo needs one Python stack frame per node on the longest path: "
@@ -316,6 +317,7 @@ CURRICULUM: tuple[_Spec, ...] = (
               "n = x1*w1 + x2*w2 + b\ne = (2*n).exp()\n(e - 1) / (e + 1)", leaves=NEURON, needs="exp"),
     _Spec("zero_grad between runs", "zero_grad", "_zero_grad", "a * b + a", lesson=LESSONS["zero_grad"]),
     _Spec("a neuron's output and gradients", "neuron", "_neuron", lesson=LESSONS["neuron"]),
+    _Spec("a layer's outputs and gradients", "layer", "_layer", lesson=LESSONS["layer"]),
     _Spec("a small MLP's loss and gradients", "mlp", "_mlp", lesson=LESSONS["mlp"]),
     _Spec(f"a graph {DEEP} nodes deep", "deep graphs", "_deep", lesson=LESSONS["deep graphs"]),
 )  # fmt: skip
@@ -532,8 +534,21 @@ def _mirror(
     return mine, forward
 
 
+def _squared_error(outs: Any, ys: Any) -> Any:
+    """sum of (out - y)**2 over a model's outputs (one Value, or a list of them) and their targets."""
+    outs = outs if isinstance(outs, list) else [outs]
+    ys = ys if isinstance(ys, list) else [ys]
+    if len(outs) != len(ys):
+        raise _Failed(f"the model gave {len(outs)} outputs; expected {len(ys)}")
+    total = None
+    for out, y in zip(outs, ys):
+        term = (out - y) ** 2
+        total = term if total is None else total + term
+    return total
+
+
 def _model_check(
-    model: Any, sizes: list[int], samples: list[tuple[list[float], float]], what: str
+    model: Any, sizes: list[int], samples: list[tuple[list[float], Any]], what: str
 ) -> dict[str, Any]:
     params = list(model.parameters())
     count = sum((nin + 1) * nout for nin, nout in itertools.pairwise(sizes))
@@ -545,9 +560,7 @@ def _model_check(
     def learner_loss() -> Any:
         loss = None
         for x, y in samples:
-            out = model(x)
-            out = out[0] if isinstance(out, list) else out
-            term = (out - y) ** 2
+            term = _squared_error(model(x), y)
             loss = term if loss is None else loss + term
         return loss
 
@@ -559,7 +572,7 @@ def _model_check(
         mine, forward = _mirror(params, sizes, kinds)
         expected = None
         for x, y in samples:
-            term = (forward(x) - y) ** 2
+            term = _squared_error(forward(x), y)
             expected = term if expected is None else expected + term
         tried.append(f"{'/'.join(kinds)}: {expected.data:.6g}")
         if _same(data, float(expected.data), 1e-7):
@@ -593,6 +606,14 @@ def _neuron(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
         return {"passed": True, "skipped": True, "message": "skipped: no Neuron class given"}
     random.seed(1)
     return _model_check(neuron(3), [3, 1], [([2.0, 3.0, -1.0], 1.0)], "your Neuron")
+
+
+def _layer(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
+    layer = ns.get("Layer")
+    if layer is None:
+        return {"passed": True, "skipped": True, "message": "skipped: no Layer class given"}
+    random.seed(2)
+    return _model_check(layer(3, 2), [3, 2], [([2.0, 3.0, -1.0], [1.0, -1.0])], "your Layer")
 
 
 def _mlp(spec: _Spec, ns: dict[str, Any]) -> dict[str, Any]:
@@ -633,6 +654,7 @@ _CODE_CHECKS: dict[str, Callable[[_Spec, dict[str, Any]], dict[str, Any]]] = {
     "_seed": _seed,
     "_zero_grad": _zero_grad,
     "_neuron": _neuron,
+    "_layer": _layer,
     "_mlp": _mlp,
     "_deep": _deep,
 }
