@@ -337,3 +337,14 @@ def test_html_must_name_an_html_file(name, tmp_path, capsys):
     assert code == 2 and out == ""
     assert f"argument --html: '{name}' must end in .html" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_check_page_shows_the_first_step_the_graph_command_writes(capsys):
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text()
+    shown = page.split("## The stepper explains each step")[1].split("```text\n")[1].split("```")[0]
+    argv = ["graph", "tanh(x*w + b)", "--var", "x=2", "--var", "w=-3", "--var", "b=6.8813735870195432"]
+    assert " ".join(argv[2:]) in " ".join(page.split())  # the command the page gives
+    assert run_command([*argv, "--html", "backprop.html"], capsys)[0] == 0
+    assert page_data(Path("backprop.html"))["steps"][0]["lines"] == shown.splitlines()
