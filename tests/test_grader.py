@@ -120,6 +120,11 @@ MUTANTS = {
           "        for child in self._prev:\n            child._walk()\n\n    def _unused(self):")],
         "c used directly and through c * c",
     ),
+    "a _backward never attached": (
+        [("            other.grad += self.data * out.grad\n        out._backward = _backward\n",
+          "            other.grad += self.data * out.grad\n")],
+        "gradient of a * b",
+    ),
     "relu's gradient flows where relu is off": (
         [("(out.data > 0) * out.grad", "1 * out.grad")],
         "gradient of relu(a), a < 0",
@@ -139,6 +144,12 @@ def test_each_mistake_fails_on_its_own_check_and_explains_it(mistake, tmp_path):
     assert failing.message and failing.lesson and failing.idea
     text = str(report)
     assert f"FAIL [{failing.idea}] {failing.name}" in text and "the idea:" in text
+
+
+def test_a_gradient_that_never_reaches_the_inputs_says_where_to_look(tmp_path):
+    edits, first = MUTANTS["a _backward never attached"]
+    c = verdicts(grader.check_path(str(engine(tmp_path, *edits))))[first]
+    assert "out._backward = _backward" in c.message and "No gradient reached the inputs" in c.message
 
 
 def test_a_failing_gradient_lists_every_gradient_with_its_slope_and_draws_the_graph(tmp_path):

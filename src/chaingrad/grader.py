@@ -430,7 +430,15 @@ def _backward_check(spec: _Spec, ns: dict[str, Any], only_seed: bool = False) ->
     wrong = [r for r in rows if not r.ok]
     if wrong:
         listed = ", ".join(f"{r.name}.grad = {_show(r.actual)} (expected {_show(r.expected)})" for r in wrong)
-        raise _Failed(f"wrong gradients for {_display(spec.program)}: {listed}", gradients=rows, graph=graph)
+        message = f"wrong gradients for {_display(spec.program)}: {listed}"
+        inputs = [r for r in rows if r.name in leaves]
+        if all(r.actual == 0.0 for r in inputs) and any(r.expected for r in inputs):
+            # Nothing reached the inputs at all: the op's _backward never ran, or was never attached.
+            message += (
+                ". No gradient reached the inputs: does the op attach its function (out._backward = "
+                "_backward), and does backward() call v._backward() for every node?"
+            )
+        raise _Failed(message, gradients=rows, graph=graph)
     leaf_grads = ", ".join(f"d/d{r.name} = {r.expected:.6g}" for r in rows if r.name in leaves)
     return {"passed": True, "message": f"{_display(spec.program)}: {leaf_grads}", "gradients": rows}
 
