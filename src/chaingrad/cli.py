@@ -193,7 +193,11 @@ def _add_check(commands: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help='print {"checks": [...]} instead of text')
     check.add_argument(
-        "--timeout", type=_seconds, default=5.0, help="seconds each check may take (default: %(default)s)"
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds each check may take (default: %(default)s)",
     )
     check.add_argument(
         "--pictures",
