@@ -261,6 +261,8 @@ def test_check_in_jupyter_shows_html_with_the_picture_inline(tmp_path):
 def test_bad_arguments_are_clear_errors(capsys):
     with pytest.raises(TypeError, match="class itself"):
         cg.check(micrograd.engine.Value(1.0))
+    with pytest.raises(TypeError, match=r"check_path\('engine.py'\)"):
+        cg.check("engine.py")
     with pytest.raises(ValueError, match="timeout"):
         cg.check(micrograd.engine.Value, timeout=0)
     code, _, err = run_command(["check", "x.py", "--timeout", "-1"], capsys)

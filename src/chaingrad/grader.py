@@ -895,6 +895,7 @@ class Report:
         return {"checks": [c.to_json() for c in self.checks]}
 
     def summary(self) -> str:
+        """One line: how many checks passed, failed and were skipped."""
         skipped = sum(c.skipped for c in self.checks)
         passed = sum(c.passed and not c.skipped for c in self.checks)
         return (
@@ -1094,6 +1095,11 @@ def check(
     Each check runs in a child process with a time limit of `timeout` seconds, so an infinite loop or
     a crash is a failed check. Nothing you pass is changed in this process.
     """
+    if isinstance(Value, (str, os.PathLike)):
+        raise TypeError(
+            f"check() takes your Value class itself; to grade a file, use "
+            f"chaingrad.grader.check_path({str(Value)!r}) or, in a terminal, `chaingrad check {Value}`"
+        )
     if not isinstance(Value, type):
         raise TypeError(
             f"check() takes your Value class (the class itself, not an instance): got {Value!r:.60}"
