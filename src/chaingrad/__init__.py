@@ -59,10 +59,14 @@ __all__ = [
     "value_and_grad",
 ]
 
-_SUBMODULES = ("nn", "optim", "losses", "data", "viz", "autodiff", "cli")
+_SUBMODULES = ("nn", "optim", "losses", "data", "viz", "autodiff", "cli", "grader")
 
 
 def __getattr__(name: str) -> object:
+    if name == "check":  # cg.check(Value): grade a learner's own engine (chaingrad.grader)
+        from .grader import check
+
+        return check
     if name in _SUBMODULES:
         from importlib import import_module
 

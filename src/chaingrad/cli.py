@@ -1,5 +1,6 @@
 """The `chaingrad` command: `chaingrad graph EXPR` draws an expression's graph with its gradients;
-`chaingrad demo moons|digits|names` trains a small model and draws what it learned.
+`chaingrad demo moons|digits|names` trains a small model and draws what it learned; `chaingrad check
+engine.py` grades a learner's own Value class (chaingrad.grader).
 
 Each subcommand is a subparser that sets `run(args, parser)` (its work) and
 `parser` (itself, for error messages), so more subcommands (the demos) plug in
@@ -10,232 +11,20 @@ and an argparse-style message; a failure while running exits with code 1.
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
-import keyword
+import json
 import sys
 import tempfile
-import unicodedata
-from collections.abc import Callable, Sequence
-from math import inf
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__, demos
 from ._backend import Value
-from .numerics import div, exp, log, power, relu, sigmoid, sqrt, tanh
+from .expressions import ALLOWED, ExpressionError, evaluate, parse_variables
 from .viz import FORMATS, PAGE_SUFFIXES, RANKDIRS, RenderError, draw_dot, stepper
 
 __all__ = ["main"]
-
-# The Value methods an expression may call, as f(x) or x.f(); each works on numbers too.
-FUNCTIONS: dict[str, Callable[[Any], Any]] = {
-    "exp": exp,
-    "log": log,
-    "tanh": tanh,
-    "sigmoid": sigmoid,
-    "relu": relu,
-    "sqrt": sqrt,
-    "abs": abs,
-}
-# div and power give IEEE-754 results (inf, nan) where Python's float ops would raise.
-OPERATORS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: lambda x, y: x + y,
-    ast.Sub: lambda x, y: x - y,
-    ast.Mult: lambda x, y: x * y,
-    ast.Div: div,
-    ast.Pow: power,
-}
-MAX_EXPRESSION = 500  # characters; keeps parsing and evaluation shallow
-ALLOWED = "numbers, --var names, + - * / **, and the functions " + ", ".join(FUNCTIONS)
-
-
-class ExpressionError(ValueError):
-    """An expression uses something outside the whitelist."""
-
-
-def evaluate(expression: str, variables: dict[str, Any]) -> Any:
-    """The value of a small arithmetic expression, parsed with `ast` and never eval'd."""
-    if len(expression) > MAX_EXPRESSION:
-        raise ExpressionError(
-            f"the expression is {len(expression)} characters long; at most {MAX_EXPRESSION}"
-        )
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ExpressionError(f"not a valid expression: {e.msg}") from None
-    except (ValueError, RecursionError, MemoryError) as e:  # a null byte; too deeply nested
-        raise ExpressionError(f"not a valid expression: {e or type(e).__name__}") from None
-    try:
-        return _eval(tree.body, variables)
-    except RecursionError:
-        raise ExpressionError("the expression is nested too deeply") from None
-
-
-def _eval(node: ast.AST, variables: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        try:
-            return float(node.value)  # a float, so that 9 ** 9 ** 9 is inf rather than a huge int
-        except OverflowError:
-            return inf
-    if isinstance(node, ast.Name):
-        if node.id in variables:
-            return variables[node.id]
-        if node.id in FUNCTIONS:
-            raise ExpressionError(f"{node.id} is a function: call it, as {node.id}(x) or x.{node.id}()")
-        raise ExpressionError(f"unknown name {node.id!r}: give its value with --var {node.id}=NUMBER")
-    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
-        return OPERATORS[type(node.op)](_eval(node.left, variables), _eval(node.right, variables))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand, variables)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
-        return _eval(node.operand, variables)
-    if isinstance(node, ast.Call):
-        name, argument = _call(node)
-        return FUNCTIONS[name](_eval(argument, variables))
-    raise ExpressionError(f"{_kind(node)} is not allowed: {ast.unparse(node):.60}; only {ALLOWED}")
-
-
-def _call(call: ast.Call) -> tuple[str, ast.AST]:
-    """The function and its input, for f(x) and x.f() where f is one of FUNCTIONS."""
-    func = call.func
-    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-    if name not in FUNCTIONS:
-        raise ExpressionError(
-            f"calling {ast.unparse(func):.60} is not allowed; the functions are {', '.join(FUNCTIONS)}"
-        )
-    if call.keywords:
-        raise ExpressionError(f"{name}() takes no keyword arguments")
-    if isinstance(func, ast.Attribute):
-        if call.args:
-            raise ExpressionError(f".{name}() takes no arguments")
-        return name, func.value
-    if len(call.args) != 1 or isinstance(call.args[0], ast.Starred):
-        raise ExpressionError(f"{name}() takes exactly one argument")
-    return name, call.args[0]
-
-
-def _kind(node: ast.AST) -> str:
-    kinds = {
-        ast.Constant: "a constant that is not a number",
-        ast.Attribute: "attribute access",
-        ast.BinOp: "this operator",
-        ast.UnaryOp: "this operator",
-        ast.Compare: "a comparison",
-        ast.BoolOp: "and/or",
-        ast.IfExp: "if/else",
-        ast.Subscript: "indexing",
-        ast.Lambda: "a lambda",
-        ast.ListComp: "a comprehension",
-        ast.SetComp: "a comprehension",
-        ast.DictComp: "a comprehension",
-        ast.GeneratorExp: "a generator",
-        ast.JoinedStr: "an f-string",
-        ast.NamedExpr: "assignment",
-    }
-    return kinds.get(type(node), f"the syntax {type(node).__name__!r}")
-
-
-# ---------------------------------------------------------------------------
-# Argument types: each turns a bad option into an argparse error (exit code 2).
-# ---------------------------------------------------------------------------
-
-
-def _variable(text: str) -> tuple[str, float]:
-    """NAME=NUMBER, as given to --var. NAME is NFKC-normalised, as Python's parser reads the names in
-    EXPR: `--var ｘ=2` is the x of 'ｘ + 1'."""
-    given, equals, number = text.partition("=")
-    given = given.strip()
-    if not equals:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=NUMBER")
-    name = unicodedata.normalize("NFKC", given)
-    if not given.isidentifier() or not name.isidentifier() or keyword.iskeyword(name):
-        raise argparse.ArgumentTypeError(f"{given!r} is not a valid variable name")
-    if name in FUNCTIONS:
-        raise argparse.ArgumentTypeError(f"{name!r} is a function name; choose another variable name")
-    try:
-        return name, float(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"the value of {name} is not a number: {number!r}") from None
-
-
-def _variables(texts: Sequence[str]) -> list[tuple[str, float]]:
-    """Every --var, in order; two that name the same variable (after NFKC) are an error."""
-    out, spelled = [], {}
-    for text in texts:
-        try:
-            name, number = _variable(text)
-        except argparse.ArgumentTypeError as e:
-            raise argparse.ArgumentTypeError(f"argument --var: {e}") from None
-        given = text.partition("=")[0].strip()
-        if name in spelled:
-            if spelled[name] == given:
-                raise argparse.ArgumentTypeError(f"--var {given} is given twice")
-            raise argparse.ArgumentTypeError(
-                f"--var {spelled[name]} and --var {given} are the same variable {name!r} "
-                "(Python reads names in NFKC form)"
-            )
-        spelled[name] = given
-        out.append((name, number))
-    return out
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that can collect one repeatable option itself, in one pass.
-
-    argparse before Python 3.13 takes time quadratic in the number of options given (CPython issue
-    gh-116159): 30,000 `--var` took 23 s. A parser whose `repeated` is set to an option declared with
-    action="append" and no type takes that option (`--var X`, `--var=X`, unambiguous abbreviations)
-    out of the arguments before argparse sees the rest, and sets its destination to the values in
-    order, the strings argparse would have collected.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self.long_options: list[str] = []
-        self.repeated: str | None = None
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
-        self.long_options += [s for s in action.option_strings if s.startswith("--")]
-        return action
-
-    def _means(self, head: str, option: str) -> bool:
-        """Whether head is option or, as argparse allows, an abbreviation of no other option."""
-        if head == option:
-            return True
-        return (
-            self.allow_abbrev
-            and len(head) > 2
-            and [o for o in self.long_options if o.startswith(head)] == [option]
-        )
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self.repeated is None or args is None:
-            return super().parse_known_args(args, namespace)
-        option = self.repeated
-        args, rest, values, i = list(args), [], [], 0
-        while i < len(args):
-            arg = args[i]
-            head, equals, value = arg.partition("=")
-            if arg == "--":  # everything after it is positional
-                rest += args[i:]
-                break
-            if arg.startswith("--") and self._means(head, option):
-                if equals:
-                    values.append(value)
-                    i += 1
-                    continue
-                if i + 1 < len(args) and not args[i + 1].startswith("-"):
-                    values.append(args[i + 1])
-                    i += 2
-                    continue
-            rest.append(arg)  # anything else, and a malformed option for argparse to report
-            i += 1
-        namespace, extras = super().parse_known_args(rest, namespace)
-        dest = option.lstrip("-").replace("-", "_")
-        setattr(namespace, dest, values + list(getattr(namespace, dest) or []))
-        return namespace, extras
 
 
 def _whole(text: str, low: int, high: int | None = None) -> int:
@@ -291,11 +80,11 @@ def _page(text: str) -> Path:
 
 def _graph(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
-        variables = {name: Value(number, label=name) for name, number in _variables(args.var)}
-    except argparse.ArgumentTypeError as e:
-        parser.error(str(e))
+        variables = {name: Value(number, label=name) for name, number in parse_variables(args.var)}
+    except ExpressionError as e:  # one bad NAME=NUMBER is argparse's "argument --var: ..." error
+        parser.error(str(e) if str(e).startswith("--var") else f"argument --var: {e}")
     try:
-        out = evaluate(args.expression, variables)
+        out = evaluate(args.expression, variables, name_nodes=True)
     except ExpressionError as e:
         parser.error(f"EXPR: {e}")
     if not isinstance(out, Value):
@@ -352,8 +141,72 @@ def _add_graph(commands: Any) -> None:
         help="write an interactive page (.html) that steps through backprop node by node",
     )
     graph.add_argument("--rankdir", choices=RANKDIRS, default="LR", help="layout direction (default: LR)")
+    # argparse before Python 3.13 takes time quadratic in the options given (CPython gh-116159): 1,000
+    # --var take 0.02 s, 30,000 took 14 s. A real expression has a handful of variables, so argparse
+    # collects them as it is.
     graph.set_defaults(run=_graph, parser=graph)
-    graph.repeated = "--var"  # collected in one pass; _graph reads them with _variables
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import grader
+
+    report = grader.check_path(args.paths, timeout=args.timeout)
+    note = ""
+    if report.failed:
+        try:
+            report.save_pictures(args.pictures)
+        except RenderError as e:  # the verdicts stand without their pictures
+            note = f"no pictures of the failing checks: {e}"
+        except OSError as e:
+            note = f"cannot write the pictures to {args.pictures}: {e}"
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report)
+    if note:
+        print(f"{parser.prog}: {note}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, at most a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
+    return seconds
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="grade your own micrograd Value class (and Neuron, Layer, MLP) against chaingrad",
+        description="Run the lecture's curriculum of checks on the Value class defined in PATH (a .py "
+        "file or an importable module; give a second PATH for the file with Neuron, Layer, MLP). Each "
+        "check runs in a child process with a time limit; a failing check explains which op or idea is "
+        "wrong and draws its small graph. Exit status 0 when every check passes, 1 otherwise.",
+    )
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="engine.py, or a module such as micrograd.engine"
+    )
+    check.add_argument("--json", action="store_true", help='print {"checks": [...]} instead of text')
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds each check may take (default: %(default)s)",
+    )
+    check.add_argument(
+        "--pictures",
+        type=_folder,
+        default=Path("chaingrad-check"),
+        metavar="DIR",
+        help="folder for the pictures of failing checks (default: %(default)s)",
+    )
+    check.set_defaults(run=_check, parser=check)
 
 
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -443,12 +296,13 @@ def _add_demo(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `chaingrad` command."""
-    top = _Parser(
+    top = argparse.ArgumentParser(
         prog="chaingrad", description="chaingrad: a scalar autodiff engine; see what backprop does."
     )
     top.add_argument("--version", action="version", version=f"chaingrad {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_graph(commands)
+    _add_check(commands)
     _add_demo(commands)
     return top
 
