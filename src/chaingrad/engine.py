@@ -15,6 +15,7 @@ microgpt's ways of making nodes by hand.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -421,7 +422,31 @@ def backward(root: Any, create_graph: bool = False) -> None:
                 step(node)
 
 
-_walking = threading.RLock()  # a graph's intermediate grads live on its nodes, which threads may share
+class _Walking:
+    """The lock around backward's walk of a graph, whose intermediate grads live on nodes that threads
+    may share. A forked child makes a new one: the thread that may hold it in the parent is not there."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.lock = threading.RLock()
+
+    def acquire(self) -> bool:
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+_walking = _Walking()
 STEP_WITH_GRAPH: list[Callable[[Any], None]] = []  # autodiff.py's step, put here when it is imported
 
 

@@ -28,6 +28,9 @@ ANOMALY = 2  # the first nan or inf made in forward or backward is an AnomalyErr
 
 _mode = contextvars.ContextVar("chaingrad_mode", default=0)
 mode = _mode.get  # the flags in force here; the engine reads it once per op
+# What each use of a mode still open here (in this thread or task) found, innermost last: so one
+# no_grad() shared by threads or tasks restores, at each use's end, what that use found.
+_found: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("chaingrad_modes_found", default=())
 # False until a mode is first turned on, anywhere: until then no context can hold one, and an op
 # need not look (reading the ContextVar costs an op about a tenth of its time).
 ever_on = False
@@ -51,7 +54,7 @@ class _Mode:
         return self if fn is None else self(fn)  # a bare `@no_grad` decorates fn, as torch's does
 
     def __init__(self, fn: Callable[..., Any] | None = None) -> None:
-        self._tokens: list[contextvars.Token[int]] = []
+        pass  # an instance holds nothing of its uses: threads and tasks may share one
 
     def __enter__(self) -> _Mode:
         global ever_on
@@ -60,11 +63,16 @@ class _Mode:
             for tell in when_first_on:
                 tell()
         flags = mode()
-        self._tokens.append(_mode.set(flags | self._flag if self._on else flags & ~self._flag))
+        _found.set((*_found.get(), flags))
+        _mode.set(flags | self._flag if self._on else flags & ~self._flag)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _mode.reset(self._tokens.pop())
+        found = _found.get()
+        if not found:
+            raise RuntimeError(f"{type(self).__name__}() ended in a thread or task it was not entered in")
+        _found.set(found[:-1])
+        _mode.set(found[-1])
 
     def __call__(self, fn: F) -> F:
         if not callable(fn):

@@ -1,0 +1,152 @@
+"""Threads, tasks and fork: unrelated work never waits on another thread's, and modes stay per thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+import chaingrad as cg
+from chaingrad import Value
+
+
+def _run_in_a_fork(child) -> int:
+    """Fork; the child runs child() and exits 0 if it returns True within 20 s. The child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os._exit(0 if child() else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_is_inside_backward_can_backpropagate():
+    inside, finish = threading.Event(), threading.Event()
+    x = Value(1.0)
+    y = Value(x.data * 2, (x,), "wait")
+
+    def _backward():  # a step that waits, so the walk is under way when the fork happens
+        inside.set()
+        finish.wait(10)
+        x.grad += 2.0 * y.grad
+
+    y._backward = _backward
+    walker = threading.Thread(target=y.backward)
+    walker.start()
+    assert inside.wait(10)
+    try:
+
+        def child():
+            a = Value(3.0)
+            (a * a).backward()
+            return a.grad == 6.0
+
+        assert _run_in_a_fork(child) == 0, "the child's first backward never returned (the lock was held)"
+    finally:
+        finish.set()
+        walker.join(10)
+    assert x.grad == 2.0
+
+
+def test_one_no_grad_shared_by_threads_whose_uses_overlap_restores_each_threads_mode():
+    shared = cg.no_grad()
+    entered, leave_first = threading.Barrier(2), threading.Event()
+    modes, errors = {}, []
+
+    def use(name, wait_before_leaving):
+        try:
+            with shared:
+                entered.wait(5)
+                if wait_before_leaving:
+                    leave_first.wait(5)
+                modes[name, "inside"] = cg.is_grad_enabled()
+            if not wait_before_leaving:
+                leave_first.set()  # this thread leaves first, while the other is still inside
+            modes[name, "after"] = cg.is_grad_enabled()
+            a = Value(2.0)
+            (a * 3.0).backward()
+            modes[name, "grad"] = a.grad
+        except Exception as e:  # pragma: no cover - what the test reports
+            errors.append(e)
+
+    threads = [threading.Thread(target=use, args=(n, n == "second")) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    for name in ("first", "second"):
+        assert modes[name, "inside"] is False and modes[name, "after"] is True and modes[name, "grad"] == 3.0
+
+
+@pytest.mark.parametrize("manager", [cg.no_grad, cg.enable_grad, cg.detect_anomaly])
+def test_one_mode_shared_by_async_tasks_restores_what_each_task_found(manager):
+    shared = manager()
+
+    def now():
+        return cg.is_grad_enabled(), cg.modes.is_anomaly_enabled()
+
+    async def first(inside, other_inside, left):
+        before = now()
+        with shared:  # enters first, and leaves first, while the second task is still inside
+            inside.set()
+            await other_inside.wait()
+        left.set()
+        return before, now()
+
+    async def second(inside, first_inside, first_left):
+        await first_inside.wait()
+        before = now()
+        with shared:
+            inside.set()
+            await first_left.wait()
+        return before, now()
+
+    async def main():
+        a_in, b_in, a_left = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        with cg.no_grad() if manager is cg.enable_grad else _nothing():  # enable_grad restores no_grad
+            return await asyncio.gather(first(a_in, b_in, a_left), second(b_in, a_in, a_left))
+
+    for before, after in asyncio.run(main()):
+        assert before == after
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_a_mode_ended_in_another_thread_than_it_began_in_is_a_clear_error():
+    shared = cg.no_grad()
+    shared.__enter__()
+    error = []
+    worker = threading.Thread(target=lambda: error.append(_exit_error(shared)))
+    worker.start()
+    worker.join(10)
+    shared.__exit__(None, None, None)
+    assert cg.is_grad_enabled()
+    assert error and "not entered in" in error[0]
+
+
+def _exit_error(mode):
+    try:
+        mode.__exit__(None, None, None)
+    except RuntimeError as e:
+        return str(e)
+    return ""
