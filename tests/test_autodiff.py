@@ -249,10 +249,35 @@ def test_hessian_of_a_quadratic_form():
 )
 def test_hessian_is_torchs_even_where_a_second_derivative_is_not_finite(f, at):
     # torch.autograd.functional.hessian differentiates the whole gradient against a one-hot vector, so
-    # a nan second derivative spreads along its column as 0 * nan; ours is the same computation.
+    # a nan second derivative spreads along its column as 0 * nan; ours is the same computation. (Where
+    # torch's own first-derivative formulas mask a branch, see the next test.)
     expected = torch.autograd.functional.hessian(f, torch.tensor(at, dtype=torch.float64)).tolist()
     got = hessian(f, at)
     assert [[repr(x) for x in row] for row in got] == [[repr(x) for x in row] for row in expected]
+
+
+@pytest.mark.parametrize(
+    ("f", "tf", "at", "limit"),
+    [
+        (lambda x: x[0] ** x[1], lambda x: x[0] ** x[1], [0.0, 2.0], [[2.0, 0.0], [0.0, 0.0]]),
+        (lambda x: x[0] ** x[1], lambda x: x[0] ** x[1], [0.0, 3.0], [[0.0, 0.0], [0.0, 0.0]]),
+        (
+            lambda x: x[0] / x[1].relu(),
+            lambda x: x[0] / torch.relu(x[1]),
+            [1.0, 0.0],
+            [[0.0, 0.0], [0.0, 0.0]],
+        ),
+    ],
+    ids=["0 ** 2", "0 ** 3", "1 / relu(0)"],
+)
+def test_where_torch_masks_a_branch_into_nan_the_hessian_is_the_limit(f, tf, at, limit):
+    # Decided (issue 24): at a base of exactly 0 and at a division by relu's 0, PyTorch's second
+    # derivative runs a zero gradient through the branch its first derivative's mask left out,
+    # and 0 * inf there makes every entry nan. chaingrad's masks choose the branch, so its Hessian is the
+    # mathematical limit: d2/dx2 x ** 2 = 2 at 0, and x / relu(y) does not depend on x twice.
+    torch_says = torch.autograd.functional.hessian(tf, torch.tensor(at, dtype=torch.float64)).tolist()
+    assert any(math.isnan(v) for row in torch_says for v in row), "torch's nan, the difference documented"
+    assert hessian(f, at) == limit
 
 
 def test_newton_example_converges_to_the_known_minimum():
@@ -262,3 +287,12 @@ def test_newton_example_converges_to_the_known_minimum():
     assert len(path) <= 10
     assert x == pytest.approx(-math.log(2) / 2, abs=1e-12)
     assert y == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("root", [None, np.float32(1.0), 2.0, [cg.Value(1.0)]])
+def test_gradients_of_something_that_is_not_a_value_says_what_it_takes(root):
+    with pytest.raises(
+        TypeError,
+        match=f"gradients\\(\\) takes the Value to differentiate .a loss., not {type(root).__name__}",
+    ):
+        cg.gradients(root)

@@ -999,3 +999,9 @@ def test_a_cycle_through_a_values_attributes_is_collected():
         del p, q
     gc.collect()
     assert values_alive() == before
+
+
+@pytest.mark.parametrize("label", [np.ones(2), 3, None, b"x"])
+def test_a_label_that_is_not_a_str_is_the_same_type_error_on_both_engines(label):
+    with pytest.raises(TypeError, match=f"label must be a str, not {type(label).__name__}$"):
+        Value(1.0, label=label)

@@ -162,6 +162,9 @@ typedef struct {
 #define IS_FLOAT_VALUE(o) (IS_VALUE(o) && V(o)->dobj == NULL)
 
 static PyObject *get_ctx(ValueObject *v);
+
+/* type(o).__name__, as the reference engine's messages name a type ("ndarray", not "numpy.ndarray") */
+static PyObject *type_name(PyObject *o) { return PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__name__"); }
 static PyObject *apply_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs);
 
 /* ------------------------------------------------------------------------------------------------
@@ -936,7 +939,9 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
         return -1;
     }
     if (!PyCallable_Check(closure)) {
-        PyErr_Format(PyExc_TypeError, "_backward must be a function of no arguments, not %.80s", Py_TYPE(closure)->tp_name);
+        PyObject *name = type_name(closure);
+        if (name != NULL) PyErr_Format(PyExc_TypeError, "_backward must be a function of no arguments, not %U", name);
+        Py_XDECREF(name);
         return -1;
     }
     /* as engine.py: in place of local gradients; the op becomes just its name */
@@ -1007,7 +1012,9 @@ static PyObject *get_label(ValueObject *v, void *c) { return Py_NewRef(v->label 
 
 static int set_label(ValueObject *v, PyObject *label, void *c) {
     if (label == NULL || !PyUnicode_Check(label)) {
-        PyErr_Format(PyExc_TypeError, "label must be a str, not %s", label ? Py_TYPE(label)->tp_name : "nothing");
+        PyObject *name = label ? type_name(label) : PyUnicode_FromString("nothing");
+        if (name != NULL) PyErr_Format(PyExc_TypeError, "label must be a str, not %U", name);
+        Py_XDECREF(name);
         return -1;
     }
     Py_XSETREF(v->label, Py_NewRef(label));
@@ -1471,11 +1478,12 @@ static int argument(PyObject *op, PyObject *a, Py_ssize_t i, int in_sequence, Py
     if (c == Py_None) {
         Py_DECREF(c);
         PyObject *repr = PyObject_Repr(a), *cut = repr ? PyUnicode_Substring(repr, 0, 60) : NULL;
-        if (cut != NULL)
-            PyErr_Format(PyExc_TypeError, "%S(): argument %zd is %s %U; expected a Value or a number", op, i,
-                         Py_TYPE(a)->tp_name, cut);
+        PyObject *name = cut ? type_name(a) : NULL;
+        if (name != NULL)
+            PyErr_Format(PyExc_TypeError, "%S(): argument %zd is %U %U; expected a Value or a number", op, i, name, cut);
         Py_XDECREF(repr);
         Py_XDECREF(cut);
+        Py_XDECREF(name);
         return -1;
     }
     *checked = c, *data = Py_NewRef(c);

@@ -52,6 +52,8 @@ def gradients(root: Value, create_graph: bool = False) -> dict[Value, Any]:
     With create_graph=True the gradients are Values (or constants) with graphs
     of their own, ready to be differentiated again.
     """
+    if not hasattr(root, "_prev") or not hasattr(root, "data"):
+        raise TypeError(f"gradients() takes the Value to differentiate (a loss), not {type(root).__name__}")
     if type(root.data) is not float:
         raise not_a_number(root.data, "gradients")
     nodes = topological_order(root)
@@ -122,6 +124,11 @@ def hvp(f: Callable[[list[Value]], Value], xs: Sequence[Any], v: Sequence[float]
 
 
 def hessian(f: Callable[[list[Value]], Value], xs: Sequence[Any]) -> list[list[float]]:
-    """The full Hessian of f at xs, one Hessian-vector product per coordinate."""
+    """The full Hessian of f at xs, one Hessian-vector product per coordinate.
+
+    Where a second derivative is nan or infinite it is PyTorch's, with one difference, on purpose: at
+    x ** y with a base of exactly 0, and at a division by relu's 0, PyTorch's Hessian is nan (0 * inf in
+    the branch its first derivative masked out), chaingrad's the mathematical limit (2 for x ** 2 at 0).
+    """
     n = len(xs)
     return [hvp(f, xs, [float(i == j) for j in range(n)]) for i in range(n)]

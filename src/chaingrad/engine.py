@@ -84,8 +84,8 @@ class Value:
             raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
         self.data, self._op, self._local = made_by_hand(data, children, _op)
         self.grad, self._prev, self._ctx = 0.0, children, None
-        if label != "":
-            self.label = label
+        if not isinstance(label, str) or label:
+            self.label = label  # checked there: a str
 
     # -- the ops: each applies its row of the op table below -------------------------
 
