@@ -679,10 +679,12 @@ static PyObject *binary(int k, PyObject *a, PyObject *b) {
     if (forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
         if ((off = modes_off()) < 0) return NULL;
         if (!off) goto general;
-        double local[2];
-        double out = binary_forward(k, V(self)->d, V(other)->d, &local[0], &local[1]);
+        double local[2], x = V(self)->d, y = V(other)->d;
+        double out = binary_forward(k, x, y, &local[0], &local[1]);
         PyObject *prev[2] = {self, other};
-        return (PyObject *)new_node(out, op, 2, prev, 2, local, rule ? L_NONE : L_DOUBLE);
+        ValueObject *v = new_node(out, op, 2, prev, 2, local, rule ? L_NONE : L_DOUBLE);
+        if (v && rule) v->local[0] = x, v->local[1] = y; /* saved for the rule, as engine.record's _saved */
+        return (PyObject *)v;
     }
     if (PyFloat_CheckExact(other) || PyLong_CheckExact(other)) { /* Value op number, number op Value */
         if ((off = modes_off()) < 0) return NULL;
@@ -695,6 +697,7 @@ static PyObject *binary(int k, PyObject *a, PyObject *b) {
         if (v) {
             v->ckind = forward ? C_RIGHT : C_LEFT;
             v->cval = c;
+            if (rule) v->local[0] = forward ? V(self)->d : c, v->local[1] = forward ? c : V(self)->d; /* x, y saved */
         }
         return (PyObject *)v;
     }
@@ -714,9 +717,11 @@ static PyObject *unary(int k, PyObject *self) {
         int off = modes_off();
         if (off < 0) return NULL;
         if (off) {
-            double local = 0.0; /* a rule op gives none */
-            double out = unary_forward(k, V(self)->d, &local);
-            return (PyObject *)new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
+            double local = 0.0, x = V(self)->d; /* a rule op gives no local gradient */
+            double out = unary_forward(k, x, &local);
+            ValueObject *v = new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
+            if (v && is_rule(k)) v->local[0] = x; /* saved for the rule */
+            return (PyObject *)v;
         }
     }
     return apply_op(S.op[k], &self, 1);
@@ -739,29 +744,37 @@ static int grad_as_double(ValueObject *v, double *g) {
     return 0;
 }
 
-/* One of the table's rules (/, **, log, relu) on single numbers; 0 if Python must take this node. */
+/* The data a rule node of the table saved at its forward (x and y in local[0] and local[1]; the value is
+ * computed again from them, the same bits), or 0 where the node was recorded by engine.record (its _saved
+ * is an object, in lobj), or is not one of those. engine.Op.chain is its Python twin. */
+static int saved_data(ValueObject *v, double *x, double *y, double *out) {
+    PyObject *op = v->op;
+    if (v->dobj || v->lobj || v->lkind != L_NONE) return 0;
+    *x = v->local[0], *y = v->local[1];
+    if (op == S.op[DIV]) *out = c_div(*x, *y);
+    else if (op == S.op[POW]) *out = c_power(*x, *y);
+    else if (op == S.op[LOG] && v->n == 1 && v->ckind == C_NONE) *out = c_log(*x);
+    else if (op == S.op[RELU] && v->n == 1 && v->ckind == C_NONE) *out = c_relu(*x);
+    else return 0;
+    return 1;
+}
+
+/* One of the table's rules (/, **, log, relu) on single numbers, at the forward's data (so a .data changed
+ * since does not mix two points); 0 if Python must take this node. */
 static int rule_step(ValueObject *v, double g) {
     PyObject *op = v->op;
-    double out = v->d, x = 0, y = 0;
+    double x, y, out;
     ValueObject *X = NULL, *Y = NULL;
-    if (v->dobj) return 0;
+    if (!saved_data(v, &x, &y, &out)) return 0;
     if (v->ckind == C_NONE && v->n == 2) {
         X = V(v->prev[0]), Y = V(v->prev[1]);
-        if (X->dobj || Y->dobj) return 0;
-        x = X->d, y = Y->d;
     } else if (v->ckind == C_RIGHT && v->n == 1) {
         X = V(v->prev[0]);
-        if (X->dobj) return 0;
-        x = X->d, y = v->cval;
     } else if (v->ckind == C_LEFT && v->n == 1) {
         Y = V(v->prev[0]);
-        if (Y->dobj) return 0;
-        x = v->cval, y = Y->d;
-    } else if (v->ckind == C_NONE && v->n == 1 && (op == S.op[LOG] || op == S.op[RELU])) {
-        X = V(v->prev[0]);
-        if (X->dobj) return 0;
-        double share = op == S.op[LOG] ? c_div(g, X->d) : (out <= 0 ? 0.0 : g);
-        return add_grad(X, share) < 0 ? -1 : 1;
+    } else if (v->ckind == C_NONE && v->n == 1) { /* log, relu */
+        double share = op == S.op[LOG] ? c_div(g, x) : (out <= 0 ? 0.0 : g);
+        return add_grad(V(v->prev[0]), share) < 0 ? -1 : 1;
     } else {
         return 0;
     }
@@ -1035,6 +1048,28 @@ static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
     return hold(v, ctx);
 }
 
+/* _saved: the arguments' data and the value as the forward saw them, for a node whose op has a rule */
+static PyObject *get_saved(ValueObject *v, void *c) {
+    double x, y, out;
+    if (v->lkind == L_NONE && v->lobj != NULL) return Py_NewRef(v->lobj); /* what engine.record kept */
+    if (!saved_data(v, &x, &y, &out)) Py_RETURN_NONE;
+    if (v->n == 1 && v->ckind == C_NONE) return Py_BuildValue("(dd)", x, out); /* log, relu */
+    return Py_BuildValue("(ddd)", x, y, out);
+}
+
+static int set_saved(ValueObject *v, PyObject *saved, void *c) {
+    if (saved == NULL || saved == Py_None) { /* none: the node reads its inputs' data, as one made by hand */
+        if (v->lkind == L_NONE) Py_CLEAR(v->lobj);
+        return 0;
+    }
+    if (v->lkind != L_NONE) {
+        PyErr_SetString(PyExc_AttributeError, "_saved is kept by a node whose op has a rule (its _local is None)");
+        return -1;
+    }
+    Py_XSETREF(v->lobj, Py_NewRef(saved));
+    return hold(v, saved);
+}
+
 static PyObject *get_batch_size(ValueObject *v, void *c) {
     if (v->dobj == NULL) Py_RETURN_NONE;
     Py_ssize_t n = PyObject_Length(v->dobj);
@@ -1065,6 +1100,7 @@ static PyGetSetDef value_getset[] = {
     {"_local", (getter)get_local, (setter)set_local, "d(this)/d(input) for each input, or None", NULL},
     {"_ctx", (getter)get_ctx_attr, (setter)set_ctx, "what the op needs besides its inputs' data", NULL},
     {"_backward", (getter)get_backward, (setter)set_backward, "this node's step of backprop", NULL},
+    {"_saved", (getter)get_saved, (setter)set_saved, "the arguments' data and the value, as its op's rule needs them", NULL},
     {"batch_size", (getter)get_batch_size, NULL, "how many samples data holds, or None for a number", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL},
@@ -1390,6 +1426,33 @@ static PyObject *flat_arguments(PyObject *args) {
     return flat;
 }
 
+/* An argument's data (engine._data_or_constants): a Value's, a constant itself, a sequence item by item */
+static PyObject *argument_data(PyObject *a) {
+    if (PyObject_TypeCheck(a, S.Value)) return data_of(V(a));
+    if (!PyTuple_CheckExact(a)) return Py_NewRef(a);
+    Py_ssize_t n = PyTuple_GET_SIZE(a);
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t != NULL && i < n; i++) {
+        PyObject *x = argument_data(PyTuple_GET_ITEM(a, i)); /* one level: a sequence holds no sequence */
+        if (x == NULL) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, x);
+    }
+    return t;
+}
+
+/* (*the arguments' data, value): what a node whose op has a rule keeps for it (engine.record's _saved) */
+static PyObject *saved_for_rule(PyObject *args, PyObject *value) {
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *t = PyTuple_New(n + 1);
+    for (Py_ssize_t i = 0; t != NULL && i < n; i++) {
+        PyObject *x = argument_data(PyTuple_GET_ITEM(args, i));
+        if (x == NULL) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, x);
+    }
+    if (t != NULL) PyTuple_SET_ITEM(t, n, Py_NewRef(value));
+    return t;
+}
+
 /* engine.record: the node for out = op(*args), given the local gradients of the arguments (None: the
  * op's rule). Its inputs are the arguments that are Values; the arguments stay in _ctx when they hold
  * more than those (constants, a fused op's sequences). Under no_grad the node is a leaf. */
@@ -1424,6 +1487,11 @@ static PyObject *record_node(PyObject *op, PyObject *out, PyObject *args, PyObje
     plain = k == PyTuple_GET_SIZE(args);
     for (Py_ssize_t i = 0; plain && i < PyTuple_GET_SIZE(args); i++) plain = !PyTuple_CheckExact(PyTuple_GET_ITEM(args, i));
     r = make_node(value, prev, checked ? checked : Py_None, op, plain ? Py_None : args);
+    if (r != NULL && local == Py_None) { /* the op's rule will need the arguments' data as they are now */
+        PyObject *saved = saved_for_rule(args, value);
+        if (saved == NULL || set_saved(V(r), saved, NULL) < 0) Py_CLEAR(r);
+        Py_XDECREF(saved);
+    }
 done:
     Py_XDECREF(value);
     Py_XDECREF(flat);
@@ -2093,7 +2161,7 @@ static int core_exec(PyObject *module) {
     Py_DECREF(name);
     if (failed < 0) return -1;
     if (PyObject_SetAttrString((PyObject *)S.Value, "__array_ufunc__", Py_None) < 0) return -1;
-    PyObject *slots = Py_BuildValue("(ssssssss)", "data", "grad", "_prev", "_op", "_local", "_ctx", "_label", "__dict__");
+    PyObject *slots = Py_BuildValue("(sssssssss)", "data", "grad", "_prev", "_op", "_local", "_ctx", "_saved", "_label", "__dict__");
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;

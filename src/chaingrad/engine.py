@@ -66,7 +66,8 @@ class Value:
     - `_prev`: the Values this one was computed from; empty for a leaf.
     - `_op`: the op that computed it ("*", "tanh", ...); "" for a leaf.
     - `_local`: d(this)/d(input) for each input in `_prev`, computed with the value
-      (None where the op has a rule of its own, such as `/`).
+      (None where the op has a rule of its own, such as `/`: then `_saved` holds the
+      arguments' data and the value as the forward saw them, which the rule is given).
 
     `Value(data, (a, b), "*")` makes a node as micrograd's lecture does: assign
     it a `_backward` function and `backward()` calls that for this node.
@@ -75,7 +76,7 @@ class Value:
     """
 
     # its parts; and a __dict__ for attributes a user gives it (p.m = 0.0), made when the first one is
-    __slots__ = ("data", "grad", "_prev", "_op", "_local", "_ctx", "_label", "__dict__")
+    __slots__ = ("data", "grad", "_prev", "_op", "_local", "_ctx", "_saved", "_label", "__dict__")
     __array_ufunc__ = None  # an ndarray (op) Value defers to the Value, giving a Value
 
     def __init__(self, data: Any, _children: Sequence[Value] = (), _op: Any = "", label: str = "") -> None:
@@ -83,7 +84,7 @@ class Value:
         if not all(isinstance(c, Value) for c in children):
             raise TypeError("Value(): _children must be Values (the inputs this value was computed from)")
         self.data, self._op, self._local = made_by_hand(data, children, _op)
-        self.grad, self._prev, self._ctx = 0.0, children, None
+        self.grad, self._prev, self._ctx, self._saved = 0.0, children, None, None
         if not isinstance(label, str) or label:
             self.label = label  # checked there: a str
 
@@ -324,7 +325,7 @@ class Op(str):
     def chain(self, node: Any) -> None:
         """The op's rule, as backward applies it to one of its nodes: each input's share of node.grad."""
         args = node._ctx if type(node._ctx) is tuple else node._prev  # its arguments, constants in place
-        shares = self.rule(node.grad, *map(_data_or_constants, args), node.data)
+        shares = self.rule(node.grad, *node._saved)  # the data as the forward saw it, even if changed since
         for child, share in zip(node._prev, checks.rule_shares(self, shares, _flat(args), type(node))):
             add_gradient(child, share)
 
@@ -538,7 +539,10 @@ def record(op: Op, out: Any, args: tuple[Any, ...], local: Sequence[Any] | None)
     if local is not None:
         local = checks.local_gradients(op, local, flat, value, Value)
     plain = len(prev) == len(args) and tuple not in map(type, args)  # the inputs are all there is
-    return node(value, prev, local, op, None if plain else args)
+    made = node(value, prev, local, op, None if plain else args)
+    if local is None:  # the op's rule will need the arguments' data: kept as they are now (data may change)
+        made._saved = (*map(_data_or_constants, args), value)
+    return made
 
 
 def output(op: Any, out: Any) -> Any:
@@ -553,7 +557,7 @@ def output(op: Any, out: Any) -> Any:
 def node(data: Any, prev: tuple[Any, ...], local: tuple[Any, ...] | None, op: Any, ctx: Any) -> Value:
     """A node with these parts (no checks: apply and record check them)."""
     v = object.__new__(Value)
-    v.data, v.grad, v._prev, v._op, v._local, v._ctx = data, 0.0, prev, op, local, ctx
+    v.data, v.grad, v._prev, v._op, v._local, v._ctx, v._saved = data, 0.0, prev, op, local, ctx, None
     return v
 
 

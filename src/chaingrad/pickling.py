@@ -56,6 +56,7 @@ def _reduce(v: Value) -> tuple[Any, ...]:
             tuple(index[id(p)] for p in n._prev),
             n._local,
             None if n._ctx is None else ref(n._ctx),
+            n._saved,
         )
         for n in nodes
     ]
@@ -90,8 +91,9 @@ def _rebuild(rows: list[Any]) -> Value:
         if isinstance(row, Value):
             nodes.append(row)
             continue
-        data, grad, label, op, prev, local, ctx = row
+        data, grad, label, op, prev, local, ctx, saved = row
         n = node(data, tuple(nodes[i] for i in prev), local, op, None if ctx is None else deref(ctx))
+        n._saved = saved
         n.grad = grad
         if label:
             n.label = label
