@@ -14,6 +14,7 @@ microgpt's ways of making nodes by hand.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -202,7 +203,7 @@ class Value:
     def __ge__(self, other: Any) -> bool:
         return self.data >= _data(other)
 
-    __eq__, __hash__ = object.__eq__, object.__hash__
+    # (== and hash() are object's own, by identity: not defined here, so sets and dicts of Values stay fast)
 
     @property
     def label(self) -> str:
@@ -310,6 +311,10 @@ class Op(str):
         gradient computed on numbers is a number)."""
         if self.forward is None:
             raise TypeError(f"the op {self.name!r} is made by cg.{self.name}(), not called")
+        if self.node_type is Value:  # this engine's op: its common case first
+            made = on_single_numbers(self, args)
+            if made is not None:
+                return made
         if not any(isinstance(a, self.node_type) for a in _items(args)):
             xs = [_argument(a, self, i) for i, a in enumerate(args)]
             with quiet():
@@ -469,10 +474,11 @@ def add_gradient(child: Any, share: Any) -> None:
     """child.grad += share: the one place a gradient is added. A grad of None is no gradient yet
     (it becomes 0.0 + share, as a grad of 0.0 would), and a batch's shares are summed for an input
     that is a single number."""
-    if share is None:
-        return
-    if type(share) is not float and is_array(share) and type(child.data) is float:
-        share = float(share.sum())  # a parameter's gradient from a batch: the sum over its samples
+    if type(share) is not float:
+        if share is None:
+            return
+        if is_array(share) and type(child.data) is float:
+            share = float(share.sum())  # a parameter's gradient from a batch: the sum over its samples
     if child.grad is None:
         child.grad = 0.0 + share if _is_constant(share) else share
     else:
@@ -506,9 +512,55 @@ def _data_or_constants(a: Any) -> Any:
 def apply(op: Op, *args: Any) -> Value:
     """The node for op(*args). Each argument is a Value, a number or batch (a constant), or, for a
     fused op, a sequence of those. forward and local see the arguments' data."""
+    made = on_single_numbers(op, args)
+    if made is not None:  # the common case, made directly: the same node as below
+        return made
     args = tuple(_argument(a, op, i) for i, a in enumerate(args))
     out, local = evaluate(op, [_data_of(a) for a in args])
     return record(op, out, args, local)
+
+
+def on_single_numbers(op: Op, args: tuple[Any, ...]) -> Value | None:
+    """apply's common case: Values holding floats (at least one) and plain numbers, no mode on. The node
+    the general path makes, without its checks, which these pass; None for anything else."""
+    if modes.ever_on and mode():
+        return None
+    xs, values = [], []
+    for a in args:
+        if type(a) is Value and type(a.data) is float:
+            xs.append(a.data)
+            values.append(a)
+        elif type(a) is float or type(a) is int:
+            xs.append(float(a))
+        else:
+            return None
+    if not values:
+        return None
+    out = op.forward(*xs)
+    if type(out) is not float:
+        out = output(op, out)
+    every = len(values) == len(args)  # all the arguments are inputs; else the constants stay in _ctx
+    made = node(out, tuple(values), None, op, None if every else _with_constants(args, xs))
+    if op.local is None:
+        made._saved = (*xs, out)
+        return made
+    local = op.local(*xs, out)
+    if every and type(local) is tuple and len(local) == len(args) and _floats(local):
+        made._local = local
+    else:  # constants, or ints, NumPy numbers, a wrong count: the general path's checks say what
+        made._local = checks.local_gradients(op, local, _with_constants(args, xs), out, Value)
+    return made
+
+
+def _with_constants(args: tuple[Any, ...], xs: list[float]) -> tuple[Any, ...]:
+    return tuple([a if type(a) is Value else x for a, x in zip(args, xs)])
+
+
+def _floats(xs: tuple[Any, ...]) -> bool:
+    for x in xs:
+        if type(x) is not float:
+            return False
+    return True
 
 
 def evaluate(op: Op, xs: Sequence[Any]) -> tuple[Any, Any]:
@@ -517,9 +569,12 @@ def evaluate(op: Op, xs: Sequence[Any]) -> tuple[Any, Any]:
     batch = {len(x) for x in _flat(xs) if is_array(x)}
     if len(batch) > 1:
         raise ValueError(f"{op}(): batches of different sizes {sorted(batch)} cannot be combined")
-    with quiet():
+    with quiet() if batch else _numbers:  # NumPy's warnings off for a batch: inf and nan, as for floats
         out = op.forward(*xs)
         return out, None if op.local is None or mode() & NO_GRAD else op.local(*xs, out)
+
+
+_numbers = contextlib.nullcontext()
 
 
 def record(op: Op, out: Any, args: tuple[Any, ...], local: Sequence[Any] | None) -> Value:
@@ -577,8 +632,9 @@ def _data_of(a: Any) -> Any:
 def _operator(op: Op, x: Any, y: Any) -> Any:
     """x op y for one of Python's operators: NotImplemented unless both are Values or numbers, so that
     Python can try the other operand's operator, and say which types it does not support."""
-    if any(not isinstance(a, Value) and constant(a) is None for a in (x, y)):
-        return NotImplemented
+    for a in (x, y):
+        if type(a) is not float and not isinstance(a, Value) and constant(a) is None:
+            return NotImplemented
     return op(x, y)
 
 
