@@ -557,10 +557,7 @@ def _with_constants(args: tuple[Any, ...], xs: list[float]) -> tuple[Any, ...]:
 
 
 def _floats(xs: tuple[Any, ...]) -> bool:
-    for x in xs:
-        if type(x) is not float:
-            return False
-    return True
+    return all(type(x) is float for x in xs)
 
 
 def evaluate(op: Op, xs: Sequence[Any]) -> tuple[Any, Any]:
