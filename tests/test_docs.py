@@ -234,6 +234,21 @@ def test_the_docs_python_examples_run_and_print_what_they_say(tmp_path, monkeypa
     assert run_blocks("pytorch.md", tmp_path, monkeypatch) == [[]]
 
 
+def test_the_engines_page_says_how_long_the_reference_engine_is():
+    # "about 600 lines, a little over half of them code": counted as the page counts them
+    said = " ".join((DOCS / "engines.md").read_text().split())
+    assert "It is about 600 lines, a little over half of them code" in said
+    source = (ROOT / "src" / "chaingrad" / "engine.py").read_text()
+    lines = source.splitlines()
+    docstrings = sum(
+        n.body[0].end_lineno - n.body[0].lineno + 1
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n) is not None
+    )
+    other = sum(1 for line in lines if not line.strip() or line.strip().startswith("#")) + docstrings
+    assert 550 <= len(lines) <= 650 and 0.5 < (len(lines) - other) / len(lines) < 0.6
+
+
 def error_of(code):
     """'Type: message' of the error that code raises (with the troubleshooting page's names in scope)."""
     import math  # noqa: F401 - for the code
