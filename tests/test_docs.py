@@ -249,6 +249,21 @@ def test_the_engines_page_says_how_long_the_reference_engine_is():
     assert 550 <= len(lines) <= 650 and 0.5 < (len(lines) - other) / len(lines) < 0.6
 
 
+def test_the_concepts_op_table_has_every_op_of_the_engines_table():
+    from chaingrad import engine
+
+    rows = [row for row in (DOCS / "concepts.md").read_text().splitlines() if row.startswith("| `")]
+    table = [row.split("|")[1].strip() for row in rows]
+    table = [cell.strip("`") for cell in table if cell.startswith("`")]
+    shown = {"neg": "-x", **{op.name: f"x {op.name} y" for op in engine.PRIMITIVES if len(op.name) <= 2}}
+    expected = [shown.get(op.name, f"x.{op.name}()") for op in engine.PRIMITIVES]
+    assert sorted(table) == sorted(expected)
+    rules = re.search(r"Four ops \((.*?)\) give a rule", " ".join((DOCS / "concepts.md").read_text().split()))
+    assert sorted(re.findall(r"`([^`]+)`", rules.group(1))) == sorted(
+        op.name for op in engine.PRIMITIVES if op.rule is not None
+    )
+
+
 def error_of(code):
     """'Type: message' of the error that code raises (with the troubleshooting page's names in scope)."""
     import math  # noqa: F401 - for the code
