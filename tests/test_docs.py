@@ -50,7 +50,7 @@ def readme_section(name):
     return re.search(rf"\[start:{name}\] -->\n(.*?)<!-- --8<-- \[end:{name}\]", readme, re.S).group(1)
 
 
-PAGES = ["", "concepts", "lecture", "custom-ops", "engines", "migrating", "pytorch", "demos"]
+PAGES = ["", "concepts", "lecture", "check", "custom-ops", "engines", "migrating", "pytorch", "demos"]
 PAGES += ["troubleshooting", "security", "changelog", "api/value"]
 
 
@@ -67,6 +67,10 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
     assert "lecture.ipynb" in listed  # examples/lecture.ipynb, added by docs/hooks.py
     for name in ("Coming from micrograd / PyTorch: migrating.md", "Troubleshooting: troubleshooting.md"):
         assert f"  - {name}\n" in (ROOT / "mkdocs.yml").read_text()
+    # the getting-started page links every guide (the API pages through their first)
+    index = (DOCS / "index.md").read_text()
+    guides = [p for p in listed if "/" not in p and p not in ("index.md", "changelog.md")]
+    assert "check.md" in guides and [p for p in guides if f"]({p})" not in index] == []
 
 
 def test_the_site_builds_with_every_page(site):
@@ -220,12 +224,44 @@ def test_the_docs_python_examples_run_and_print_what_they_say(tmp_path, monkeypa
     assert [round(float(v), 4) for v in (y, dx, dw)] == [-0.9999, -0.0005, 0.0004]
     assert (tmp_path / "y.svg").is_file() and (tmp_path / "backprop.html").is_file()
     assert run_blocks("concepts.md", tmp_path, monkeypatch)[-1] == ["12.0"]
-    mul, softplus = run_blocks("custom-ops.md", tmp_path, monkeypatch)
+    mul, softplus, sin_cos, divide = run_blocks("custom-ops.md", tmp_path, monkeypatch)
     assert mul == ["-2.0", "2.0"] and [f"{float(x):.3f}" for x in softplus] == ["0.974", "0.622"]
+    assert sin_cos[0] == sin_cos[1] and sin_cos[0].startswith("-0.877")  # ops using each other, 3rd order
+    assert [x[:6] for x in divide] == ["0.3333", "-0.666"]
     (shown,) = run_blocks("migrating.md", tmp_path, monkeypatch)
     assert shown[:2] == ["-3.0", "-4.0"] and shown[-1] == "+"  # as its comment says
     assert run_blocks("engines.md", tmp_path, monkeypatch) == [[cg.backend]]
     assert run_blocks("pytorch.md", tmp_path, monkeypatch) == [[]]
+
+
+def test_the_engines_page_says_how_long_the_reference_engine_is():
+    # "about 600 lines, a little over half of them code": counted as the page counts them
+    said = " ".join((DOCS / "engines.md").read_text().split())
+    assert "It is about 600 lines, a little over half of them code" in said
+    source = (ROOT / "src" / "chaingrad" / "engine.py").read_text()
+    lines = source.splitlines()
+    docstrings = sum(
+        n.body[0].end_lineno - n.body[0].lineno + 1
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n) is not None
+    )
+    other = sum(1 for line in lines if not line.strip() or line.strip().startswith("#")) + docstrings
+    assert 550 <= len(lines) <= 650 and 0.5 < (len(lines) - other) / len(lines) < 0.6
+
+
+def test_the_concepts_op_table_has_every_op_of_the_engines_table():
+    from chaingrad import engine
+
+    rows = [row for row in (DOCS / "concepts.md").read_text().splitlines() if row.startswith("| `")]
+    table = [row.split("|")[1].strip() for row in rows]
+    table = [cell.strip("`") for cell in table if cell.startswith("`")]
+    shown = {"neg": "-x", **{op.name: f"x {op.name} y" for op in engine.PRIMITIVES if len(op.name) <= 2}}
+    expected = [shown.get(op.name, f"x.{op.name}()") for op in engine.PRIMITIVES]
+    assert sorted(table) == sorted(expected)
+    rules = re.search(r"Four ops \((.*?)\) give a rule", " ".join((DOCS / "concepts.md").read_text().split()))
+    assert sorted(re.findall(r"`([^`]+)`", rules.group(1))) == sorted(
+        op.name for op in engine.PRIMITIVES if op.rule is not None
+    )
 
 
 def error_of(code):
@@ -254,6 +290,8 @@ ERRORS = {
     "ValueError: backward() of a batch": "(Value(np.array([1.0, 2.0])) * 2).backward()",
     "IndexError: cross_entropy()": "cg.cross_entropy([Value(1.0), Value(2.0)], 5)",
     "KeyError": "cg.nn.MLP(2, [3, 1]).load_state_dict(cg.nn.MLP(2, [4, 1]).state_dict())",
+    "TypeError: a Value is not a number": "math.tanh(Value(0.5))",
+    "ValueError: 'tanh' is the name": 'cg.Op("tanh", cg.tanh, lambda x, out: (1.0 - out * out,))',
 }
 
 
@@ -283,9 +321,14 @@ def test_the_troubleshooting_page_quotes_the_errors_the_code_raises(tmp_path):
     assert f'"{why}:' in source and "Running the reference engine in pure Python" in source
 
 
-def test_math_on_a_value_is_the_type_error_the_troubleshooting_page_describes():
-    said = error_of("math.tanh(Value(0.5))")
-    assert said and said.startswith("TypeError") and "tanh()" in said and "item()" in said
+def test_math_on_a_value_is_the_type_error_the_troubleshooting_page_quotes():
+    from chaingrad import engine
+
+    quoted = [q for q in text_blocks("troubleshooting.md") if q.startswith("TypeError: a Value")]
+    assert quoted == [f"TypeError: {engine.NOT_A_NUMBER}"]
+    for code in ("math.tanh(Value(0.5))", "float(Value(0.5))", "int(Value(0.5))", "round(Value(0.5))"):
+        assert error_of(code) == quoted[0], code
+    assert error_of("assert Value(0.5).item() == 0.5") is None
 
 
 def test_a_grad_of_none_is_filled_by_backward_and_skipped_by_the_optimizer():

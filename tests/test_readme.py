@@ -135,3 +135,17 @@ def test_the_readme_python_examples_run_and_print_what_they_say(tmp_path, monkey
     per_sample.backward()
     assert batch["loss"].data == pytest.approx(per_sample.data, rel=1e-12)
     assert batch_grads == pytest.approx([p.grad for p in params], rel=1e-9, abs=1e-12)
+
+
+def test_the_readme_says_how_many_tests_the_suite_has():
+    said = " ".join((ROOT / "README.md").read_text().split())
+    assert "runs the suite, about 1,600 tests, once on each engine" in said
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    collected = int(re.search(r"^(\d+) tests? collected", done.stdout, re.M).group(1))
+    assert 1500 <= collected <= 1700, collected  # about 1,600
