@@ -1428,7 +1428,16 @@ static PyObject *flat_arguments(PyObject *args) {
 
 /* An argument's data (engine._data_or_constants): a Value's, a constant itself, a sequence item by item */
 static PyObject *argument_data(PyObject *a) {
-    if (PyObject_TypeCheck(a, S.Value)) return data_of(V(a));
+    if (PyObject_TypeCheck(a, S.Value)) {
+        ValueObject *v = V(a);
+        if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
+        PyObject *data = Py_NewRef(v->dobj), *batch = PyObject_CallOneArg(S.is_array, data), *r = NULL;
+        if (batch != NULL) /* a batch as it is; anything else assigned to .data (a NumPy float32) as a float */
+            r = batch == Py_True ? Py_NewRef(data) : PyNumber_Float(data);
+        Py_XDECREF(batch);
+        Py_DECREF(data);
+        return r;
+    }
     if (!PyTuple_CheckExact(a)) return Py_NewRef(a);
     Py_ssize_t n = PyTuple_GET_SIZE(a);
     PyObject *t = PyTuple_New(n);

@@ -62,7 +62,7 @@ class Value:
     """A number, or a batch of numbers, that remembers how it was computed.
 
     - `data`: the number (a float), or a batch (a 1-D NumPy array, one entry per sample).
-    - `grad`: d(output)/d(this value) after `output.backward()`; 0.0 before.
+    - `grad`: d(output)/d(this value) after `output.backward()`; 0.0 before (None: no gradient yet).
     - `label`: a name, shown in pictures of the graph.
     - `_prev`: the Values this one was computed from; empty for a leaf.
     - `_op`: the op that computed it ("*", "tanh", ...); "" for a leaf.
