@@ -238,16 +238,50 @@ static int value_traverse(ValueObject *v, visitproc visit, void *arg) {
     return 0;
 }
 
-static int value_clear(ValueObject *v) {
-    Py_CLEAR(v->dobj);
-    Py_CLEAR(v->gobj);
-    Py_CLEAR(v->op);
-    Py_CLEAR(v->label);
-    Py_CLEAR(v->ctx);
-    Py_CLEAR(v->lobj);
-    Py_ssize_t n = v->n;
+/* A node's state, taken out whole (see take_out) and released later */
+typedef struct {
+    PyObject *objs[6];          /* dobj, gobj, op, label, ctx, lobj */
+    PyObject *inline_prev[2];   /* the inputs, when the node kept them inline */
+    PyObject **prev;            /* inline_prev above, or the node's former array */
+    double *local;              /* the node's former array of local gradients, or NULL */
+    Py_ssize_t n;
+} Taken;
+
+/* Take v's state out, leaving it an empty leaf whose op is `op` (a new reference, or NULL), without
+ * releasing anything. Releasing a reference can run Python code (a finalizer, a weakref callback), which
+ * may read this node, re-initialise it or free what it points to: so the node is made consistent first
+ * and the references are released afterwards, by release_taken, from a copy nothing else can reach. */
+static void take_out(ValueObject *v, Taken *t, PyObject *op) {
+    t->objs[0] = v->dobj, t->objs[1] = v->gobj, t->objs[2] = v->op;
+    t->objs[3] = v->label, t->objs[4] = v->ctx, t->objs[5] = v->lobj;
+    v->dobj = v->gobj = v->label = v->ctx = v->lobj = NULL;
+    v->op = op;
+    t->n = v->n;
+    if (v->prev == v->inline_prev) {
+        for (Py_ssize_t i = 0; i < t->n; i++) t->inline_prev[i] = v->inline_prev[i];
+        t->prev = t->inline_prev;
+    } else {
+        t->prev = v->prev;
+    }
+    t->local = v->local == v->inline_local ? NULL : v->local;
+    v->prev = v->inline_prev, v->local = v->inline_local;
     v->n = v->nl = 0;
-    for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(v->prev[i]);
+    v->lkind = L_DOUBLE, v->ckind = C_NONE;
+}
+
+static void release_taken(Taken *t) {
+    for (int i = 0; i < 6; i++) Py_XDECREF(t->objs[i]);
+    for (Py_ssize_t i = 0; i < t->n; i++) Py_XDECREF(t->prev[i]);
+    if (t->prev != t->inline_prev) PyMem_Free(t->prev);
+    PyMem_Free(t->local);
+}
+
+/* tp_clear, and the first step of dealloc: the node left an empty leaf (op "", so that the op is never
+ * NULL for anything that reads it meanwhile), then what it held released. */
+static int value_clear(ValueObject *v) {
+    Taken t;
+    take_out(v, &t, Py_NewRef(S.empty));
+    release_taken(&t);
     return 0;
 }
 
@@ -255,9 +289,8 @@ static void value_dealloc(ValueObject *v) {
     PyTypeObject *type = Py_TYPE(v);
     PyObject_GC_UnTrack(v);
     Py_TRASHCAN_BEGIN(v, value_dealloc) /* a chain of a million nodes frees without deep recursion */
-    value_clear(v);
-    if (v->prev != v->inline_prev) PyMem_Free(v->prev);
-    if (v->local != v->inline_local) PyMem_Free(v->local);
+    value_clear(v); /* leaves the inputs and locals inline, and op "" */
+    Py_CLEAR(v->op);
 #ifndef Py_GIL_DISABLED
     if (type == S.Value && freed.n < KEEP_FREED) {
         v->walk = freed.top, freed.top = v, freed.n++;
@@ -411,6 +444,26 @@ static int born(ValueObject *v) {
     return 0;
 }
 
+/* A list's or a tuple's items as a tuple of strong references (a tuple itself, with a new reference);
+ * NULL without an error for anything else. A list's items are borrowed: whatever allocates an object
+ * meanwhile can start a collection whose finalizers change or clear the list and free its items (on
+ * 3.11 even PySequence_Tuple, which reads the item array before allocating the tuple). So the tuple is
+ * allocated first and filled only if the list kept its length meanwhile, with nothing in between. */
+static PyObject *items_tuple(PyObject *seq) {
+    if (PyTuple_CheckExact(seq)) return Py_NewRef(seq);
+    if (!PyList_CheckExact(seq)) return NULL;
+    for (;;) {
+        Py_ssize_t n = PyList_GET_SIZE(seq);
+        PyObject *t = PyTuple_New(n);
+        if (t == NULL) return NULL;
+        if (PyList_GET_SIZE(seq) == n) {
+            for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(PyList_GET_ITEM(seq, i)));
+            return t;
+        }
+        Py_DECREF(t); /* the list changed while the tuple was made: again, at its new length */
+    }
+}
+
 static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ValueObject *v;
     if (type == S.Value) {
@@ -465,18 +518,33 @@ static int set_grad(ValueObject *v, PyObject *x) {
     return hold(v, x);
 }
 
+/* The tuple's allocation can run a collection whose finalizers re-initialise v: so the tuple is filled
+ * only if v kept as many inputs meanwhile, with nothing in between (else made again). */
 static PyObject *prev_of(ValueObject *v) {
-    PyObject *t = PyTuple_New(v->n);
-    if (t == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < v->n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(v->prev[i]));
-    return t;
+    for (;;) {
+        Py_ssize_t n = v->n;
+        PyObject *t = PyTuple_New(n);
+        if (t == NULL) return NULL;
+        if (v->n == n) {
+            for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(v->prev[i]));
+            return t;
+        }
+        Py_DECREF(t);
+    }
 }
 
 static PyObject *local_of(ValueObject *v) {
-    if (v->lkind == L_NONE) Py_RETURN_NONE;
-    if (v->lkind == L_OBJECT) return Py_NewRef(v->lobj);
-    PyObject *t = PyTuple_New(v->nl);
-    if (t == NULL) return NULL;
+    PyObject *t = NULL;
+    for (;;) { /* as prev_of: the tuple's allocation may run finalizers that change v */
+        if (v->lkind == L_NONE) Py_RETURN_NONE;
+        if (v->lkind == L_OBJECT) return Py_NewRef(v->lobj);
+        Py_ssize_t nl = v->nl;
+        t = PyTuple_New(nl);
+        if (t == NULL) return NULL;
+        if (v->lkind == L_DOUBLE && v->nl == nl) break;
+        Py_DECREF(t);
+    }
+    /* a float is not tracked by the collector: making one runs no Python code */
     for (Py_ssize_t i = 0; i < v->nl; i++) {
         PyObject *f = PyFloat_FromDouble(v->local[i]);
         if (f == NULL) {
@@ -500,13 +568,26 @@ static int add_grad(ValueObject *c, double d) {
         Py_CLEAR(c->gobj);
         return 0;
     }
+    /* A grad's __iadd__ is Python code: it may set c.grad again (dropping the grad it runs on), zero it
+     * or re-initialise c. So the grad and c are held here, and the sum is stored over whatever c holds
+     * then, as `c.grad += d` does in the reference engine. */
     PyObject *f = PyFloat_FromDouble(d);
     if (f == NULL) return -1;
-    PyObject *sum = PyNumber_InPlaceAdd(c->gobj, f);
+    PyObject *old = Py_NewRef(c->gobj);
+    Py_INCREF(c);
+    PyObject *sum = PyNumber_InPlaceAdd(old, f);
+    Py_DECREF(old);
     Py_DECREF(f);
-    if (sum == NULL) return -1;
-    Py_SETREF(c->gobj, sum);
-    return hold(c, sum);
+    int rc = -1;
+    if (sum != NULL) {
+        rc = hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
+        if (rc < 0)
+            Py_DECREF(sum);
+        else
+            Py_XSETREF(c->gobj, sum);
+    }
+    Py_DECREF(c);
+    return rc;
 }
 
 /* A new node of an op, its inputs' references taken (new ones made), its locals copied. */
@@ -699,6 +780,22 @@ static int grad_as_double(ValueObject *v, double *g) {
 }
 
 /* One of the table's rules (/, **, log, relu) on single numbers; 0 if Python must take this node. */
+static int rule_shares(ValueObject *v, double g, ValueObject *X, ValueObject *Y, double x, double y) {
+    PyObject *op = v->op;
+    double out = v->d;
+    if (op == S.op[DIV]) {
+        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
+        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
+        return 1;
+    }
+    if (op == S.op[POW]) {
+        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
+        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
+        return 1;
+    }
+    return 0;
+}
+
 static int rule_step(ValueObject *v, double g) {
     PyObject *op = v->op;
     double out = v->d, x = 0, y = 0;
@@ -724,17 +821,31 @@ static int rule_step(ValueObject *v, double g) {
     } else {
         return 0;
     }
-    if (op == S.op[DIV]) {
-        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
-        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
-        return 1;
+    /* X's grad may be an object whose __iadd__ re-initialises v, which drops Y: both are held meanwhile */
+    Py_XINCREF(X), Py_XINCREF(Y);
+    int done = rule_shares(v, g, X, Y, x, y);
+    Py_XDECREF(X), Py_XDECREF(Y);
+    return done;
+}
+
+/* The rest of v's step from input i on, where some input's grad is an object (its __iadd__ Python
+ * code, which may re-initialise v and free its inputs and locals): on a copy of v's inputs (held) and
+ * local gradients taken first, as the reference engine zips node._prev and node._local once. */
+static int careful_step(ValueObject *v, Py_ssize_t i, Py_ssize_t m, double g) {
+    Py_ssize_t k = m - i;
+    PyObject **prev = PyMem_Malloc(k * sizeof(PyObject *));
+    double *local = PyMem_Malloc(k * sizeof(double));
+    int rc = 0;
+    if (prev == NULL || local == NULL) {
+        PyMem_Free(prev), PyMem_Free(local);
+        PyErr_NoMemory();
+        return -1;
     }
-    if (op == S.op[POW]) {
-        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
-        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
-        return 1;
-    }
-    return 0;
+    for (Py_ssize_t j = 0; j < k; j++) prev[j] = Py_NewRef(v->prev[i + j]), local[j] = v->local[i + j];
+    for (Py_ssize_t j = 0; j < k && rc == 0; j++) rc = add_grad(V(prev[j]), local[j] * g);
+    for (Py_ssize_t j = 0; j < k; j++) Py_DECREF(prev[j]);
+    PyMem_Free(prev), PyMem_Free(local);
+    return rc;
 }
 
 /* One node's step: as engine.chain. `quiet` is entered on the first step that calls Python. */
@@ -743,8 +854,11 @@ static int step(ValueObject *v, PyObject **quiet) {
     if (grad_as_double(v, &g)) {
         if (v->lkind == L_DOUBLE) {
             Py_ssize_t m = v->n < v->nl ? v->n : v->nl;
-            for (Py_ssize_t i = 0; i < m; i++)
-                if (add_grad(V(v->prev[i]), v->local[i] * g) < 0) return -1;
+            for (Py_ssize_t i = 0; i < m; i++) {
+                ValueObject *c = V(v->prev[i]);
+                if (c->gobj != NULL && !PyFloat_CheckExact(c->gobj)) return careful_step(v, i, m, g);
+                add_grad(c, v->local[i] * g); /* a double added to a double: runs nothing, cannot fail */
+            }
             return 0;
         }
         if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
@@ -792,21 +906,35 @@ static int push(Stack *s, ValueObject *v) {
 #define IS_DONE(v) ((uintptr_t)(v) & 1)
 #define UNDONE(v) ((ValueObject *)((uintptr_t)(v) & ~(uintptr_t)1))
 
-/* engine._topo: the nodes that lead to root (leaves left out), inputs first; grads set to unreached 0. */
-static int topo(ValueObject *root, void *token, Stack *order) {
+/* engine._topo: the nodes that lead to root (leaves left out), inputs first; grads set to unreached 0.
+ * Each node put in `order` is a strong reference (the caller releases them): backward runs Python code
+ * between steps (closures, rules, a grad's __iadd__, signal handlers), which may drop the graph or
+ * re-initialise any node of it. The walk itself runs no Python code: the grads it resets are moved to
+ * `dropped` rather than released, since releasing one can run its finalizer, while `stack` holds
+ * borrowed pointers. On failure every node marked and not in `order` is unmarked. */
+static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
     Stack stack = {NULL, 0, 0};
     if (root->n == 0) return 0;
     if (push(&stack, root) < 0) return -1;
     while (stack.len) {
         ValueObject *node = stack.items[--stack.len];
         if (IS_DONE(node)) {
-            if (push(order, UNDONE(node)) < 0) goto fail;
+            node = UNDONE(node);
+            if (push(order, node) < 0) {
+                node->walk = NULL;
+                goto fail;
+            }
+            Py_INCREF(node);
         } else if (node->walk != token) {
-            node->walk = token;
+            if (node->gobj != NULL && push(dropped, (ValueObject *)node->gobj) < 0) goto fail; /* any object */
+            node->gobj = NULL;
             node->g = 0.0;
-            Py_CLEAR(node->gobj);
             node->reached = 0;
-            if (push(&stack, DONE(node)) < 0) goto fail;
+            node->walk = token;
+            if (push(&stack, DONE(node)) < 0) {
+                node->walk = NULL;
+                goto fail;
+            }
             for (Py_ssize_t i = 0; i < node->n; i++) {
                 ValueObject *c = V(node->prev[i]);
                 if (c->n && c->walk != token && push(&stack, c) < 0) goto fail;
@@ -816,10 +944,15 @@ static int topo(ValueObject *root, void *token, Stack *order) {
     PyMem_Free(stack.items);
     return 0;
 fail:
-    for (Py_ssize_t i = 0; i < stack.len; i++) UNDONE(stack.items[i])->walk = NULL;
+    for (Py_ssize_t i = 0; i < stack.len; i++)
+        if (IS_DONE(stack.items[i])) UNDONE(stack.items[i])->walk = NULL; /* the nodes not marked yet need nothing */
     PyMem_Free(stack.items);
     return -1;
 }
+
+/* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read
+ * unless a signal came, and 4096 steps take a few microseconds */
+#define SIGNAL_EVERY 4096
 
 static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"create_graph", NULL};
@@ -833,13 +966,18 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (r == NULL) return NULL;
     Py_DECREF(r);
     char token; /* this call's mark: the nodes it visits point here */
-    Stack order = {NULL, 0, 0};
+    Stack order = {NULL, 0, 0}, dropped = {NULL, 0, 0};
     PyObject *quiet = NULL;
-    int failed = topo(self, &token, &order) < 0;
+    int failed = topo(self, &token, &order, &dropped) < 0;
+    /* the grads the walk reset, released now that order holds its nodes (their finalizers may run) */
+    for (Py_ssize_t i = 0; i < dropped.len; i++) Py_DECREF(dropped.items[i]);
+    PyMem_Free(dropped.items);
     if (!failed) {
         if (order.len) {
+            PyObject *g = self->gobj;
             self->g = 1.0, self->reached = 1;
-            Py_CLEAR(self->gobj);
+            self->gobj = NULL;
+            Py_XDECREF(g); /* self is held by our caller */
         } else {
             failed = add_grad(self, 1.0) < 0; /* a leaf accumulates d(self)/d(self) too */
         }
@@ -847,11 +985,16 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
         ValueObject *node = order.items[i];
         if (node->reached) failed = step(node, &quiet) < 0; /* else no gradient reached it */
+        /* Ctrl-C stops a long backward here (KeyboardInterrupt, or what a handler raises), with every
+         * node stepped so far complete, and the cleanup below run as for any other error */
+        if (!failed && i % SIGNAL_EVERY == 0) failed = PyErr_CheckSignals() < 0;
     }
-    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL; /* the next call's token may be ours */
-    PyMem_Free(order.items);
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    /* the next call's token may be ours; then the order is released, which may free the graph */
+    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL;
+    for (Py_ssize_t i = 0; i < order.len; i++) Py_DECREF(order.items[i]);
+    PyMem_Free(order.items);
     if (quiet) {
         PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
         Py_XDECREF(x);
@@ -888,15 +1031,22 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
         return -1;
     }
     /* as engine.py: in place of local gradients; the op becomes just its name */
-    PyObject *name = PyObject_Str(self->op);
+    PyObject *op = Py_NewRef(self->op), *name = PyObject_Str(op); /* str() may run Python code */
+    Py_DECREF(op);
     if (name == NULL) return -1;
-    Py_XSETREF(self->op, name);
-    self->lkind = L_NONE;
-    self->nl = 0;
-    Py_CLEAR(self->lobj);
-    Py_XSETREF(self->ctx, Py_NewRef(closure));
-    self->ckind = C_OBJECT;
-    return hold(self, closure);
+    if (hold(self, closure) < 0) {
+        Py_DECREF(name);
+        return -1;
+    }
+    /* the node made whole before what it held is released (that can run a finalizer, which may read it) */
+    PyObject *old_op = self->op, *old_local = self->lobj, *old_ctx = self->ctx;
+    self->op = name;
+    self->lkind = L_NONE, self->nl = 0, self->lobj = NULL;
+    self->ctx = Py_NewRef(closure), self->ckind = C_OBJECT;
+    Py_DECREF(old_op);
+    Py_XDECREF(old_local);
+    Py_XDECREF(old_ctx);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -909,15 +1059,20 @@ static PyObject *get_grad(ValueObject *v, void *c) { return grad_of(v); }
 static int set_grad_attr(ValueObject *v, PyObject *x, void *c) { return set_grad(v, x); }
 static PyObject *get_prev(ValueObject *v, void *c) { return prev_of(v); }
 static PyObject *get_local(ValueObject *v, void *c) { return local_of(v); }
-static PyObject *get_op(ValueObject *v, void *c) { return Py_NewRef(v->op); }
+static PyObject *get_op(ValueObject *v, void *c) { return Py_NewRef(v->op ? v->op : S.empty); }
+
+static int freeze_ctx(ValueObject *v);
 
 static int set_op(ValueObject *v, PyObject *op, void *c) {
     if (op == NULL) {
         PyErr_SetString(PyExc_AttributeError, "_op cannot be deleted");
         return -1;
     }
+    /* a fused node builds its _ctx from its op: kept as it is first, as the reference engine keeps it */
+    if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
+    if (hold(v, op) < 0) return -1;
     Py_XSETREF(v->op, Py_NewRef(op));
-    return hold(v, op);
+    return 0;
 }
 
 static int set_prev(ValueObject *v, PyObject *prev, void *c) {
@@ -930,25 +1085,30 @@ static int set_local(ValueObject *v, PyObject *local, void *c) {
         PyErr_SetString(PyExc_AttributeError, "_local cannot be deleted");
         return -1;
     }
-    Py_CLEAR(v->lobj);
+    /* a fused dot with a constant side builds its _ctx from its locals: kept as it is first */
+    if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
+    /* the old tuple released last: its finalizer may read this node, which must be whole by then */
+    PyObject *old = v->lobj;
+    int rc = 0;
+    v->lobj = NULL;
     v->nl = 0;
-    if (local == Py_None) {
-        v->lkind = L_NONE;
-        return 0;
-    }
-    Py_ssize_t cap = v->n > 2 ? v->n : 2;
-    if (PyTuple_CheckExact(local) && PyTuple_GET_SIZE(local) <= cap) {
-        Py_ssize_t m = PyTuple_GET_SIZE(local), i;
-        for (i = 0; i < m && PyFloat_CheckExact(PyTuple_GET_ITEM(local, i)); i++) v->local[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(local, i));
+    v->lkind = L_NONE;
+    if (local != Py_None) {
+        Py_ssize_t cap = v->n > 2 ? v->n : 2, m = -1, i = 0;
+        if (PyTuple_CheckExact(local) && PyTuple_GET_SIZE(local) <= cap) {
+            m = PyTuple_GET_SIZE(local);
+            for (i = 0; i < m && PyFloat_CheckExact(PyTuple_GET_ITEM(local, i)); i++) v->local[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(local, i));
+        }
         if (i == m) {
             v->lkind = L_DOUBLE;
             v->nl = m;
-            return 0;
+        } else if ((rc = hold(v, local)) == 0) {
+            v->lkind = L_OBJECT;
+            v->lobj = Py_NewRef(local);
         }
     }
-    v->lkind = L_OBJECT;
-    v->lobj = Py_NewRef(local);
-    return hold(v, local);
+    Py_XDECREF(old);
+    return rc;
 }
 
 static PyObject *get_label(ValueObject *v, void *c) { return Py_NewRef(v->label ? v->label : S.empty); }
@@ -966,19 +1126,19 @@ static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
 
 static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
     if (ctx == NULL) ctx = Py_None;
-    Py_CLEAR(v->ctx);
-    if (ctx == Py_None) {
-        v->ckind = C_NONE;
-    } else {
-        v->ckind = C_OBJECT;
-        v->ctx = Py_NewRef(ctx);
-    }
-    return hold(v, ctx);
+    if (hold(v, ctx) < 0) return -1;
+    PyObject *old = v->ctx; /* released last: its finalizer may read this node */
+    v->ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
+    v->ckind = ctx == Py_None ? C_NONE : C_OBJECT;
+    Py_XDECREF(old);
+    return 0;
 }
 
 static PyObject *get_batch_size(ValueObject *v, void *c) {
     if (v->dobj == NULL) Py_RETURN_NONE;
-    Py_ssize_t n = PyObject_Length(v->dobj);
+    PyObject *data = Py_NewRef(v->dobj); /* len() may run Python code that sets v.data again */
+    Py_ssize_t n = PyObject_Length(data);
+    Py_DECREF(data);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
@@ -1014,7 +1174,8 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     } else {
         if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label))
             return -1;
-        children = children ? PySequence_Tuple(children) : PyTuple_New(0);
+        /* a list through items_tuple: see there */
+        children = !children ? PyTuple_New(0) : PyList_CheckExact(children) ? items_tuple(children) : PySequence_Tuple(children);
         if (children == NULL) return -1;
         if (op == NULL) op = S.empty;
         d = PyObject_CallFunctionObjArgs(S.parsed, data, children, op, NULL);
@@ -1023,33 +1184,39 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
         if (op_local == NULL) goto done;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(children);
-    value_clear(self);
-    if (self->prev != self->inline_prev) PyMem_Free(self->prev);
-    if (self->local != self->inline_local) PyMem_Free(self->local);
-    self->prev = self->inline_prev, self->local = self->inline_local;
+    PyObject **prev = self->inline_prev;
+    double *local = self->inline_local;
     if (n > 2) {
-        self->prev = PyMem_Malloc(n * sizeof(PyObject *));
-        self->local = PyMem_Malloc(n * sizeof(double));
-        if (self->prev == NULL || self->local == NULL) {
+        prev = PyMem_Malloc(n * sizeof(PyObject *));
+        local = PyMem_Malloc(n * sizeof(double));
+        if (prev == NULL || local == NULL) {
+            PyMem_Free(prev), PyMem_Free(local);
             PyErr_NoMemory();
             goto done;
         }
     }
+    /* From here to release_taken nothing runs Python code: the old state is taken out whole first and
+     * released at the end, so that a finalizer it runs (even one calling __init__ again, or one reading
+     * this node mid-backward) finds a consistent node, never a half-cleared one. */
+    Taken old;
+    take_out(self, &old, Py_NewRef(S.empty));
+    self->prev = prev, self->local = local;
     for (Py_ssize_t i = 0; i < n; i++) self->prev[i] = Py_NewRef(PyTuple_GET_ITEM(children, i));
     self->n = n;
-    self->ckind = C_NONE;
     self->g = 0.0;
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
-    if ((self->born ? hold(self, children) : born(self)) < 0) goto done;
+    if ((self->born ? hold(self, children) : born(self)) < 0) goto release;
     self->born = 1;
     if (set_data(self, d) < 0 || set_op(self, PyTuple_GET_ITEM(op_local, 0), NULL) < 0 ||
         set_local(self, PyTuple_GET_ITEM(op_local, 1), NULL) < 0)
-        goto done;
+        goto release;
     if (label != NULL) {
         int empty = PyUnicode_Check(label) && PyUnicode_GET_LENGTH(label) == 0;
-        if (!empty && set_label(self, label, NULL) < 0) goto done;
+        if (!empty && set_label(self, label, NULL) < 0) goto release;
     }
     rc = 0;
+release:
+    release_taken(&old);
 done:
     Py_XDECREF(children);
     Py_XDECREF(d);
@@ -1058,28 +1225,37 @@ done:
 }
 
 static PyObject *value_repr(ValueObject *v) {
-    PyObject *data = data_of(v), *grad = grad_of(v), *r = NULL;
+    /* the label held too: repr(data) may run Python code that sets v.label again */
+    PyObject *data = data_of(v), *grad = grad_of(v), *label = Py_XNewRef(v->label), *r = NULL;
     if (data && grad) {
-        if (v->label && PyUnicode_GET_LENGTH(v->label))
-            r = PyUnicode_FromFormat("Value(data=%R, grad=%R, label=%R)", data, grad, v->label);
+        if (label && PyUnicode_GET_LENGTH(label))
+            r = PyUnicode_FromFormat("Value(data=%R, grad=%R, label=%R)", data, grad, label);
         else
             r = PyUnicode_FromFormat("Value(data=%R, grad=%R)", data, grad);
     }
     Py_XDECREF(data);
     Py_XDECREF(grad);
+    Py_XDECREF(label);
     return r;
 }
 
 static PyObject *value_float(ValueObject *v) {
     if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
-    PyObject *batch = PyObject_CallOneArg(S.is_array, v->dobj);
-    if (batch == NULL) return NULL;
-    int is_batch = batch == Py_True;
-    Py_DECREF(batch);
-    if (!is_batch) return PyNumber_Float(v->dobj); /* what was assigned to .data: an int, a NumPy number */
-    Py_ssize_t n = PyObject_Length(v->dobj);
-    if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
-    return NULL;
+    /* held: its __float__ or __len__ may set v.data again, and CPython reads the object after the call */
+    PyObject *data = Py_NewRef(v->dobj), *r = NULL;
+    PyObject *batch = PyObject_CallOneArg(S.is_array, data);
+    if (batch != NULL) {
+        int is_batch = batch == Py_True;
+        Py_DECREF(batch);
+        if (!is_batch) {
+            r = PyNumber_Float(data); /* what was assigned to .data: an int, a NumPy number */
+        } else {
+            Py_ssize_t n = PyObject_Length(data);
+            if (n >= 0) PyErr_Format(PyExc_TypeError, "float() of a batch of %zd samples; reduce it first", n);
+        }
+    }
+    Py_DECREF(data);
+    return r;
 }
 
 static PyObject *value_pos(PyObject *v) { return Py_NewRef(v); }
@@ -1179,13 +1355,6 @@ static PyType_Spec value_spec = {
 
 enum { S_START = 1, S_A_CONST = 2, S_B_CONST = 4 };
 
-static PyObject *values_tuple(PyObject **items, Py_ssize_t n) {
-    PyObject *t = PyTuple_New(n);
-    if (t == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
-    return t;
-}
-
 static PyObject *floats_tuple(const double *xs, Py_ssize_t n) {
     PyObject *t = PyTuple_New(n);
     if (t == NULL) return NULL;
@@ -1200,18 +1369,22 @@ static PyObject *floats_tuple(const double *xs, Py_ssize_t n) {
     return t;
 }
 
-static PyObject *fused_ctx(ValueObject *v) {
-    PyObject *op = v->op;
-    Py_ssize_t n = v->n, start = v->astart & S_START;
+/* A fused node's context, from a copy of its inputs (all, a tuple of strong references, which prev_of
+ * makes safely) and of its locals, taken with nothing run in between: making the tuples below can start
+ * a collection whose finalizers re-initialise v, and nothing here reads v again. */
+static PyObject *fused_ctx(PyObject *op, PyObject *all, const double *local, Py_ssize_t aux, int bits) {
+    Py_ssize_t n = PyTuple_GET_SIZE(all), start = bits & S_START;
     if (op == S.fop[F_DOT]) {
-        Py_ssize_t na = v->aux;
-        PyObject *a, *b, *s = values_tuple(v->prev + n - start, start);
-        if (v->astart & S_A_CONST) { /* the inputs are b; their local gradients are a */
-            a = floats_tuple(v->local, na), b = values_tuple(v->prev, na);
-        } else if (v->astart & S_B_CONST) {
-            a = values_tuple(v->prev, na), b = floats_tuple(v->local, na);
+        int a_const = (bits & S_A_CONST) != 0, b_const = (bits & S_B_CONST) != 0;
+        Py_ssize_t na = aux, values = (a_const || b_const) ? na : 2 * na;
+        if (na < 0 || values + start != n) return PyErr_Format(PyExc_SystemError, "a dot node's structure is broken");
+        PyObject *a, *b, *s = PyTuple_GetSlice(all, n - start, n);
+        if (a_const) { /* the inputs are b; their local gradients are a */
+            a = floats_tuple(local, na), b = PyTuple_GetSlice(all, 0, na);
+        } else if (b_const) {
+            a = PyTuple_GetSlice(all, 0, na), b = floats_tuple(local, na);
         } else {
-            a = values_tuple(v->prev, na), b = values_tuple(v->prev + na, na);
+            a = PyTuple_GetSlice(all, 0, na), b = PyTuple_GetSlice(all, na, 2 * na);
         }
         if (a == NULL || b == NULL || s == NULL) {
             Py_XDECREF(a), Py_XDECREF(b), Py_XDECREF(s);
@@ -1219,29 +1392,76 @@ static PyObject *fused_ctx(ValueObject *v) {
         }
         return Py_BuildValue("(NNN)", a, b, s);
     }
-    PyObject *xs = values_tuple(v->prev, n - start);
+    PyObject *xs = PyTuple_GetSlice(all, 0, n - start);
     if (xs == NULL) return NULL;
     if (op == S.fop[F_SUM]) {
-        PyObject *s = values_tuple(v->prev + n - start, start);
+        PyObject *s = PyTuple_GetSlice(all, n - start, n);
         return s ? Py_BuildValue("(NN)", xs, s) : (Py_DECREF(xs), NULL);
     }
     if (op == S.fop[F_MEAN] || op == S.fop[F_LSE]) return Py_BuildValue("(N)", xs);
-    return Py_BuildValue("(Nn)", xs, v->aux); /* softmax, log_softmax: the output; cross_entropy: the target */
+    return Py_BuildValue("(Nn)", xs, aux); /* softmax, log_softmax: the output; cross_entropy: the target */
 }
 
 static PyObject *get_ctx(ValueObject *v) {
-    switch (v->ckind) {
-    case C_OBJECT:
-        return Py_NewRef(v->ctx);
-    case C_RIGHT:
-        return Py_BuildValue("(Od)", v->prev[0], v->cval);
-    case C_LEFT:
-        return Py_BuildValue("(dO)", v->cval, v->prev[0]);
-    case C_FUSED:
-        return fused_ctx(v);
-    default:
-        Py_RETURN_NONE;
+    for (;;) {
+        switch (v->ckind) {
+        case C_OBJECT:
+            return Py_NewRef(v->ctx);
+        case C_RIGHT:
+        case C_LEFT: {
+            PyObject *x = Py_NewRef(v->prev[0]); /* held: the tuple's allocation may run finalizers */
+            int right = v->ckind == C_RIGHT;
+            double c = v->cval;
+            PyObject *f = PyFloat_FromDouble(c), *r = f ? (right ? PyTuple_Pack(2, x, f) : PyTuple_Pack(2, f, x)) : NULL;
+            Py_DECREF(x);
+            Py_XDECREF(f);
+            return r;
+        }
+        case C_FUSED: {
+            PyObject *all = prev_of(v); /* its allocation may run finalizers that change v */
+            if (all == NULL) return NULL;
+            Py_ssize_t n = PyTuple_GET_SIZE(all);
+            double *local = PyMem_Malloc((n ? n : 1) * sizeof(double)); /* PyMem runs no Python code */
+            if (local == NULL) {
+                Py_DECREF(all);
+                return PyErr_NoMemory();
+            }
+            if (v->ckind != C_FUSED || v->n != n) {
+                Py_DECREF(all), PyMem_Free(local); /* v changed meanwhile: again, as it is now */
+                continue;
+            }
+            if (v->lkind != L_DOUBLE || v->nl != n) { /* cannot happen: set_local freezes the context first */
+                Py_DECREF(all), PyMem_Free(local);
+                return PyErr_Format(PyExc_SystemError, "a fused node lost its local gradients");
+            }
+            memcpy(local, v->local, n * sizeof(double));
+            PyObject *op = Py_NewRef(v->op), *r = fused_ctx(op, all, local, v->aux, v->astart);
+            Py_DECREF(op), Py_DECREF(all), PyMem_Free(local);
+            return r;
+        }
+        default:
+            Py_RETURN_NONE;
+        }
     }
+}
+
+/* A fused node's context kept as an object (what the reference engine keeps in _context), before its op
+ * or local gradients, from which fused_ctx builds it, change */
+static int freeze_ctx(ValueObject *v) {
+    PyObject *ctx = get_ctx(v);
+    if (ctx == NULL) return -1;
+    if (v->ckind == C_FUSED) { /* else a finalizer changed v while ctx was made */
+        if (hold(v, ctx) < 0) {
+            Py_DECREF(ctx);
+            return -1;
+        }
+        PyObject *old = v->ctx;
+        v->ctx = ctx, v->ckind = C_OBJECT;
+        Py_XDECREF(old);
+    } else {
+        Py_DECREF(ctx);
+    }
+    return 0;
 }
 
 /* engine._node, for the reference engine's Python code: node(out, prev, local, op, ctx). */
@@ -1271,11 +1491,12 @@ static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t n
  * what is wrong with bad arguments.
  * ---------------------------------------------------------------------------------------------- */
 
-/* The items of a list or tuple as Values of floats (1), as exact numbers (2), or neither (0). */
+/* The items of a tuple (made by items_tuple: held) as Values of floats (1), as exact numbers (2), or
+ * neither (0). */
 static int items_kind(PyObject *seq, PyObject ***items, Py_ssize_t *n) {
-    if (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq)) return 0;
-    *n = PySequence_Fast_GET_SIZE(seq);
-    *items = PySequence_Fast_ITEMS(seq);
+    if (seq == NULL) return 0;
+    *n = PyTuple_GET_SIZE(seq);
+    *items = &PyTuple_GET_ITEM(seq, 0);
     if (*n == 0) return 0;
     int values = 1, numbers = 1;
     for (Py_ssize_t i = 0; i < *n && (values || numbers); i++) {
@@ -1340,26 +1561,29 @@ static int simple_args(Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t least, Py
     return kwnames == NULL && nargs >= least && nargs <= most;
 }
 
+/* The fused ops read their sequences from tuples of strong references (items_tuple), made before
+ * anything allocates: a node's allocation can start a collection whose finalizers clear the caller's
+ * list, and with it the Values it alone held. Every double is read before the node is allocated. */
 static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **a, **b;
+    PyObject **a, **b, *ta = NULL, *tb = NULL, *r = NULL;
     Py_ssize_t na, nb;
     int ka, kb, ks, off;
     if (!simple_args(nargs, kwnames, 2, 3)) goto general;
-    ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
+    if (((ta = items_tuple(args[0])) == NULL || (tb = items_tuple(args[1])) == NULL) && PyErr_Occurred()) goto done;
+    ka = items_kind(ta, &a, &na), kb = items_kind(tb, &b, &nb);
     ks = start_kind(nargs == 3 ? args[2] : NULL);
     if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
-    if ((off = modes_off()) < 0) return NULL;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     {
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
         PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *));
         double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
-        PyObject *r = NULL;
         if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
-            goto done;
+            goto free;
         }
-        if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) goto done;
+        if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) goto free;
         double out = x[0] * y[0];
         for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
         Py_ssize_t k = 0;
@@ -1372,32 +1596,36 @@ static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t na
             prev[k] = args[2], local[k++] = 1.0;
         }
         r = fused_node(out, F_DOT, prev, n, local, na, (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
-    done:
+    free:
         PyMem_Free(prev);
         PyMem_Free(x);
-        return r;
     }
+done:
+    Py_XDECREF(ta), Py_XDECREF(tb);
+    return r;
 general:
+    Py_XDECREF(ta), Py_XDECREF(tb);
     return fallback(F_DOT, args, nargs, kwnames);
 }
 
 /* sum, mean, logsumexp: one node over Values of floats */
 static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs;
+    PyObject **xs, *t = NULL, *r = NULL;
     Py_ssize_t n;
     int ks = 0, off;
-    if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1) || items_kind(args[0], &xs, &n) != 1) goto general;
+    if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1)) goto general;
+    if ((t = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
+    if (items_kind(t, &xs, &n) != 1) goto general;
     if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
-    if ((off = modes_off()) < 0) return NULL;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     {
         Py_ssize_t m = n + ks;
         PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *));
         double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
-        PyObject *r = NULL;
         if (prev == NULL || local == NULL) {
             PyErr_NoMemory();
-            goto done;
+            goto free;
         }
         for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
         if (kind == F_LSE) {
@@ -1418,12 +1646,15 @@ static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, Py
             for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
         }
         r = fused_node(out, kind, prev, m, local, 0, ks ? S_START : 0);
-    done:
+    free:
         PyMem_Free(prev);
         PyMem_Free(local);
-        return r;
     }
+done:
+    Py_XDECREF(t);
+    return r;
 general:
+    Py_XDECREF(t);
     return fallback(kind, args, nargs, kwnames);
 }
 
@@ -1431,57 +1662,67 @@ static PyObject *core_sum(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObjec
 static PyObject *core_mean(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_MEAN, a, n, k); }
 static PyObject *core_logsumexp(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_LSE, a, n, k); }
 
-/* the shared part of softmax, log_softmax and cross_entropy: m = max, e = exp(x - m), their total */
-static int softmax_parts(PyObject **xs, Py_ssize_t n, double *e, double *top, double *total) {
-    double m = V(xs[0])->d;
+/* the shared part of softmax, log_softmax and cross_entropy: x = the data, m = max, e = exp(x - m),
+ * their total; every double read here, before any node is allocated */
+static void softmax_parts(PyObject **xs, Py_ssize_t n, double *x, double *e, double *top, double *total) {
+    for (Py_ssize_t i = 0; i < n; i++) x[i] = V(xs[i])->d;
+    double m = x[0];
     for (Py_ssize_t i = 1; i < n; i++)
-        if (V(xs[i])->d > m) m = V(xs[i])->d;
-    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(V(xs[i])->d - m);
+        if (x[i] > m) m = x[i];
+    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(x[i] - m);
     double t = e[0];
     for (Py_ssize_t i = 1; i < n; i++) t = t + e[i];
     *top = m, *total = t;
-    return 0;
 }
 
 static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs;
+    PyObject **xs, *t = NULL, *outs = NULL;
     Py_ssize_t n;
     int off;
-    if (!simple_args(nargs, kwnames, 1, 1) || items_kind(args[0], &xs, &n) != 1) goto general;
-    if ((off = modes_off()) < 0) return NULL;
+    if (!simple_args(nargs, kwnames, 1, 1)) goto general;
+    if ((t = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
+    if (items_kind(t, &xs, &n) != 1) goto general;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     {
-        double *e = PyMem_Malloc(3 * n * sizeof(double)), *s = e + n, *row = s + n, m, t;
-        PyObject *outs = PyList_New(n);
-        if (e == NULL || outs == NULL) {
-            PyMem_Free(e);
-            Py_XDECREF(outs);
-            return PyErr_NoMemory();
+        /* each output node is allocated in turn, and any allocation may run finalizers: the inputs are
+         * held by t, and their data read once, first */
+        double *x = PyMem_Malloc(4 * n * sizeof(double)), *e = x + n, *s = e + n, *row = s + n, m, total;
+        if (x == NULL) {
+            PyErr_NoMemory();
+            goto done;
         }
-        softmax_parts(xs, n, e, &m, &t);
-        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], t);
-        double lse = c_log(t);
+        softmax_parts(xs, n, x, e, &m, &total);
+        outs = PyList_New(n);
+        if (outs == NULL) {
+            PyMem_Free(x);
+            goto done;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], total);
+        double lse = c_log(total);
         for (Py_ssize_t i = 0; i < n; i++) {
             double out;
             if (kind == F_SOFTMAX) {
                 out = s[i];
                 for (Py_ssize_t j = 0; j < n; j++) row[j] = s[i] * ((double)(i == j) - s[j]);
             } else {
-                out = (V(xs[i])->d - m) - lse;
+                out = (x[i] - m) - lse;
                 for (Py_ssize_t j = 0; j < n; j++) row[j] = (double)(i == j) - s[j];
             }
             PyObject *node = fused_node(out, kind, xs, n, row, i, 0);
             if (node == NULL) {
-                Py_DECREF(outs);
-                PyMem_Free(e);
-                return NULL;
+                Py_CLEAR(outs);
+                break;
             }
             PyList_SET_ITEM(outs, i, node);
         }
-        PyMem_Free(e);
-        return outs;
+        PyMem_Free(x);
     }
+done:
+    Py_XDECREF(t);
+    return outs;
 general:
+    Py_XDECREF(t);
     return fallback(kind, args, nargs, kwnames);
 }
 
@@ -1489,73 +1730,89 @@ static PyObject *core_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyO
 static PyObject *core_log_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_LOG_SOFTMAX, a, n, k); }
 
 static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs;
+    PyObject **xs, *tx = NULL, *r = NULL;
     Py_ssize_t n, t;
     int off;
-    if (!simple_args(nargs, kwnames, 2, 2) || items_kind(args[0], &xs, &n) != 1 || !PyLong_CheckExact(args[1]))
-        goto general;
+    if (!simple_args(nargs, kwnames, 2, 2) || !PyLong_CheckExact(args[1])) goto general;
+    if ((tx = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
+    if (items_kind(tx, &xs, &n) != 1) goto general;
     t = PyLong_AsSsize_t(args[1]);
     if (t == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         goto general;
     }
     if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
-    if ((off = modes_off()) < 0) return NULL;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     {
-        double *e = PyMem_Malloc(2 * n * sizeof(double)), *local = e + n, m, total;
-        if (e == NULL) return PyErr_NoMemory();
-        softmax_parts(xs, n, e, &m, &total);
-        double out = c_log(total) - (V(xs[t])->d - m);
+        double *x = PyMem_Malloc(3 * n * sizeof(double)), *e = x + n, *local = e + n, m, total;
+        if (x == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        softmax_parts(xs, n, x, e, &m, &total);
+        double out = c_log(total) - (x[t] - m);
         for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
-        PyObject *r = fused_node(out, F_CE, xs, n, local, t, 0);
-        PyMem_Free(e);
-        return r;
+        r = fused_node(out, F_CE, xs, n, local, t, 0);
+        PyMem_Free(x);
     }
+done:
+    Py_XDECREF(tx);
+    return r;
 general:
+    Py_XDECREF(tx);
     return fallback(F_CE, args, nargs, kwnames);
 }
 
-/* layers.affine on single numbers: one dot node per row (the bias added last), then the activation */
+/* layers.affine on single numbers: one dot node per row (the bias added last), then the activation.
+ * The rows, the inputs and the biases are held as tuples (items_tuple) for the whole loop: each row's
+ * dot and activation allocate nodes, and so may run finalizers that change the caller's lists. */
 static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
-    PyObject **rows, **xs, **bs = NULL;
+    PyObject **rows, **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
     int act = -1, kx, off;
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
     for (int i = 0; i < 4; i++)
         if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
             act = i;
-    if (act < 0 || (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0]))) goto general;
-    rows = PySequence_Fast_ITEMS(args[0]), nrows = PySequence_Fast_GET_SIZE(args[0]);
-    if (nrows == 0 || !(kx = items_kind(args[1], &xs, &nx))) goto general;
-    if (biases != Py_None && (items_kind(biases, &bs, &nb) != 1 || nb != nrows)) goto general;
-    for (Py_ssize_t r = 0; r < nrows; r++) {
-        PyObject **w;
-        Py_ssize_t nw;
-        if (items_kind(rows[r], &w, &nw) != 1 || nw != nx) goto general;
+    if (act < 0) goto general;
+    if (((trows = items_tuple(args[0])) == NULL || (txs = items_tuple(args[1])) == NULL ||
+         (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
+        goto done;
+    if (trows == NULL || (nrows = PyTuple_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
+    rows = &PyTuple_GET_ITEM(trows, 0);
+    if (biases != Py_None && (items_kind(tbs, &bs, &nb) != 1 || nb != nrows)) goto general;
+    for (Py_ssize_t r = 0; r < nrows; r++) { /* a first look (nothing allocated): core_dot checks each row again */
+        PyObject *row = rows[r];
+        if (!PyList_CheckExact(row) && !PyTuple_CheckExact(row)) goto general;
+        Py_ssize_t nw = PySequence_Fast_GET_SIZE(row);
+        PyObject **w = PySequence_Fast_ITEMS(row);
+        for (Py_ssize_t i = 0; i < nw; i++)
+            if (!IS_FLOAT_VALUE(w[i])) goto general;
+        if (nw != nx) goto general;
     }
-    if ((off = modes_off()) < 0) return NULL;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
-    {
-        PyObject *outs = PyList_New(nrows);
-        if (outs == NULL) return NULL;
-        for (Py_ssize_t r = 0; r < nrows; r++) {
-            PyObject *dargs[3] = {rows[r], args[1], bs ? bs[r] : NULL};
-            PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
-            if (z != NULL && act > 0) {
-                int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
-                Py_SETREF(z, unary(k, z));
-            }
-            if (z == NULL) {
-                Py_DECREF(outs);
-                return NULL;
-            }
-            PyList_SET_ITEM(outs, r, z);
+    if ((outs = PyList_New(nrows)) == NULL) goto done;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        PyObject *dargs[3] = {rows[r], txs, bs ? bs[r] : NULL};
+        PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
+        if (z != NULL && act > 0) {
+            int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
+            Py_SETREF(z, unary(k, z));
         }
-        return outs;
+        if (z == NULL) {
+            Py_CLEAR(outs);
+            break;
+        }
+        PyList_SET_ITEM(outs, r, z);
     }
+done:
+    Py_XDECREF(trows), Py_XDECREF(txs), Py_XDECREF(tbs);
+    return outs;
 general:
+    Py_XDECREF(trows), Py_XDECREF(txs), Py_XDECREF(tbs);
     return fallback(N_FUSED, args, nargs, kwnames);
 }
 
@@ -1591,15 +1848,21 @@ static int set_float(PyObject *list, Py_ssize_t i, double x) {
 #define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
 
 static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
-    Py_ssize_t n;
     if (!PyList_CheckExact(params)) Py_RETURN_FALSE;
-    n = PyList_GET_SIZE(params);
-    for (Py_ssize_t i = 0; i < n; i++)
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++)
         if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_FALSE;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        ValueObject *p = V(PyList_GET_ITEM(params, i));
-        p->g = 0.0;
-        Py_CLEAR(p->gobj);
+    /* Dropping a grad can run its finalizer, which may change the list (clear it, as the reference
+     * engine's `for v in values` then stops) or free the parameter: so the length is read again at every
+     * step, the parameter is held, and the grad is released after the parameter reads 0. Should an item
+     * that is not a Value appear meanwhile, Python does it all again (setting 0 twice changes nothing). */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
+        PyObject *item = PyList_GET_ITEM(params, i);
+        if (!IS_VALUE(item)) Py_RETURN_FALSE;
+        ValueObject *p = (ValueObject *)Py_NewRef(item);
+        PyObject *g = p->gobj;
+        p->g = 0.0, p->gobj = NULL;
+        Py_XDECREF(g);
+        Py_DECREF(p);
     }
     Py_RETURN_TRUE;
 }
