@@ -1764,12 +1764,34 @@ general:
     return fallback(F_CE, args, nargs, kwnames);
 }
 
+/* The rows of weights as a list (nobody else sees) of tuples made by items_tuple, taken before any node
+ * is made; NULL if weights is not a list or tuple of lists or tuples (or with an error set). A list of
+ * rows is read as layers.affine's `for w in weights` reads it: item by item, at its length then, each
+ * row held while it is copied (copying allocates, and a finalizer may change the list meanwhile). */
+static PyObject *rows_of(PyObject *weights) {
+    if (!PyList_CheckExact(weights) && !PyTuple_CheckExact(weights)) return NULL;
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL) return NULL;
+    for (Py_ssize_t r = 0; r < PySequence_Fast_GET_SIZE(weights); r++) {
+        PyObject *w = Py_NewRef(PySequence_Fast_GET_ITEM(weights, r));
+        PyObject *row = items_tuple(w);
+        Py_DECREF(w);
+        int rc = row == NULL ? -1 : PyList_Append(rows, row);
+        Py_XDECREF(row);
+        if (rc < 0) {
+            Py_DECREF(rows);
+            return NULL;
+        }
+    }
+    return rows;
+}
+
 /* layers.affine on single numbers: one dot node per row (the bias added last), then the activation.
- * The rows, the inputs and the biases are held as tuples (items_tuple) for the whole loop: each row's
- * dot and activation allocate nodes, and so may run finalizers that change the caller's lists. */
+ * The rows, the inputs and the biases are held as tuples for the whole loop: each row's dot and
+ * activation allocate nodes, and so may run finalizers that change the caller's lists. */
 static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
-    PyObject **rows, **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
+    PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
     int act = -1, kx, off;
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
@@ -1777,26 +1799,21 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
         if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
             act = i;
     if (act < 0) goto general;
-    if (((trows = items_tuple(args[0])) == NULL || (txs = items_tuple(args[1])) == NULL ||
+    if (((txs = items_tuple(args[1])) == NULL || (trows = rows_of(args[0])) == NULL ||
          (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
         goto done;
-    if (trows == NULL || (nrows = PyTuple_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
-    rows = &PyTuple_GET_ITEM(trows, 0);
+    if (trows == NULL || (nrows = PyList_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
     if (biases != Py_None && (items_kind(tbs, &bs, &nb) != 1 || nb != nrows)) goto general;
-    for (Py_ssize_t r = 0; r < nrows; r++) { /* a first look (nothing allocated): core_dot checks each row again */
-        PyObject *row = rows[r];
-        if (!PyList_CheckExact(row) && !PyTuple_CheckExact(row)) goto general;
-        Py_ssize_t nw = PySequence_Fast_GET_SIZE(row);
-        PyObject **w = PySequence_Fast_ITEMS(row);
-        for (Py_ssize_t i = 0; i < nw; i++)
-            if (!IS_FLOAT_VALUE(w[i])) goto general;
-        if (nw != nx) goto general;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        PyObject **w;
+        Py_ssize_t nw;
+        if (items_kind(PyList_GET_ITEM(trows, r), &w, &nw) != 1 || nw != nx) goto general;
     }
     if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     if ((outs = PyList_New(nrows)) == NULL) goto done;
     for (Py_ssize_t r = 0; r < nrows; r++) {
-        PyObject *dargs[3] = {rows[r], txs, bs ? bs[r] : NULL};
+        PyObject *dargs[3] = {PyList_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
         PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
         if (z != NULL && act > 0) {
             int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
