@@ -276,7 +276,7 @@ static void release_taken(Taken *t) {
     PyMem_Free(t->local);
 }
 
-/* tp_clear, and the first step of dealloc: the node left an empty leaf (op "", so that the op is never
+/* tp_clear (the collector breaking a cycle): the node left an empty leaf (op "", so that the op is never
  * NULL for anything that reads it meanwhile), then what it held released. */
 static int value_clear(ValueObject *v) {
     Taken t;
@@ -289,8 +289,18 @@ static void value_dealloc(ValueObject *v) {
     PyTypeObject *type = Py_TYPE(v);
     PyObject_GC_UnTrack(v);
     Py_TRASHCAN_BEGIN(v, value_dealloc) /* a chain of a million nodes frees without deep recursion */
-    value_clear(v); /* leaves the inputs and locals inline, and op "" */
+    /* nothing can reach v any more (its count is 0, it is untracked, a subclass's weakrefs are gone):
+     * its references are released in place, without take_out's copy, which this hot path would pay */
+    Py_CLEAR(v->dobj);
+    Py_CLEAR(v->gobj);
     Py_CLEAR(v->op);
+    Py_CLEAR(v->label);
+    Py_CLEAR(v->ctx);
+    Py_CLEAR(v->lobj);
+    for (Py_ssize_t i = 0; i < v->n; i++) Py_CLEAR(v->prev[i]);
+    v->n = v->nl = 0;
+    if (v->prev != v->inline_prev) PyMem_Free(v->prev);
+    if (v->local != v->inline_local) PyMem_Free(v->local);
 #ifndef Py_GIL_DISABLED
     if (type == S.Value && freed.n < KEEP_FREED) {
         v->walk = freed.top, freed.top = v, freed.n++;
@@ -556,21 +566,11 @@ static PyObject *local_of(ValueObject *v) {
     return t;
 }
 
-/* Add d to c's grad, as `c.grad += d` does in the reference engine. */
-static int add_grad(ValueObject *c, double d) {
-    c->reached = 1;
-    if (c->gobj == NULL) {
-        c->g += d;
-        return 0;
-    }
-    if (PyFloat_CheckExact(c->gobj)) {
-        c->g = PyFloat_AS_DOUBLE(c->gobj) + d;
-        Py_CLEAR(c->gobj);
-        return 0;
-    }
-    /* A grad's __iadd__ is Python code: it may set c.grad again (dropping the grad it runs on), zero it
-     * or re-initialise c. So the grad and c are held here, and the sum is stored over whatever c holds
-     * then, as `c.grad += d` does in the reference engine. */
+/* add_grad's path for a grad that is an object (a Value, a batch, a user's object): `c.grad += d`.
+ * Its __iadd__ is Python code: it may set c.grad again (dropping the grad it runs on), zero it or
+ * re-initialise c. So the grad and c are held here, and the sum is stored over whatever c holds then,
+ * as `c.grad += d` does in the reference engine. */
+static int add_grad_object(ValueObject *c, double d) {
     PyObject *f = PyFloat_FromDouble(d);
     if (f == NULL) return -1;
     PyObject *old = Py_NewRef(c->gobj);
@@ -588,6 +588,22 @@ static int add_grad(ValueObject *c, double d) {
     }
     Py_DECREF(c);
     return rc;
+}
+
+/* Add d to c's grad, as `c.grad += d` does in the reference engine. On a double (the common case, kept
+ * small so that it is inlined into backward's loop) or a float object, it runs no Python code. */
+static inline int add_grad(ValueObject *c, double d) {
+    c->reached = 1;
+    if (c->gobj == NULL) {
+        c->g += d;
+        return 0;
+    }
+    if (PyFloat_CheckExact(c->gobj)) {
+        c->g = PyFloat_AS_DOUBLE(c->gobj) + d;
+        Py_CLEAR(c->gobj); /* a float's release runs nothing */
+        return 0;
+    }
+    return add_grad_object(c, d);
 }
 
 /* A new node of an op, its inputs' references taken (new ones made), its locals copied. */
@@ -982,18 +998,22 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
             failed = add_grad(self, 1.0) < 0; /* a leaf accumulates d(self)/d(self) too */
         }
     }
+    int countdown = SIGNAL_EVERY;
     for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
         ValueObject *node = order.items[i];
         if (node->reached) failed = step(node, &quiet) < 0; /* else no gradient reached it */
         /* Ctrl-C stops a long backward here (KeyboardInterrupt, or what a handler raises), with every
          * node stepped so far complete, and the cleanup below run as for any other error */
-        if (!failed && i % SIGNAL_EVERY == 0) failed = PyErr_CheckSignals() < 0;
+        if (--countdown == 0) {
+            countdown = SIGNAL_EVERY;
+            if (!failed) failed = PyErr_CheckSignals() < 0;
+        }
     }
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     /* the next call's token may be ours; then the order is released, which may free the graph */
     for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL;
-    for (Py_ssize_t i = 0; i < order.len; i++) Py_DECREF(order.items[i]);
+    for (Py_ssize_t i = order.len - 1; i >= 0; i--) Py_DECREF(order.items[i]); /* the root's end first */
     PyMem_Free(order.items);
     if (quiet) {
         PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
@@ -1491,12 +1511,12 @@ static PyObject *core_node(PyObject *module, PyObject *const *args, Py_ssize_t n
  * what is wrong with bad arguments.
  * ---------------------------------------------------------------------------------------------- */
 
-/* The items of a tuple (made by items_tuple: held) as Values of floats (1), as exact numbers (2), or
- * neither (0). */
+/* The items of a list or tuple as Values of floats (1), as exact numbers (2), or neither (0). The
+ * items are borrowed: good until anything allocates an object or runs Python code. */
 static int items_kind(PyObject *seq, PyObject ***items, Py_ssize_t *n) {
-    if (seq == NULL) return 0;
-    *n = PyTuple_GET_SIZE(seq);
-    *items = &PyTuple_GET_ITEM(seq, 0);
+    if (seq == NULL || (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq))) return 0;
+    *n = PySequence_Fast_GET_SIZE(seq);
+    *items = PySequence_Fast_ITEMS(seq);
     if (*n == 0) return 0;
     int values = 1, numbers = 1;
     for (Py_ssize_t i = 0; i < *n && (values || numbers); i++) {
@@ -1535,10 +1555,9 @@ static int numbers_of(PyObject **items, Py_ssize_t n, double *out) {
     return 0;
 }
 
-static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n, const double *local, Py_ssize_t aux,
-                            int bits) {
-    ValueObject *v = alloc_node(n);
-    if (v == NULL) return NULL;
+/* Fill v, a node alloc_node(n) made, as a fused node; runs no Python code and allocates no object */
+static PyObject *fill_fused(ValueObject *v, double out, int kind, PyObject **prev, Py_ssize_t n, const double *local,
+                            Py_ssize_t aux, int bits) {
     v->d = out;
     v->op = Py_NewRef(S.fop[kind]);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1556,105 +1575,132 @@ static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n,
     return (PyObject *)v;
 }
 
+/* A fused node over prev, which must be held (prev's pointers are used after the allocation) */
+static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n, const double *local, Py_ssize_t aux,
+                            int bits) {
+    ValueObject *v = alloc_node(n);
+    if (v == NULL) return NULL;
+    return fill_fused(v, out, kind, prev, n, local, aux, bits);
+}
+
 /* parse (a, b[, start]) or (values[, start]) from vectorcall arguments; NULL kwnames only */
 static int simple_args(Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t least, Py_ssize_t most) {
     return kwnames == NULL && nargs >= least && nargs <= most;
 }
 
-/* The fused ops read their sequences from tuples of strong references (items_tuple), made before
- * anything allocates: a node's allocation can start a collection whose finalizers clear the caller's
- * list, and with it the Values it alone held. Every double is read before the node is allocated. */
+/* sum, mean, logsumexp, dot and cross_entropy make one node: it is allocated before their lists are
+ * read, since the allocation can start a collection whose finalizers change the caller's lists (and
+ * free the Values they alone held). The lists are looked at again after it, and read only then, with
+ * nothing allocated or run until the node holds its inputs; if they changed, the node is dropped and
+ * all starts again. (softmax and affine, which make many nodes, read copies: see items_tuple.) */
 static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **a, **b, *ta = NULL, *tb = NULL, *r = NULL;
+    PyObject **a, **b;
     Py_ssize_t na, nb;
     int ka, kb, ks, off;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
     if (!simple_args(nargs, kwnames, 2, 3)) goto general;
-    if (((ta = items_tuple(args[0])) == NULL || (tb = items_tuple(args[1])) == NULL) && PyErr_Occurred()) goto done;
-    ka = items_kind(ta, &a, &na), kb = items_kind(tb, &b, &nb);
-    ks = start_kind(nargs == 3 ? args[2] : NULL);
-    if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
-    if ((off = modes_off()) < 0) goto done;
+    if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
+    for (;;) {
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        if (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1])) goto general;
+        /* at most both sides' Values and a start: the node is allocated for that many, then the lists
+         * read (once, in the common case) with nothing allocated until the node holds its inputs */
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]) + PySequence_Fast_GET_SIZE(args[1]) + 1;
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue; /* the lists again, as they are now */
+        }
+        ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
+        ks = start_kind(nargs == 3 ? args[2] : NULL);
+        if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
-        PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *));
+        PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *)), *r = NULL; /* PyMem: no collection */
         double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
         if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
-            goto free;
+            Py_DECREF(v);
+        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) {
+            Py_DECREF(v);
+        } else {
+            double out = x[0] * y[0];
+            for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
+            Py_ssize_t k = 0;
+            if (ka == 1)
+                for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
+            if (kb == 1)
+                for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
+            if (ks) {
+                out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
+                prev[k] = args[2], local[k++] = 1.0;
+            }
+            r = fill_fused(v, out, F_DOT, prev, n, local, na,
+                           (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
         }
-        if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) goto free;
-        double out = x[0] * y[0];
-        for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
-        Py_ssize_t k = 0;
-        if (ka == 1)
-            for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
-        if (kb == 1)
-            for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
-        if (ks) {
-            out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
-            prev[k] = args[2], local[k++] = 1.0;
-        }
-        r = fused_node(out, F_DOT, prev, n, local, na, (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
-    free:
         PyMem_Free(prev);
         PyMem_Free(x);
+        return r;
     }
-done:
-    Py_XDECREF(ta), Py_XDECREF(tb);
-    return r;
 general:
-    Py_XDECREF(ta), Py_XDECREF(tb);
+    Py_XDECREF(v);
     return fallback(F_DOT, args, nargs, kwnames);
 }
 
-/* sum, mean, logsumexp: one node over Values of floats */
+/* sum, mean, logsumexp: one node over Values of floats (allocated first: see core_dot) */
 static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs, *t = NULL, *r = NULL;
+    PyObject **xs;
     Py_ssize_t n;
     int ks = 0, off;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
     if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1)) goto general;
-    if ((t = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
-    if (items_kind(t, &xs, &n) != 1) goto general;
-    if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
-    if ((off = modes_off()) < 0) goto done;
+    if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
+    for (;;) {
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]) + 1; /* the items and a start */
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue; /* the list again, as it is now */
+        }
+        if (items_kind(args[0], &xs, &n) != 1) goto general;
+        if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
         Py_ssize_t m = n + ks;
-        PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *));
+        PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *)), *r = NULL;
         double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
         if (prev == NULL || local == NULL) {
             PyErr_NoMemory();
-            goto free;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
-        if (kind == F_LSE) {
-            double top = V(xs[0])->d;
-            for (Py_ssize_t i = 1; i < n; i++)
-                if (V(xs[i])->d > top) top = V(xs[i])->d;
-            if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
-            double total = exp(V(xs[0])->d - top);
-            for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
-            out = top + c_log(total);
-            for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+            Py_DECREF(v);
         } else {
-            out = V(xs[0])->d;
-            for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
-            if (ks) out = out + V(args[1])->d, prev[n] = args[1];
-            double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
-            if (kind == F_MEAN) out = c_div(out, (double)n);
-            for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
+            if (kind == F_LSE) {
+                double top = V(xs[0])->d;
+                for (Py_ssize_t i = 1; i < n; i++)
+                    if (V(xs[i])->d > top) top = V(xs[i])->d;
+                if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
+                double total = exp(V(xs[0])->d - top);
+                for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
+                out = top + c_log(total);
+                for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+            } else {
+                out = V(xs[0])->d;
+                for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
+                if (ks) out = out + V(args[1])->d, prev[n] = args[1];
+                double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
+                if (kind == F_MEAN) out = c_div(out, (double)n);
+                for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+            }
+            r = fill_fused(v, out, kind, prev, m, local, 0, ks ? S_START : 0);
         }
-        r = fused_node(out, kind, prev, m, local, 0, ks ? S_START : 0);
-    free:
         PyMem_Free(prev);
         PyMem_Free(local);
+        return r;
     }
-done:
-    Py_XDECREF(t);
-    return r;
 general:
-    Py_XDECREF(t);
+    Py_XDECREF(v);
     return fallback(kind, args, nargs, kwnames);
 }
 
@@ -1730,65 +1776,51 @@ static PyObject *core_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyO
 static PyObject *core_log_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_LOG_SOFTMAX, a, n, k); }
 
 static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs, *tx = NULL, *r = NULL;
+    PyObject **xs;
     Py_ssize_t n, t;
     int off;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
     if (!simple_args(nargs, kwnames, 2, 2) || !PyLong_CheckExact(args[1])) goto general;
-    if ((tx = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
-    if (items_kind(tx, &xs, &n) != 1) goto general;
     t = PyLong_AsSsize_t(args[1]);
     if (t == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         goto general;
     }
-    if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
-    if ((off = modes_off()) < 0) goto done;
+    if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
+    for (;;) { /* the node allocated first: see core_dot */
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]);
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue;
+        }
+        if (items_kind(args[0], &xs, &n) != 1) goto general;
+        if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
         double *x = PyMem_Malloc(3 * n * sizeof(double)), *e = x + n, *local = e + n, m, total;
         if (x == NULL) {
-            PyErr_NoMemory();
-            goto done;
+            Py_DECREF(v);
+            return PyErr_NoMemory();
         }
         softmax_parts(xs, n, x, e, &m, &total);
         double out = c_log(total) - (x[t] - m);
         for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
-        r = fused_node(out, F_CE, xs, n, local, t, 0);
+        PyObject *r = fill_fused(v, out, F_CE, xs, n, local, t, 0);
         PyMem_Free(x);
+        return r;
     }
-done:
-    Py_XDECREF(tx);
-    return r;
 general:
-    Py_XDECREF(tx);
+    Py_XDECREF(v);
     return fallback(F_CE, args, nargs, kwnames);
 }
 
-/* The rows of weights as a list (nobody else sees) of tuples made by items_tuple, taken before any node
- * is made; NULL if weights is not a list or tuple of lists or tuples (or with an error set). A list of
- * rows is read as layers.affine's `for w in weights` reads it: item by item, at its length then, each
- * row held while it is copied (copying allocates, and a finalizer may change the list meanwhile). */
-static PyObject *rows_of(PyObject *weights) {
-    if (!PyList_CheckExact(weights) && !PyTuple_CheckExact(weights)) return NULL;
-    PyObject *rows = PyList_New(0);
-    if (rows == NULL) return NULL;
-    for (Py_ssize_t r = 0; r < PySequence_Fast_GET_SIZE(weights); r++) {
-        PyObject *w = Py_NewRef(PySequence_Fast_GET_ITEM(weights, r));
-        PyObject *row = items_tuple(w);
-        Py_DECREF(w);
-        int rc = row == NULL ? -1 : PyList_Append(rows, row);
-        Py_XDECREF(row);
-        if (rc < 0) {
-            Py_DECREF(rows);
-            return NULL;
-        }
-    }
-    return rows;
-}
-
 /* layers.affine on single numbers: one dot node per row (the bias added last), then the activation.
- * The rows, the inputs and the biases are held as tuples for the whole loop: each row's dot and
- * activation allocate nodes, and so may run finalizers that change the caller's lists. */
+ * The rows (the row lists themselves), the inputs and the biases are held as tuples for the whole loop:
+ * each row's dot and activation allocate nodes, and so may run finalizers that change the caller's
+ * lists. A row list changed meanwhile is read as it is then (core_dot looks at it after allocating);
+ * emptied, fused.dot says so. */
 static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
     PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
@@ -1799,21 +1831,21 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
         if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
             act = i;
     if (act < 0) goto general;
-    if (((txs = items_tuple(args[1])) == NULL || (trows = rows_of(args[0])) == NULL ||
+    if (((txs = items_tuple(args[1])) == NULL || (trows = items_tuple(args[0])) == NULL ||
          (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
         goto done;
-    if (trows == NULL || (nrows = PyList_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
+    if (trows == NULL || (nrows = PyTuple_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
     if (biases != Py_None && (items_kind(tbs, &bs, &nb) != 1 || nb != nrows)) goto general;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject **w;
         Py_ssize_t nw;
-        if (items_kind(PyList_GET_ITEM(trows, r), &w, &nw) != 1 || nw != nx) goto general;
+        if (items_kind(PyTuple_GET_ITEM(trows, r), &w, &nw) != 1 || nw != nx) goto general;
     }
     if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     if ((outs = PyList_New(nrows)) == NULL) goto done;
     for (Py_ssize_t r = 0; r < nrows; r++) {
-        PyObject *dargs[3] = {PyList_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
+        PyObject *dargs[3] = {PyTuple_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
         PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
         if (z != NULL && act > 0) {
             int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
