@@ -4,6 +4,8 @@ It is optional: where no C compiler is found (or the build fails), installation 
 runs its reference engine, in pure Python, warning once that it is the slow path.
 """
 
+import os
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -16,8 +18,16 @@ class BuildExt(build_ext):
             args = ["/O2", "/fp:precise"]
         else:
             args = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-Wall"]
+        link = []
+        if os.environ.get("CHAINGRAD_SANITIZE") == "1" and self.compiler.compiler_type != "msvc":
+            # CI's AddressSanitizer/UBSan build (.ci/sanitize): no free list, so that every freed node is
+            # freed; built into a folder of its own, never in place (see .ci/sanitize)
+            sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+            args = ["-O1", "-g", "-fno-omit-frame-pointer", *sanitize, "-DKEEP_FREED=0"] + args[1:]
+            link = sanitize
         for ext in self.extensions:
             ext.extra_compile_args = args + ext.extra_compile_args
+            ext.extra_link_args = link + ext.extra_link_args
         super().build_extensions()
 
 

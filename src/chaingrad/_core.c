@@ -258,17 +258,50 @@ static int value_traverse(ValueObject *v, visitproc visit, void *arg) {
     return 0;
 }
 
-static int value_clear(ValueObject *v) {
-    Py_CLEAR(v->dobj);
-    Py_CLEAR(v->gobj);
-    Py_CLEAR(v->op);
-    Py_CLEAR(v->label);
-    Py_CLEAR(v->ctx);
-    Py_CLEAR(v->lobj);
-    Py_CLEAR(v->dict);
-    Py_ssize_t n = v->n;
+/* A node's state, taken out whole (see take_out) and released later */
+typedef struct {
+    PyObject *objs[7];          /* dobj, gobj, op, label, ctx, lobj, dict */
+    PyObject *inline_prev[2];   /* the inputs, when the node kept them inline */
+    PyObject **prev;            /* inline_prev above, or the node's former array */
+    double *local;              /* the node's former array of local gradients, or NULL */
+    Py_ssize_t n;
+} Taken;
+
+/* Take v's state out, leaving it an empty leaf whose op is `op` (a new reference, or NULL), without
+ * releasing anything. Releasing a reference can run Python code (a finalizer, a weakref callback), which
+ * may read this node, re-initialise it or free what it points to: so the node is made consistent first
+ * and the references are released afterwards, by release_taken, from a copy nothing else can reach. */
+static void take_out(ValueObject *v, Taken *t, PyObject *op) {
+    t->objs[0] = v->dobj, t->objs[1] = v->gobj, t->objs[2] = v->op;
+    t->objs[3] = v->label, t->objs[4] = v->ctx, t->objs[5] = v->lobj, t->objs[6] = v->dict;
+    v->dobj = v->gobj = v->label = v->ctx = v->lobj = v->dict = NULL;
+    v->op = op;
+    t->n = v->n;
+    if (v->prev == v->inline_prev) {
+        for (Py_ssize_t i = 0; i < t->n; i++) t->inline_prev[i] = v->inline_prev[i];
+        t->prev = t->inline_prev;
+    } else {
+        t->prev = v->prev;
+    }
+    t->local = v->local == v->inline_local ? NULL : v->local;
+    v->prev = v->inline_prev, v->local = v->inline_local;
     v->n = v->nl = 0;
-    for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(v->prev[i]);
+    v->lkind = L_DOUBLE, v->ckind = C_NONE;
+}
+
+static void release_taken(Taken *t) {
+    for (int i = 0; i < 7; i++) Py_XDECREF(t->objs[i]);
+    for (Py_ssize_t i = 0; i < t->n; i++) Py_XDECREF(t->prev[i]);
+    if (t->prev != t->inline_prev) PyMem_Free(t->prev);
+    PyMem_Free(t->local);
+}
+
+/* tp_clear (the collector breaking a cycle): the node left an empty leaf (op "", so that the op is never
+ * NULL for anything that reads it meanwhile), then what it held released. */
+static int value_clear(ValueObject *v) {
+    Taken t;
+    take_out(v, &t, Py_NewRef(S.empty));
+    release_taken(&t);
     return 0;
 }
 
@@ -276,7 +309,17 @@ static void value_dealloc(ValueObject *v) {
     PyTypeObject *type = Py_TYPE(v);
     PyObject_GC_UnTrack(v);
     Py_TRASHCAN_BEGIN(v, value_dealloc) /* a chain of a million nodes frees without deep recursion */
-    value_clear(v);
+    /* nothing can reach v any more (its count is 0, it is untracked, a subclass's weakrefs are gone):
+     * its references are released in place, without take_out's copy, which this hot path would pay */
+    Py_CLEAR(v->dobj);
+    Py_CLEAR(v->gobj);
+    Py_CLEAR(v->op);
+    Py_CLEAR(v->label);
+    Py_CLEAR(v->ctx);
+    Py_CLEAR(v->lobj);
+    Py_CLEAR(v->dict);
+    for (Py_ssize_t i = 0; i < v->n; i++) Py_CLEAR(v->prev[i]);
+    v->n = v->nl = 0;
     if (v->prev != v->inline_prev) PyMem_Free(v->prev);
     if (v->local != v->inline_local) PyMem_Free(v->local);
 #ifndef Py_GIL_DISABLED
@@ -432,6 +475,26 @@ static int born(ValueObject *v) {
     return 0;
 }
 
+/* A list's (or a subclass's) or a tuple's items as a tuple of strong references (a tuple itself, with a new reference);
+ * NULL without an error for anything else. A list's items are borrowed: whatever allocates an object
+ * meanwhile can start a collection whose finalizers change or clear the list and free its items (on
+ * 3.11 even PySequence_Tuple, which reads the item array before allocating the tuple). So the tuple is
+ * allocated first and filled only if the list kept its length meanwhile, with nothing in between. */
+static PyObject *items_tuple(PyObject *seq) {
+    if (PyTuple_CheckExact(seq)) return Py_NewRef(seq);
+    if (!PyList_Check(seq)) return NULL; /* a list, or a subclass (a model's nn.Outputs): its items alike */
+    for (;;) {
+        Py_ssize_t n = PyList_GET_SIZE(seq);
+        PyObject *t = PyTuple_New(n);
+        if (t == NULL) return NULL;
+        if (PyList_GET_SIZE(seq) == n) {
+            for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(PyList_GET_ITEM(seq, i)));
+            return t;
+        }
+        Py_DECREF(t); /* the list changed while the tuple was made: again, at its new length */
+    }
+}
+
 static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ValueObject *v;
     if (type == S.Value) {
@@ -486,18 +549,33 @@ static int set_grad(ValueObject *v, PyObject *x) {
     return hold(v, x);
 }
 
+/* The tuple's allocation can run a collection whose finalizers re-initialise v: so the tuple is filled
+ * only if v kept as many inputs meanwhile, with nothing in between (else made again). */
 static PyObject *prev_of(ValueObject *v) {
-    PyObject *t = PyTuple_New(v->n);
-    if (t == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < v->n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(v->prev[i]));
-    return t;
+    for (;;) {
+        Py_ssize_t n = v->n;
+        PyObject *t = PyTuple_New(n);
+        if (t == NULL) return NULL;
+        if (v->n == n) {
+            for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(v->prev[i]));
+            return t;
+        }
+        Py_DECREF(t);
+    }
 }
 
 static PyObject *local_of(ValueObject *v) {
-    if (v->lkind == L_NONE) Py_RETURN_NONE;
-    if (v->lkind == L_OBJECT) return Py_NewRef(v->lobj);
-    PyObject *t = PyTuple_New(v->nl);
-    if (t == NULL) return NULL;
+    PyObject *t = NULL;
+    for (;;) { /* as prev_of: the tuple's allocation may run finalizers that change v */
+        if (v->lkind == L_NONE) Py_RETURN_NONE;
+        if (v->lkind == L_OBJECT) return Py_NewRef(v->lobj);
+        Py_ssize_t nl = v->nl;
+        t = PyTuple_New(nl);
+        if (t == NULL) return NULL;
+        if (v->lkind == L_DOUBLE && v->nl == nl) break;
+        Py_DECREF(t);
+    }
+    /* a float is not tracked by the collector: making one runs no Python code */
     for (Py_ssize_t i = 0; i < v->nl; i++) {
         PyObject *f = PyFloat_FromDouble(v->local[i]);
         if (f == NULL) {
@@ -509,8 +587,33 @@ static PyObject *local_of(ValueObject *v) {
     return t;
 }
 
-/* Add d to c's grad, as `c.grad += d` does in the reference engine. */
-static int add_grad(ValueObject *c, double d) {
+/* add_grad's path for a grad that is an object (a Value, a batch, a user's object): `c.grad += d`.
+ * Its __iadd__ is Python code: it may set c.grad again (dropping the grad it runs on), zero it or
+ * re-initialise c. So the grad and c are held here, and the sum is stored over whatever c holds then,
+ * as `c.grad += d` does in the reference engine. */
+static int add_grad_object(ValueObject *c, double d) {
+    PyObject *f = PyFloat_FromDouble(d);
+    if (f == NULL) return -1;
+    PyObject *old = Py_NewRef(c->gobj);
+    Py_INCREF(c);
+    PyObject *sum = PyNumber_InPlaceAdd(old, f);
+    Py_DECREF(old);
+    Py_DECREF(f);
+    int rc = -1;
+    if (sum != NULL) {
+        rc = hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
+        if (rc < 0)
+            Py_DECREF(sum);
+        else
+            Py_XSETREF(c->gobj, sum);
+    }
+    Py_DECREF(c);
+    return rc;
+}
+
+/* Add d to c's grad, as `c.grad += d` does in the reference engine. On a double (the common case, kept
+ * small so that it is inlined into backward's loop) or a float object, it runs no Python code. */
+static inline int add_grad(ValueObject *c, double d) {
     c->reached = 1;
     if (c->gobj == NULL) {
         c->g += d;
@@ -523,16 +626,10 @@ static int add_grad(ValueObject *c, double d) {
     }
     if (PyFloat_CheckExact(c->gobj)) {
         c->g = PyFloat_AS_DOUBLE(c->gobj) + d;
-        Py_CLEAR(c->gobj);
+        Py_CLEAR(c->gobj); /* a float's release runs nothing */
         return 0;
     }
-    PyObject *f = PyFloat_FromDouble(d);
-    if (f == NULL) return -1;
-    PyObject *sum = PyNumber_InPlaceAdd(c->gobj, f);
-    Py_DECREF(f);
-    if (sum == NULL) return -1;
-    Py_SETREF(c->gobj, sum);
-    return hold(c, sum);
+    return add_grad_object(c, d);
 }
 
 /* A new node of an op, its inputs' references taken (new ones made), its locals copied. */
@@ -759,6 +856,22 @@ static int saved_data(ValueObject *v, double *x, double *y, double *out) {
     return 1;
 }
 
+/* The shares of g of a node of / or ** on single numbers, x, y and out as its forward saw them */
+static int rule_shares(ValueObject *v, double g, ValueObject *X, ValueObject *Y, double x, double y, double out) {
+    PyObject *op = v->op;
+    if (op == S.op[DIV]) {
+        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
+        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
+        return 1;
+    }
+    if (op == S.op[POW]) {
+        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
+        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
+        return 1;
+    }
+    return 0;
+}
+
 /* One of the table's rules (/, **, log, relu) on single numbers, at the forward's data (so a .data changed
  * since does not mix two points); 0 if Python must take this node. */
 static int rule_step(ValueObject *v, double g) {
@@ -774,21 +887,38 @@ static int rule_step(ValueObject *v, double g) {
         Y = V(v->prev[0]);
     } else if (v->ckind == C_NONE && v->n == 1) { /* log, relu */
         double share = op == S.op[LOG] ? c_div(g, x) : (out <= 0 ? 0.0 : g);
-        return add_grad(V(v->prev[0]), share) < 0 ? -1 : 1;
+        X = (ValueObject *)Py_NewRef(v->prev[0]); /* its grad's __iadd__ may re-initialise v: held */
+        int rc = add_grad(X, share);
+        Py_DECREF(X);
+        return rc < 0 ? -1 : 1;
     } else {
         return 0;
     }
-    if (op == S.op[DIV]) {
-        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
-        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
-        return 1;
+    /* X's grad may be an object whose __iadd__ re-initialises v, which drops Y: both are held meanwhile */
+    Py_XINCREF(X), Py_XINCREF(Y);
+    int done = rule_shares(v, g, X, Y, x, y, out);
+    Py_XDECREF(X), Py_XDECREF(Y);
+    return done;
+}
+
+/* The rest of v's step from input i on, where some input's grad is an object (its __iadd__ Python
+ * code, which may re-initialise v and free its inputs and locals): on a copy of v's inputs (held) and
+ * local gradients taken first, as the reference engine zips node._prev and node._local once. */
+static int careful_step(ValueObject *v, Py_ssize_t i, Py_ssize_t m, double g) {
+    Py_ssize_t k = m - i;
+    PyObject **prev = PyMem_Malloc(k * sizeof(PyObject *));
+    double *local = PyMem_Malloc(k * sizeof(double));
+    int rc = 0;
+    if (prev == NULL || local == NULL) {
+        PyMem_Free(prev), PyMem_Free(local);
+        PyErr_NoMemory();
+        return -1;
     }
-    if (op == S.op[POW]) {
-        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
-        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
-        return 1;
-    }
-    return 0;
+    for (Py_ssize_t j = 0; j < k; j++) prev[j] = Py_NewRef(v->prev[i + j]), local[j] = v->local[i + j];
+    for (Py_ssize_t j = 0; j < k && rc == 0; j++) rc = add_grad(V(prev[j]), local[j] * g);
+    for (Py_ssize_t j = 0; j < k; j++) Py_DECREF(prev[j]);
+    PyMem_Free(prev), PyMem_Free(local);
+    return rc;
 }
 
 /* One node's step: as engine.chain. `quiet` is entered on the first step that calls Python. */
@@ -797,8 +927,11 @@ static int step(ValueObject *v, PyObject **quiet) {
     if (grad_as_double(v, &g)) {
         if (v->lkind == L_DOUBLE) {
             Py_ssize_t m = v->n < v->nl ? v->n : v->nl;
-            for (Py_ssize_t i = 0; i < m; i++)
-                if (add_grad(V(v->prev[i]), v->local[i] * g) < 0) return -1;
+            for (Py_ssize_t i = 0; i < m; i++) {
+                ValueObject *c = V(v->prev[i]);
+                if (c->gobj != NULL && c->gobj != Py_None && !PyFloat_CheckExact(c->gobj)) return careful_step(v, i, m, g);
+                add_grad(c, v->local[i] * g); /* a double added to a double: runs nothing, cannot fail */
+            }
             return 0;
         }
         if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
@@ -847,10 +980,15 @@ typedef struct {
     Py_ssize_t next; /* the input to look at next */
 } Frame;
 
-/* engine.topological_order, leaves left out: the nodes that lead to root, each after all of its
- * inputs, depth first with the inputs in the order of _prev (micrograd's build_topo), without
- * recursion. Each one's grad is set to None (no gradient yet) and it is marked with this walk's token. */
-static int topo(ValueObject *root, void *token, Stack *order) {
+/* engine.topological_order, leaves left out: the nodes that lead to root, each after all of its inputs,
+ * depth first with the inputs in the order of _prev (micrograd's build_topo), without recursion. Each is
+ * marked with this walk's token and its grad set to None (no gradient yet).
+ * Each node put in `order` is a strong reference (the caller releases them): backward runs Python code
+ * between steps (closures, rules, a grad's __iadd__, signal handlers), which may drop the graph or
+ * re-initialise any node of it. The walk itself runs no Python code: the grads it resets are moved to
+ * `dropped` rather than released, since releasing one can run its finalizer, while `stack` holds
+ * borrowed pointers. On failure every node marked and not in `order` is unmarked. */
+static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
     Frame *stack = NULL;
     Py_ssize_t len = 0, cap = 0;
     if (root->n == 0) return 0;
@@ -865,10 +1003,13 @@ static int topo(ValueObject *root, void *token, Stack *order) {
                 }
                 stack = grown, cap = c;
             }
-            next->walk = token;
+            if (next->gobj != Py_None) {
+                if (next->gobj != NULL && push(dropped, (ValueObject *)next->gobj) < 0) goto fail; /* any object */
+                next->gobj = Py_NewRef(Py_None);
+            }
             next->g = 0.0;
-            Py_XSETREF(next->gobj, Py_NewRef(Py_None));
             next->reached = 0;
+            next->walk = token;
             stack[len++] = (Frame){next, 0};
             next = NULL;
         }
@@ -878,16 +1019,21 @@ static int topo(ValueObject *root, void *token, Stack *order) {
             if (c->n && c->walk != token) next = c;
         } else { /* every input is in the order: the node comes next */
             if (push(order, top->node) < 0) goto fail;
+            Py_INCREF(top->node);
             len--;
         }
     }
     PyMem_Free(stack);
     return 0;
 fail:
-    for (Py_ssize_t i = 0; i < len; i++) stack[i].node->walk = NULL;
+    for (Py_ssize_t i = 0; i < len; i++) stack[i].node->walk = NULL; /* marked, and not in order */
     PyMem_Free(stack);
     return -1;
 }
+
+/* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read
+ * unless a signal came, and 4096 steps take a few microseconds */
+#define SIGNAL_EVERY 4096
 
 static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"create_graph", NULL};
@@ -901,25 +1047,39 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (r == NULL) return NULL;
     Py_DECREF(r);
     char token; /* this call's mark: the nodes it visits point here */
-    Stack order = {NULL, 0, 0};
+    Stack order = {NULL, 0, 0}, dropped = {NULL, 0, 0};
     PyObject *quiet = NULL;
-    int failed = topo(self, &token, &order) < 0;
+    int failed = topo(self, &token, &order, &dropped) < 0;
+    /* the grads the walk reset, released now that order holds its nodes (their finalizers may run) */
+    for (Py_ssize_t i = 0; i < dropped.len; i++) Py_DECREF(dropped.items[i]);
+    PyMem_Free(dropped.items);
     if (!failed) {
         if (order.len) {
+            PyObject *g = self->gobj;
             self->g = 1.0, self->reached = 1;
-            Py_CLEAR(self->gobj);
+            self->gobj = NULL;
+            Py_XDECREF(g); /* self is held by our caller */
         } else {
             failed = add_grad(self, 1.0) < 0; /* a leaf accumulates d(self)/d(self) too */
         }
     }
+    int countdown = SIGNAL_EVERY;
     for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
         ValueObject *node = order.items[i];
         if (node->reached) failed = step(node, &quiet) < 0; /* else no gradient reached it */
+        /* Ctrl-C stops a long backward here (KeyboardInterrupt, or what a handler raises), with every
+         * node stepped so far complete, and the cleanup below run as for any other error */
+        if (--countdown == 0) {
+            countdown = SIGNAL_EVERY;
+            if (!failed) failed = PyErr_CheckSignals() < 0;
+        }
     }
-    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL; /* the next call's token may be ours */
-    PyMem_Free(order.items);
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    /* the next call's token may be ours; then the order is released, which may free the graph */
+    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL;
+    for (Py_ssize_t i = order.len - 1; i >= 0; i--) Py_DECREF(order.items[i]); /* the root's end first */
+    PyMem_Free(order.items);
     if (quiet) {
         PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
         Py_XDECREF(x);
@@ -958,15 +1118,22 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
         return -1;
     }
     /* as engine.py: in place of local gradients; the op becomes just its name */
-    PyObject *name = PyObject_Str(self->op);
+    PyObject *op = Py_NewRef(self->op), *name = PyObject_Str(op); /* str() may run Python code */
+    Py_DECREF(op);
     if (name == NULL) return -1;
-    Py_XSETREF(self->op, name);
-    self->lkind = L_NONE;
-    self->nl = 0;
-    Py_CLEAR(self->lobj);
-    Py_XSETREF(self->ctx, Py_NewRef(closure));
-    self->ckind = C_OBJECT;
-    return hold(self, closure);
+    if (hold(self, closure) < 0) {
+        Py_DECREF(name);
+        return -1;
+    }
+    /* the node made whole before what it held is released (that can run a finalizer, which may read it) */
+    PyObject *old_op = self->op, *old_local = self->lobj, *old_ctx = self->ctx;
+    self->op = name;
+    self->lkind = L_NONE, self->nl = 0, self->lobj = NULL;
+    self->ctx = Py_NewRef(closure), self->ckind = C_OBJECT;
+    Py_DECREF(old_op);
+    Py_XDECREF(old_local);
+    Py_XDECREF(old_ctx);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -979,15 +1146,20 @@ static PyObject *get_grad(ValueObject *v, void *c) { return grad_of(v); }
 static int set_grad_attr(ValueObject *v, PyObject *x, void *c) { return set_grad(v, x); }
 static PyObject *get_prev(ValueObject *v, void *c) { return prev_of(v); }
 static PyObject *get_local(ValueObject *v, void *c) { return local_of(v); }
-static PyObject *get_op(ValueObject *v, void *c) { return Py_NewRef(v->op); }
+static PyObject *get_op(ValueObject *v, void *c) { return Py_NewRef(v->op ? v->op : S.empty); }
+
+static int freeze_ctx(ValueObject *v);
 
 static int set_op(ValueObject *v, PyObject *op, void *c) {
     if (op == NULL) {
         PyErr_SetString(PyExc_AttributeError, "_op cannot be deleted");
         return -1;
     }
+    /* a fused node builds its _ctx from its op: kept as it is first, as the reference engine keeps it */
+    if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
+    if (hold(v, op) < 0) return -1;
     Py_XSETREF(v->op, Py_NewRef(op));
-    return hold(v, op);
+    return 0;
 }
 
 static int set_prev(ValueObject *v, PyObject *prev, void *c) {
@@ -1000,25 +1172,30 @@ static int set_local(ValueObject *v, PyObject *local, void *c) {
         PyErr_SetString(PyExc_AttributeError, "_local cannot be deleted");
         return -1;
     }
-    Py_CLEAR(v->lobj);
+    /* a fused dot with a constant side builds its _ctx from its locals: kept as it is first */
+    if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
+    /* the old tuple released last: its finalizer may read this node, which must be whole by then */
+    PyObject *old = v->lobj;
+    int rc = 0;
+    v->lobj = NULL;
     v->nl = 0;
-    if (local == Py_None) {
-        v->lkind = L_NONE;
-        return 0;
-    }
-    Py_ssize_t cap = v->n > 2 ? v->n : 2;
-    if (PyTuple_CheckExact(local) && PyTuple_GET_SIZE(local) <= cap) {
-        Py_ssize_t m = PyTuple_GET_SIZE(local), i;
-        for (i = 0; i < m && PyFloat_CheckExact(PyTuple_GET_ITEM(local, i)); i++) v->local[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(local, i));
+    v->lkind = L_NONE;
+    if (local != Py_None) {
+        Py_ssize_t cap = v->n > 2 ? v->n : 2, m = -1, i = 0;
+        if (PyTuple_CheckExact(local) && PyTuple_GET_SIZE(local) <= cap) {
+            m = PyTuple_GET_SIZE(local);
+            for (i = 0; i < m && PyFloat_CheckExact(PyTuple_GET_ITEM(local, i)); i++) v->local[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(local, i));
+        }
         if (i == m) {
             v->lkind = L_DOUBLE;
             v->nl = m;
-            return 0;
+        } else if ((rc = hold(v, local)) == 0) {
+            v->lkind = L_OBJECT;
+            v->lobj = Py_NewRef(local);
         }
     }
-    v->lkind = L_OBJECT;
-    v->lobj = Py_NewRef(local);
-    return hold(v, local);
+    Py_XDECREF(old);
+    return rc;
 }
 
 static PyObject *get_label(ValueObject *v, void *c) { return Py_NewRef(v->label ? v->label : S.empty); }
@@ -1038,14 +1215,12 @@ static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
 
 static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
     if (ctx == NULL) ctx = Py_None;
-    Py_CLEAR(v->ctx);
-    if (ctx == Py_None) {
-        v->ckind = C_NONE;
-    } else {
-        v->ckind = C_OBJECT;
-        v->ctx = Py_NewRef(ctx);
-    }
-    return hold(v, ctx);
+    if (hold(v, ctx) < 0) return -1;
+    PyObject *old = v->ctx; /* released last: its finalizer may read this node */
+    v->ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
+    v->ckind = ctx == Py_None ? C_NONE : C_OBJECT;
+    Py_XDECREF(old);
+    return 0;
 }
 
 /* _saved: the arguments' data and the value as the forward saw them, for a node whose op has a rule */
@@ -1072,7 +1247,9 @@ static int set_saved(ValueObject *v, PyObject *saved, void *c) {
 
 static PyObject *get_batch_size(ValueObject *v, void *c) {
     if (v->dobj == NULL) Py_RETURN_NONE;
-    Py_ssize_t n = PyObject_Length(v->dobj);
+    PyObject *data = Py_NewRef(v->dobj); /* len() may run Python code that sets v.data again */
+    Py_ssize_t n = PyObject_Length(data);
+    Py_DECREF(data);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
@@ -1110,7 +1287,7 @@ static PyGetSetDef value_getset[] = {
  * node's data, op and local gradients, as for the reference engine's Value. */
 static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"data", "_children", "_op", "label", NULL};
-    PyObject *data, *children = NULL, *op = NULL, *label = NULL, *d = NULL, *parts = NULL, *local;
+    PyObject *data, *children = NULL, *op = NULL, *label = NULL, *d = NULL, *parts = NULL, *given_local;
     int rc = -1;
     data = kwds == NULL && PyTuple_GET_SIZE(args) == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
     if (data != NULL && (PyFloat_CheckExact(data) || PyLong_CheckExact(data))) {
@@ -1120,7 +1297,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
         d = PyFloat_FromDouble(x);
         children = PyTuple_New(0);
         if (d == NULL || children == NULL) goto done;
-        op = S.empty, local = children; /* no inputs, no local gradients */
+        op = S.empty, given_local = children; /* no inputs, no local gradients */
     } else {
         if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", kwlist, &data, &children, &op, &label))
             return -1;
@@ -1129,7 +1306,8 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
                             "Value() takes an int, a float or a 1-D NumPy array of numbers, not another Value");
             return -1;
         }
-        children = children ? PySequence_Tuple(children) : PyTuple_New(0);
+        /* a list through items_tuple: see there */
+        children = !children ? PyTuple_New(0) : PyList_CheckExact(children) ? items_tuple(children) : PySequence_Tuple(children);
         if (children == NULL) return -1;
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(children); i++)
             if (!PyObject_TypeCheck(PyTuple_GET_ITEM(children, i), S.Value)) {
@@ -1143,34 +1321,40 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
             goto done;
         }
         d = Py_NewRef(PyTuple_GET_ITEM(parts, 0));
-        op = PyTuple_GET_ITEM(parts, 1), local = PyTuple_GET_ITEM(parts, 2); /* parts holds them */
+        op = PyTuple_GET_ITEM(parts, 1), given_local = PyTuple_GET_ITEM(parts, 2); /* parts holds them */
     }
     Py_ssize_t n = PyTuple_GET_SIZE(children);
-    value_clear(self);
-    if (self->prev != self->inline_prev) PyMem_Free(self->prev);
-    if (self->local != self->inline_local) PyMem_Free(self->local);
-    self->prev = self->inline_prev, self->local = self->inline_local;
+    PyObject **prev = self->inline_prev;
+    double *local = self->inline_local;
     if (n > 2) {
-        self->prev = PyMem_Malloc(n * sizeof(PyObject *));
-        self->local = PyMem_Malloc(n * sizeof(double));
-        if (self->prev == NULL || self->local == NULL) {
+        prev = PyMem_Malloc(n * sizeof(PyObject *));
+        local = PyMem_Malloc(n * sizeof(double));
+        if (prev == NULL || local == NULL) {
+            PyMem_Free(prev), PyMem_Free(local);
             PyErr_NoMemory();
             goto done;
         }
     }
+    /* From here to release_taken nothing runs Python code: the old state is taken out whole first and
+     * released at the end, so that a finalizer it runs (even one calling __init__ again, or one reading
+     * this node mid-backward) finds a consistent node, never a half-cleared one. */
+    Taken old;
+    take_out(self, &old, Py_NewRef(S.empty));
+    self->prev = prev, self->local = local;
     for (Py_ssize_t i = 0; i < n; i++) self->prev[i] = Py_NewRef(PyTuple_GET_ITEM(children, i));
     self->n = n;
-    self->ckind = C_NONE;
     self->g = 0.0;
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
-    if ((self->born ? hold(self, children) : born(self)) < 0) goto done;
+    if ((self->born ? hold(self, children) : born(self)) < 0) goto release;
     self->born = 1;
-    if (set_data(self, d) < 0 || set_op(self, op, NULL) < 0 || set_local(self, local, NULL) < 0) goto done;
+    if (set_data(self, d) < 0 || set_op(self, op, NULL) < 0 || set_local(self, given_local, NULL) < 0) goto release;
     if (label != NULL) {
         int empty = PyUnicode_Check(label) && PyUnicode_GET_LENGTH(label) == 0;
-        if (!empty && set_label(self, label, NULL) < 0) goto done;
+        if (!empty && set_label(self, label, NULL) < 0) goto release;
     }
     rc = 0;
+release:
+    release_taken(&old);
 done:
     Py_XDECREF(children);
     Py_XDECREF(d);
@@ -1179,15 +1363,17 @@ done:
 }
 
 static PyObject *value_repr(ValueObject *v) {
-    PyObject *data = data_of(v), *grad = grad_of(v), *r = NULL;
+    /* the label held too: repr(data) may run Python code that sets v.label again */
+    PyObject *data = data_of(v), *grad = grad_of(v), *label = Py_XNewRef(v->label), *r = NULL;
     if (data && grad) {
-        if (v->label && PyUnicode_GET_LENGTH(v->label))
-            r = PyUnicode_FromFormat("Value(data=%R, grad=%R, label=%R)", data, grad, v->label);
+        if (label && PyUnicode_GET_LENGTH(label))
+            r = PyUnicode_FromFormat("Value(data=%R, grad=%R, label=%R)", data, grad, label);
         else
             r = PyUnicode_FromFormat("Value(data=%R, grad=%R)", data, grad);
     }
     Py_XDECREF(data);
     Py_XDECREF(grad);
+    Py_XDECREF(label);
     return r;
 }
 
@@ -1208,15 +1394,22 @@ static PyObject *value_round(ValueObject *v, PyObject *const *args, Py_ssize_t n
 /* item(): engine.Value.item */
 static PyObject *value_item(ValueObject *v, PyObject *unused) {
     if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
-    PyObject *batch = PyObject_CallOneArg(S.is_array, v->dobj);
-    if (batch == NULL) return NULL;
-    int is_batch = batch == Py_True;
-    Py_DECREF(batch);
-    if (!is_batch) return PyNumber_Float(v->dobj); /* what was assigned to .data: an int, a NumPy number */
-    Py_ssize_t n = PyObject_Length(v->dobj);
-    if (n >= 0)
-        PyErr_Format(PyExc_ValueError, "item() of a batch of %zd samples: reduce it first with cg.batch_mean(v)", n);
-    return NULL;
+    /* held: its __float__ or __len__ may set v.data again, and CPython reads the object after the call */
+    PyObject *data = Py_NewRef(v->dobj), *r = NULL;
+    PyObject *batch = PyObject_CallOneArg(S.is_array, data);
+    if (batch != NULL) {
+        int is_batch = batch == Py_True;
+        Py_DECREF(batch);
+        if (!is_batch) {
+            r = PyNumber_Float(data); /* what was assigned to .data: an int, a NumPy number */
+        } else {
+            Py_ssize_t n = PyObject_Length(data);
+            if (n >= 0)
+                PyErr_Format(PyExc_ValueError, "item() of a batch of %zd samples: reduce it first with cg.batch_mean(v)", n);
+        }
+    }
+    Py_DECREF(data);
+    return r;
 }
 
 static PyObject *value_pos(PyObject *v) { return Py_NewRef(v); }
@@ -1325,13 +1518,6 @@ static PyType_Spec value_spec = {
 
 enum { S_START = 1, S_A_CONST = 2, S_B_CONST = 4 };
 
-static PyObject *values_tuple(PyObject **items, Py_ssize_t n) {
-    PyObject *t = PyTuple_New(n);
-    if (t == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
-    return t;
-}
-
 static PyObject *floats_tuple(const double *xs, Py_ssize_t n) {
     PyObject *t = PyTuple_New(n);
     if (t == NULL) return NULL;
@@ -1346,18 +1532,22 @@ static PyObject *floats_tuple(const double *xs, Py_ssize_t n) {
     return t;
 }
 
-static PyObject *fused_ctx(ValueObject *v) {
-    PyObject *op = v->op;
-    Py_ssize_t n = v->n, start = v->astart & S_START;
+/* A fused node's context, from a copy of its inputs (all, a tuple of strong references, which prev_of
+ * makes safely) and of its locals, taken with nothing run in between: making the tuples below can start
+ * a collection whose finalizers re-initialise v, and nothing here reads v again. */
+static PyObject *fused_ctx(PyObject *op, PyObject *all, const double *local, Py_ssize_t aux, int bits) {
+    Py_ssize_t n = PyTuple_GET_SIZE(all), start = bits & S_START;
     if (op == S.fop[F_DOT]) {
-        Py_ssize_t na = v->aux;
-        PyObject *a, *b, *s = values_tuple(v->prev + n - start, start);
-        if (v->astart & S_A_CONST) { /* the inputs are b; their local gradients are a */
-            a = floats_tuple(v->local, na), b = values_tuple(v->prev, na);
-        } else if (v->astart & S_B_CONST) {
-            a = values_tuple(v->prev, na), b = floats_tuple(v->local, na);
+        int a_const = (bits & S_A_CONST) != 0, b_const = (bits & S_B_CONST) != 0;
+        Py_ssize_t na = aux, values = (a_const || b_const) ? na : 2 * na;
+        if (na < 0 || values + start != n) return PyErr_Format(PyExc_SystemError, "a dot node's structure is broken");
+        PyObject *a, *b, *s = PyTuple_GetSlice(all, n - start, n);
+        if (a_const) { /* the inputs are b; their local gradients are a */
+            a = floats_tuple(local, na), b = PyTuple_GetSlice(all, 0, na);
+        } else if (b_const) {
+            a = PyTuple_GetSlice(all, 0, na), b = floats_tuple(local, na);
         } else {
-            a = values_tuple(v->prev, na), b = values_tuple(v->prev + na, na);
+            a = PyTuple_GetSlice(all, 0, na), b = PyTuple_GetSlice(all, na, 2 * na);
         }
         if (a == NULL || b == NULL || s == NULL) {
             Py_XDECREF(a), Py_XDECREF(b), Py_XDECREF(s);
@@ -1365,29 +1555,76 @@ static PyObject *fused_ctx(ValueObject *v) {
         }
         return Py_BuildValue("(NNN)", a, b, s);
     }
-    PyObject *xs = values_tuple(v->prev, n - start);
+    PyObject *xs = PyTuple_GetSlice(all, 0, n - start);
     if (xs == NULL) return NULL;
     if (op == S.fop[F_SUM]) {
-        PyObject *s = values_tuple(v->prev + n - start, start);
+        PyObject *s = PyTuple_GetSlice(all, n - start, n);
         return s ? Py_BuildValue("(NN)", xs, s) : (Py_DECREF(xs), NULL);
     }
     if (op == S.fop[F_MEAN] || op == S.fop[F_LSE]) return Py_BuildValue("(N)", xs);
-    return Py_BuildValue("(Nn)", xs, v->aux); /* softmax, log_softmax: the output; cross_entropy: the target */
+    return Py_BuildValue("(Nn)", xs, aux); /* softmax, log_softmax: the output; cross_entropy: the target */
 }
 
 static PyObject *get_ctx(ValueObject *v) {
-    switch (v->ckind) {
-    case C_OBJECT:
-        return Py_NewRef(v->ctx);
-    case C_RIGHT:
-        return Py_BuildValue("(Od)", v->prev[0], v->cval);
-    case C_LEFT:
-        return Py_BuildValue("(dO)", v->cval, v->prev[0]);
-    case C_FUSED:
-        return fused_ctx(v);
-    default:
-        Py_RETURN_NONE;
+    for (;;) {
+        switch (v->ckind) {
+        case C_OBJECT:
+            return Py_NewRef(v->ctx);
+        case C_RIGHT:
+        case C_LEFT: {
+            PyObject *x = Py_NewRef(v->prev[0]); /* held: the tuple's allocation may run finalizers */
+            int right = v->ckind == C_RIGHT;
+            double c = v->cval;
+            PyObject *f = PyFloat_FromDouble(c), *r = f ? (right ? PyTuple_Pack(2, x, f) : PyTuple_Pack(2, f, x)) : NULL;
+            Py_DECREF(x);
+            Py_XDECREF(f);
+            return r;
+        }
+        case C_FUSED: {
+            PyObject *all = prev_of(v); /* its allocation may run finalizers that change v */
+            if (all == NULL) return NULL;
+            Py_ssize_t n = PyTuple_GET_SIZE(all);
+            double *local = PyMem_Malloc((n ? n : 1) * sizeof(double)); /* PyMem runs no Python code */
+            if (local == NULL) {
+                Py_DECREF(all);
+                return PyErr_NoMemory();
+            }
+            if (v->ckind != C_FUSED || v->n != n) {
+                Py_DECREF(all), PyMem_Free(local); /* v changed meanwhile: again, as it is now */
+                continue;
+            }
+            if (v->lkind != L_DOUBLE || v->nl != n) { /* cannot happen: set_local freezes the context first */
+                Py_DECREF(all), PyMem_Free(local);
+                return PyErr_Format(PyExc_SystemError, "a fused node lost its local gradients");
+            }
+            memcpy(local, v->local, n * sizeof(double));
+            PyObject *op = Py_NewRef(v->op), *r = fused_ctx(op, all, local, v->aux, v->astart);
+            Py_DECREF(op), Py_DECREF(all), PyMem_Free(local);
+            return r;
+        }
+        default:
+            Py_RETURN_NONE;
+        }
     }
+}
+
+/* A fused node's context kept as an object (what the reference engine keeps in _context), before its op
+ * or local gradients, from which fused_ctx builds it, change */
+static int freeze_ctx(ValueObject *v) {
+    PyObject *ctx = get_ctx(v);
+    if (ctx == NULL) return -1;
+    if (v->ckind == C_FUSED) { /* else a finalizer changed v while ctx was made */
+        if (hold(v, ctx) < 0) {
+            Py_DECREF(ctx);
+            return -1;
+        }
+        PyObject *old = v->ctx;
+        v->ctx = ctx, v->ckind = C_OBJECT;
+        Py_XDECREF(old);
+    } else {
+        Py_DECREF(ctx);
+    }
+    return 0;
 }
 
 /* A node with these parts, as engine.node makes one (no checks: apply and record check them) */
@@ -1529,7 +1766,8 @@ static int argument(PyObject *op, PyObject *a, Py_ssize_t i, int in_sequence, Py
         return -1;
     }
     if (!in_sequence && (PyList_Check(a) || PyTuple_Check(a))) {
-        PyObject *items = PySequence_Tuple(a); /* a copy: nothing can change it under us */
+        PyObject *items = items_tuple(a); /* a copy: nothing can change it under us */
+        if (items == NULL && !PyErr_Occurred()) items = PySequence_Tuple(a); /* a tuple's subclass */
         if (items == NULL) return -1;
         Py_ssize_t n = PyTuple_GET_SIZE(items);
         *checked = PyTuple_New(n), *data = PyTuple_New(n);
@@ -1605,9 +1843,10 @@ static PyObject *core_apply(PyObject *module, PyObject *const *args, Py_ssize_t 
  * what is wrong with bad arguments.
  * ---------------------------------------------------------------------------------------------- */
 
-/* The items of a list or tuple as Values of floats (1), as exact numbers (2), or neither (0). */
+/* The items of a list or tuple as Values of floats (1), as exact numbers (2), or neither (0). The
+ * items are borrowed: good until anything allocates an object or runs Python code. */
 static int items_kind(PyObject *seq, PyObject ***items, Py_ssize_t *n) {
-    if (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq)) return 0;
+    if (seq == NULL || (!PyList_CheckExact(seq) && !PyTuple_CheckExact(seq))) return 0;
     *n = PySequence_Fast_GET_SIZE(seq);
     *items = PySequence_Fast_ITEMS(seq);
     if (*n == 0) return 0;
@@ -1648,10 +1887,9 @@ static int numbers_of(PyObject **items, Py_ssize_t n, double *out) {
     return 0;
 }
 
-static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n, const double *local, Py_ssize_t aux,
-                            int bits) {
-    ValueObject *v = alloc_node(n);
-    if (v == NULL) return NULL;
+/* Fill v, a node alloc_node(n) made, as a fused node; runs no Python code and allocates no object */
+static PyObject *fill_fused(ValueObject *v, double out, int kind, PyObject **prev, Py_ssize_t n, const double *local,
+                            Py_ssize_t aux, int bits) {
     v->d = out;
     v->op = Py_NewRef(S.fop[kind]);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1669,95 +1907,132 @@ static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n,
     return (PyObject *)v;
 }
 
+/* A fused node over prev, which must be held (prev's pointers are used after the allocation) */
+static PyObject *fused_node(double out, int kind, PyObject **prev, Py_ssize_t n, const double *local, Py_ssize_t aux,
+                            int bits) {
+    ValueObject *v = alloc_node(n);
+    if (v == NULL) return NULL;
+    return fill_fused(v, out, kind, prev, n, local, aux, bits);
+}
+
 /* parse (a, b[, start]) or (values[, start]) from vectorcall arguments; NULL kwnames only */
 static int simple_args(Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t least, Py_ssize_t most) {
     return kwnames == NULL && nargs >= least && nargs <= most;
 }
 
+/* sum, mean, logsumexp, dot and cross_entropy make one node: it is allocated before their lists are
+ * read, since the allocation can start a collection whose finalizers change the caller's lists (and
+ * free the Values they alone held). The lists are looked at again after it, and read only then, with
+ * nothing allocated or run until the node holds its inputs; if they changed, the node is dropped and
+ * all starts again. (softmax and affine, which make many nodes, read copies: see items_tuple.) */
 static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject **a, **b;
     Py_ssize_t na, nb;
     int ka, kb, ks, off;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
     if (!simple_args(nargs, kwnames, 2, 3)) goto general;
-    ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
-    ks = start_kind(nargs == 3 ? args[2] : NULL);
-    if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
     if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
+    for (;;) {
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        if (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1])) goto general;
+        /* at most both sides' Values and a start: the node is allocated for that many, then the lists
+         * read (once, in the common case) with nothing allocated until the node holds its inputs */
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]) + PySequence_Fast_GET_SIZE(args[1]) + 1;
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue; /* the lists again, as they are now */
+        }
+        ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
+        ks = start_kind(nargs == 3 ? args[2] : NULL);
+        if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
-        PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *));
+        PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *)), *r = NULL; /* PyMem: no collection */
         double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
-        PyObject *r = NULL;
         if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
-            goto done;
+            Py_DECREF(v);
+        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) {
+            Py_DECREF(v);
+        } else {
+            double out = x[0] * y[0];
+            for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
+            Py_ssize_t k = 0;
+            if (ka == 1)
+                for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
+            if (kb == 1)
+                for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
+            if (ks) {
+                out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
+                prev[k] = args[2], local[k++] = 1.0;
+            }
+            r = fill_fused(v, out, F_DOT, prev, n, local, na,
+                           (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
         }
-        if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) goto done;
-        double out = x[0] * y[0];
-        for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
-        Py_ssize_t k = 0;
-        if (ka == 1)
-            for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
-        if (kb == 1)
-            for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
-        if (ks) {
-            out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
-            prev[k] = args[2], local[k++] = 1.0;
-        }
-        r = fused_node(out, F_DOT, prev, n, local, na, (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
-    done:
         PyMem_Free(prev);
         PyMem_Free(x);
         return r;
     }
 general:
+    Py_XDECREF(v);
     return fallback(F_DOT, args, nargs, kwnames);
 }
 
-/* sum, mean, logsumexp: one node over Values of floats */
+/* sum, mean, logsumexp: one node over Values of floats (allocated first: see core_dot) */
 static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject **xs;
     Py_ssize_t n;
     int ks = 0, off;
-    if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1) || items_kind(args[0], &xs, &n) != 1) goto general;
-    if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
+    if (!simple_args(nargs, kwnames, 1, kind == F_SUM ? 2 : 1)) goto general;
     if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
+    for (;;) {
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]) + 1; /* the items and a start */
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue; /* the list again, as it is now */
+        }
+        if (items_kind(args[0], &xs, &n) != 1) goto general;
+        if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
         Py_ssize_t m = n + ks;
-        PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *));
+        PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *)), *r = NULL;
         double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
-        PyObject *r = NULL;
         if (prev == NULL || local == NULL) {
             PyErr_NoMemory();
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
-        if (kind == F_LSE) {
-            double top = V(xs[0])->d;
-            for (Py_ssize_t i = 1; i < n; i++)
-                if (V(xs[i])->d > top) top = V(xs[i])->d;
-            if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
-            double total = exp(V(xs[0])->d - top);
-            for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
-            out = top + c_log(total);
-            for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+            Py_DECREF(v);
         } else {
-            out = V(xs[0])->d;
-            for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
-            if (ks) out = out + V(args[1])->d, prev[n] = args[1];
-            double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
-            if (kind == F_MEAN) out = c_div(out, (double)n);
-            for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
+            if (kind == F_LSE) {
+                double top = V(xs[0])->d;
+                for (Py_ssize_t i = 1; i < n; i++)
+                    if (V(xs[i])->d > top) top = V(xs[i])->d;
+                if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
+                double total = exp(V(xs[0])->d - top);
+                for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
+                out = top + c_log(total);
+                for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+            } else {
+                out = V(xs[0])->d;
+                for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
+                if (ks) out = out + V(args[1])->d, prev[n] = args[1];
+                double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
+                if (kind == F_MEAN) out = c_div(out, (double)n);
+                for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+            }
+            r = fill_fused(v, out, kind, prev, m, local, 0, ks ? S_START : 0);
         }
-        r = fused_node(out, kind, prev, m, local, 0, ks ? S_START : 0);
-    done:
         PyMem_Free(prev);
         PyMem_Free(local);
         return r;
     }
 general:
+    Py_XDECREF(v);
     return fallback(kind, args, nargs, kwnames);
 }
 
@@ -1765,57 +2040,67 @@ static PyObject *core_sum(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObjec
 static PyObject *core_mean(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_MEAN, a, n, k); }
 static PyObject *core_logsumexp(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_LSE, a, n, k); }
 
-/* the shared part of softmax, log_softmax and cross_entropy: m = max, e = exp(x - m), their total */
-static int softmax_parts(PyObject **xs, Py_ssize_t n, double *e, double *top, double *total) {
-    double m = V(xs[0])->d;
+/* the shared part of softmax, log_softmax and cross_entropy: x = the data, m = max, e = exp(x - m),
+ * their total; every double read here, before any node is allocated */
+static void softmax_parts(PyObject **xs, Py_ssize_t n, double *x, double *e, double *top, double *total) {
+    for (Py_ssize_t i = 0; i < n; i++) x[i] = V(xs[i])->d;
+    double m = x[0];
     for (Py_ssize_t i = 1; i < n; i++)
-        if (V(xs[i])->d > m) m = V(xs[i])->d;
-    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(V(xs[i])->d - m);
+        if (x[i] > m) m = x[i];
+    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(x[i] - m);
     double t = e[0];
     for (Py_ssize_t i = 1; i < n; i++) t = t + e[i];
     *top = m, *total = t;
-    return 0;
 }
 
 static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject **xs;
+    PyObject **xs, *t = NULL, *outs = NULL;
     Py_ssize_t n;
     int off;
-    if (!simple_args(nargs, kwnames, 1, 1) || items_kind(args[0], &xs, &n) != 1) goto general;
-    if ((off = modes_off()) < 0) return NULL;
+    if (!simple_args(nargs, kwnames, 1, 1)) goto general;
+    if ((t = items_tuple(args[0])) == NULL && PyErr_Occurred()) return NULL;
+    if (items_kind(t, &xs, &n) != 1) goto general;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
     {
-        double *e = PyMem_Malloc(3 * n * sizeof(double)), *s = e + n, *row = s + n, m, t;
-        PyObject *outs = PyList_New(n);
-        if (e == NULL || outs == NULL) {
-            PyMem_Free(e);
-            Py_XDECREF(outs);
-            return PyErr_NoMemory();
+        /* each output node is allocated in turn, and any allocation may run finalizers: the inputs are
+         * held by t, and their data read once, first */
+        double *x = PyMem_Malloc(4 * n * sizeof(double)), *e = x + n, *s = e + n, *row = s + n, m, total;
+        if (x == NULL) {
+            PyErr_NoMemory();
+            goto done;
         }
-        softmax_parts(xs, n, e, &m, &t);
-        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], t);
-        double lse = c_log(t);
+        softmax_parts(xs, n, x, e, &m, &total);
+        outs = PyList_New(n);
+        if (outs == NULL) {
+            PyMem_Free(x);
+            goto done;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], total);
+        double lse = c_log(total);
         for (Py_ssize_t i = 0; i < n; i++) {
             double out;
             if (kind == F_SOFTMAX) {
                 out = s[i];
                 for (Py_ssize_t j = 0; j < n; j++) row[j] = s[i] * ((double)(i == j) - s[j]);
             } else {
-                out = (V(xs[i])->d - m) - lse;
+                out = (x[i] - m) - lse;
                 for (Py_ssize_t j = 0; j < n; j++) row[j] = (double)(i == j) - s[j];
             }
             PyObject *node = fused_node(out, kind, xs, n, row, i, 0);
             if (node == NULL) {
-                Py_DECREF(outs);
-                PyMem_Free(e);
-                return NULL;
+                Py_CLEAR(outs);
+                break;
             }
             PyList_SET_ITEM(outs, i, node);
         }
-        PyMem_Free(e);
-        return outs;
+        PyMem_Free(x);
     }
+done:
+    Py_XDECREF(t);
+    return outs;
 general:
+    Py_XDECREF(t);
     return fallback(kind, args, nargs, kwnames);
 }
 
@@ -1826,70 +2111,89 @@ static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_
     PyObject **xs;
     Py_ssize_t n, t;
     int off;
-    if (!simple_args(nargs, kwnames, 2, 2) || items_kind(args[0], &xs, &n) != 1 || !PyLong_CheckExact(args[1]))
-        goto general;
+    ValueObject *v = NULL;
+    Py_ssize_t cap = -1; /* the size v was allocated for */
+    if (!simple_args(nargs, kwnames, 2, 2) || !PyLong_CheckExact(args[1])) goto general;
     t = PyLong_AsSsize_t(args[1]);
     if (t == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         goto general;
     }
-    if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
     if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
-    {
-        double *e = PyMem_Malloc(2 * n * sizeof(double)), *local = e + n, m, total;
-        if (e == NULL) return PyErr_NoMemory();
-        softmax_parts(xs, n, e, &m, &total);
-        double out = c_log(total) - (V(xs[t])->d - m);
+    for (;;) { /* the node allocated first: see core_dot */
+        if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) goto general;
+        Py_ssize_t most = PySequence_Fast_GET_SIZE(args[0]);
+        if (v == NULL || most > cap) {
+            Py_CLEAR(v);
+            if ((v = alloc_node(cap = most)) == NULL) return NULL;
+            continue;
+        }
+        if (items_kind(args[0], &xs, &n) != 1) goto general;
+        if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
+        double *x = PyMem_Malloc(3 * n * sizeof(double)), *e = x + n, *local = e + n, m, total;
+        if (x == NULL) {
+            Py_DECREF(v);
+            return PyErr_NoMemory();
+        }
+        softmax_parts(xs, n, x, e, &m, &total);
+        double out = c_log(total) - (x[t] - m);
         for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
-        PyObject *r = fused_node(out, F_CE, xs, n, local, t, 0);
-        PyMem_Free(e);
+        PyObject *r = fill_fused(v, out, F_CE, xs, n, local, t, 0);
+        PyMem_Free(x);
         return r;
     }
 general:
+    Py_XDECREF(v);
     return fallback(F_CE, args, nargs, kwnames);
 }
 
-/* layers.affine on single numbers: one dot node per row (the bias added last), then the activation */
+/* layers.affine on single numbers: one dot node per row (the bias added last), then the activation.
+ * The rows (the row lists themselves), the inputs and the biases are held as tuples for the whole loop:
+ * each row's dot and activation allocate nodes, and so may run finalizers that change the caller's
+ * lists. A row list changed meanwhile is read as it is then (core_dot looks at it after allocating);
+ * emptied, fused.dot says so. */
 static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
-    PyObject **rows, **xs, **bs = NULL;
+    PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
     int act = -1, kx, off;
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
     for (int i = 0; i < 4; i++)
         if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
             act = i;
-    if (act < 0 || (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0]))) goto general;
-    rows = PySequence_Fast_ITEMS(args[0]), nrows = PySequence_Fast_GET_SIZE(args[0]);
-    if (nrows == 0 || !(kx = items_kind(args[1], &xs, &nx))) goto general;
-    if (biases != Py_None && (items_kind(biases, &bs, &nb) != 1 || nb != nrows)) goto general;
+    if (act < 0) goto general;
+    if (((txs = items_tuple(args[1])) == NULL || (trows = items_tuple(args[0])) == NULL ||
+         (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
+        goto done;
+    if (trows == NULL || (nrows = PyTuple_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
+    if (biases != Py_None && (items_kind(tbs, &bs, &nb) != 1 || nb != nrows)) goto general;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject **w;
         Py_ssize_t nw;
-        if (items_kind(rows[r], &w, &nw) != 1 || nw != nx) goto general;
+        if (items_kind(PyTuple_GET_ITEM(trows, r), &w, &nw) != 1 || nw != nx) goto general;
     }
-    if ((off = modes_off()) < 0) return NULL;
+    if ((off = modes_off()) < 0) goto done;
     if (!off) goto general;
-    {
-        PyObject *outs = PyList_New(nrows);
-        if (outs == NULL) return NULL;
-        for (Py_ssize_t r = 0; r < nrows; r++) {
-            PyObject *dargs[3] = {rows[r], args[1], bs ? bs[r] : NULL};
-            PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
-            if (z != NULL && act > 0) {
-                int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
-                Py_SETREF(z, unary(k, z));
-            }
-            if (z == NULL) {
-                Py_DECREF(outs);
-                return NULL;
-            }
-            PyList_SET_ITEM(outs, r, z);
+    if ((outs = PyList_New(nrows)) == NULL) goto done;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        PyObject *dargs[3] = {PyTuple_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
+        PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
+        if (z != NULL && act > 0) {
+            int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
+            Py_SETREF(z, unary(k, z));
         }
-        return outs;
+        if (z == NULL) {
+            Py_CLEAR(outs);
+            break;
+        }
+        PyList_SET_ITEM(outs, r, z);
     }
+done:
+    Py_XDECREF(trows), Py_XDECREF(txs), Py_XDECREF(tbs);
+    return outs;
 general:
+    Py_XDECREF(trows), Py_XDECREF(txs), Py_XDECREF(tbs);
     return fallback(F_AFFINE, args, nargs, kwnames);
 }
 
@@ -1925,15 +2229,21 @@ static int set_float(PyObject *list, Py_ssize_t i, double x) {
 #define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
 
 static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
-    Py_ssize_t n;
     if (!PyList_CheckExact(params)) Py_RETURN_FALSE;
-    n = PyList_GET_SIZE(params);
-    for (Py_ssize_t i = 0; i < n; i++)
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++)
         if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_FALSE;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        ValueObject *p = V(PyList_GET_ITEM(params, i));
-        p->g = 0.0;
-        Py_CLEAR(p->gobj);
+    /* Dropping a grad can run its finalizer, which may change the list (clear it, as the reference
+     * engine's `for v in values` then stops) or free the parameter: so the length is read again at every
+     * step, the parameter is held, and the grad is released after the parameter reads 0. Should an item
+     * that is not a Value appear meanwhile, Python does it all again (setting 0 twice changes nothing). */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
+        PyObject *item = PyList_GET_ITEM(params, i);
+        if (!IS_VALUE(item)) Py_RETURN_FALSE;
+        ValueObject *p = (ValueObject *)Py_NewRef(item);
+        PyObject *g = p->gobj;
+        p->g = 0.0, p->gobj = NULL;
+        Py_XDECREF(g);
+        Py_DECREF(p);
     }
     Py_RETURN_TRUE;
 }

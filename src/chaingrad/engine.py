@@ -459,8 +459,9 @@ STEP_WITH_GRAPH: list[Callable[[Any], None]] = []  # autodiff.py's step, put her
 def chain(node: Any) -> None:
     """One node's step of backprop: each input's grad += local * node.grad (or the op's rule)."""
     if node._local is not None:
+        g = node.grad
         for child, local in zip(node._prev, node._local):
-            add_gradient(child, local * node.grad)
+            add_gradient(child, local * g)
     elif callable(node._ctx):  # a function given as its _backward, as in the lecture: it adds to its
         for child in node._prev:  # inputs' grads itself, so each must be a number (0.0: none yet)
             if child.grad is None:
