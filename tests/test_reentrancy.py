@@ -321,7 +321,7 @@ def test_an_item_that_reassigns_the_data_it_is_called_on() -> None:
             return "not a float"
 
     v.data = Number()
-    with pytest.raises(TypeError, match="Number.__float__ returned non-float"):
+    with pytest.raises(TypeError, match=r"Number\.__float__ returned non-float"):
         v.item()
     assert v.data == 2.0
 
