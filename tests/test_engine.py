@@ -1056,3 +1056,66 @@ def test_the_training_step_after_backward_is_unchanged():
     for _ in range(3):
         want -= 0.1 * (3.0 * (want * 3.0 - 1.0))
     assert p.data == pytest.approx(want, rel=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# The op table: every op reachable as a method or a function, and the compiled core's table its mirror
+# ---------------------------------------------------------------------------
+
+OPERATORS = {"+": "__add__", "-": "__sub__", "*": "__mul__", "/": "__truediv__", "**": "__pow__"}
+OPERATORS["neg"] = "__neg__"
+
+
+@pytest.mark.parametrize("op", cg.engine.PRIMITIVES, ids=str)
+def test_every_op_of_the_table_has_its_value_method_and_function(op):
+    # A row added to the table without its method (or cg. function) fails here.
+    x, y = Value(0.75), Value(1.25)
+    name = OPERATORS.get(op.name, op.name)
+    node = getattr(x, name)(y) if op.name in ("+", "-", "*", "/", "**") else getattr(x, name)()
+    assert node._op is op
+    if op.name not in OPERATORS and op.name != "abs":
+        assert getattr(cg, op.name)(x)._op is op and getattr(cg, op.name)(0.75) == node.data
+    if op.name == "abs":
+        assert abs(x)._op is op
+
+
+TABLES = {
+    "as it is": "primitives = engine.PRIMITIVES",
+    "two ops swapped": "p = list(engine.PRIMITIVES); p[0], p[1] = p[1], p[0]; primitives = tuple(p)",
+    "an op missing": "primitives = engine.PRIMITIVES[:-1]",
+    "/ with local gradients": (
+        "fake = str.__new__(engine.Op, '/'); fake.forward, fake.local, fake.rule = engine.DIV.forward, "
+        "(lambda x, y, out: (1 / y, -out / y)), None\n"
+        "primitives = tuple(fake if op.name == '/' else op for op in engine.PRIMITIVES)"
+    ),
+    "* taking one input": (
+        "fake = str.__new__(engine.Op, '*'); fake.forward, fake.local, fake.rule = (lambda x: x), "
+        "(lambda x, out: (1.0,)), None\n"
+        "primitives = tuple(fake if op.name == '*' else op for op in engine.PRIMITIVES)"
+    ),
+}
+
+
+@pytest.mark.parametrize("table", TABLES.values(), ids=TABLES)
+def test_the_compiled_core_installs_only_beside_the_op_table_it_mirrors(table):
+    # At import the core checks its table against engine.PRIMITIVES (names, order, arity, local gradients
+    # or a rule); a mismatch is an error, after which chaingrad runs the reference engine with a warning.
+    pytest.importorskip("chaingrad._core", reason="the compiled core was not built")
+    code = (
+        "import types\n"
+        "from chaingrad import _backend, _core, engine\n"
+        f"{table}\n"
+        "interface = types.SimpleNamespace(**{**vars(_backend._INTERFACE), 'primitives': primitives})\n"
+        "try:\n"
+        "    _core.install(interface)\n"
+        "    print('installed')\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = {**os.environ, "CHAINGRAD_PURE": "1"}  # so that importing chaingrad does not install it first
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    if table == TABLES["as it is"]:
+        assert done.stdout.strip() == "installed"
+    else:
+        assert done.stdout.startswith("refused:") and "core" in done.stdout, done.stdout
