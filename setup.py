@@ -5,6 +5,7 @@ runs its reference engine, in pure Python, warning once that it is the slow path
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -23,12 +24,26 @@ class BuildExt(build_ext):
             # CI's AddressSanitizer/UBSan build (.ci/sanitize): no free list, so that every freed node is
             # freed; built into a folder of its own, never in place (see .ci/sanitize)
             sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-            args = ["-O1", "-g", "-fno-omit-frame-pointer", *sanitize, "-DKEEP_FREED=0"] + args[1:]
+            args = ["-O1", "-g", "-fno-omit-frame-pointer", *sanitize, "-DKEEP_FREED=0", *args[1:]]
             link = sanitize
         for ext in self.extensions:
             ext.extra_compile_args = args + ext.extra_compile_args
             ext.extra_link_args = link + ext.extra_link_args
         super().build_extensions()
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:
+            # optional: installation goes on without it; this says how to get it, where pip shows output
+            print(
+                "chaingrad: its compiled core (chaingrad._core) did not build, so chaingrad will run its "
+                "reference engine in pure Python, much slower on single numbers. To get the core, install a "
+                "C compiler and the Python headers (on Debian or Ubuntu: apt-get install gcc python3-dev), "
+                'then install chaingrad again (pip install -e ".[demo]" from a checkout).',
+                file=sys.stderr,
+            )
+            raise
 
 
 setup(
