@@ -235,9 +235,9 @@ def test_the_docs_python_examples_run_and_print_what_they_say(tmp_path, monkeypa
 
 
 def test_the_engines_page_says_how_long_the_reference_engine_is():
-    # "about 600 lines, a little over half of them code": counted as the page counts them
+    # "about 700 lines, a little over half of them code": counted as the page counts them
     said = " ".join((DOCS / "engines.md").read_text().split())
-    assert "It is about 600 lines, a little over half of them code" in said
+    assert "It is about 700 lines, a little over half of them code" in said
     source = (ROOT / "src" / "chaingrad" / "engine.py").read_text()
     lines = source.splitlines()
     docstrings = sum(
@@ -246,7 +246,7 @@ def test_the_engines_page_says_how_long_the_reference_engine_is():
         if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n) is not None
     )
     other = sum(1 for line in lines if not line.strip() or line.strip().startswith("#")) + docstrings
-    assert 550 <= len(lines) <= 650 and 0.5 < (len(lines) - other) / len(lines) < 0.6
+    assert 650 <= len(lines) <= 750 and 0.5 < (len(lines) - other) / len(lines) < 0.6
 
 
 def test_the_concepts_op_table_has_every_op_of_the_engines_table():
