@@ -153,6 +153,7 @@ typedef struct {
     unsigned char lkind, ckind, reached, astart;
     unsigned char open;  /* it holds or reaches a mutable container: see "The collector" */
     unsigned char born;  /* __init__ has run once */
+    unsigned char nograd; /* its grad is None, no gradient yet (g is 0, gobj NULL) */
     PyObject *inline_prev[2];
     double inline_local[2];
 } ValueObject;
@@ -201,7 +202,7 @@ static ValueObject *fresh_node(void) {
     v->walk = NULL;
     v->lkind = L_DOUBLE;
     v->ckind = C_NONE;
-    v->reached = v->astart = v->open = v->born = 0;
+    v->reached = v->astart = v->open = v->born = v->nograd = 0;
     v->prev = v->inline_prev;
     v->local = v->inline_local;
     return v;
@@ -521,6 +522,7 @@ static PyObject *data_of(ValueObject *v) {
 }
 
 static PyObject *grad_of(ValueObject *v) {
+    if (v->nograd) Py_RETURN_NONE;
     if (v->gobj) return Py_NewRef(v->gobj);
     return PyFloat_FromDouble(v->g);
 }
@@ -544,8 +546,13 @@ static int set_grad(ValueObject *v, PyObject *x) {
         PyErr_SetString(PyExc_AttributeError, "a Value's grad cannot be deleted");
         return -1;
     }
+    if (x == Py_None) { /* no gradient yet */
+        Py_CLEAR(v->gobj);
+        v->g = 0.0, v->nograd = 1, v->reached = 0;
+        return 0;
+    }
     Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given, as the reference engine keeps it */
-    v->reached = x != Py_None;
+    v->reached = 1, v->nograd = 0;
     return hold(v, x);
 }
 
@@ -616,12 +623,10 @@ static int add_grad_object(ValueObject *c, double d) {
 static inline int add_grad(ValueObject *c, double d) {
     c->reached = 1;
     if (c->gobj == NULL) {
-        c->g += d;
-        return 0;
-    }
-    if (c->gobj == Py_None) { /* no gradient yet: 0.0 + d, as engine.add_gradient */
-        c->g = 0.0 + d;
-        Py_CLEAR(c->gobj);
+        if (c->nograd) /* no gradient yet: 0.0 + d, as engine.add_gradient */
+            c->g = 0.0 + d, c->nograd = 0;
+        else
+            c->g += d;
         return 0;
     }
     if (PyFloat_CheckExact(c->gobj)) {
@@ -830,6 +835,7 @@ static PyObject *unary(int k, PyObject *self) {
  * ---------------------------------------------------------------------------------------------- */
 
 static int grad_as_double(ValueObject *v, double *g) {
+    if (v->nograd) return 0; /* None */
     if (v->gobj == NULL) {
         *g = v->g;
         return 1;
@@ -929,7 +935,7 @@ static int step(ValueObject *v, PyObject **quiet) {
             Py_ssize_t m = v->n < v->nl ? v->n : v->nl;
             for (Py_ssize_t i = 0; i < m; i++) {
                 ValueObject *c = V(v->prev[i]);
-                if (c->gobj != NULL && c->gobj != Py_None && !PyFloat_CheckExact(c->gobj)) return careful_step(v, i, m, g);
+                if (c->gobj != NULL && !PyFloat_CheckExact(c->gobj)) return careful_step(v, i, m, g);
                 add_grad(c, v->local[i] * g); /* a double added to a double: runs nothing, cannot fail */
             }
             return 0;
@@ -1003,11 +1009,11 @@ static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
                 }
                 stack = grown, cap = c;
             }
-            if (next->gobj != Py_None) {
-                if (next->gobj != NULL && push(dropped, (ValueObject *)next->gobj) < 0) goto fail; /* any object */
-                next->gobj = Py_NewRef(Py_None);
+            if (next->gobj != NULL) {
+                if (push(dropped, (ValueObject *)next->gobj) < 0) goto fail; /* any object */
+                next->gobj = NULL;
             }
-            next->g = 0.0;
+            next->g = 0.0, next->nograd = 1;
             next->reached = 0;
             next->walk = token;
             stack[len++] = (Frame){next, 0};
@@ -1056,7 +1062,7 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (!failed) {
         if (order.len) {
             PyObject *g = self->gobj;
-            self->g = 1.0, self->reached = 1;
+            self->g = 1.0, self->reached = 1, self->nograd = 0;
             self->gobj = NULL;
             Py_XDECREF(g); /* self is held by our caller */
         } else {
@@ -1343,7 +1349,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     self->prev = prev, self->local = local;
     for (Py_ssize_t i = 0; i < n; i++) self->prev[i] = Py_NewRef(PyTuple_GET_ITEM(children, i));
     self->n = n;
-    self->g = 0.0;
+    self->g = 0.0, self->nograd = 0;
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
     if ((self->born ? hold(self, children) : born(self)) < 0) goto release;
     self->born = 1;
@@ -2241,7 +2247,7 @@ static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
         if (!IS_VALUE(item)) Py_RETURN_FALSE;
         ValueObject *p = (ValueObject *)Py_NewRef(item);
         PyObject *g = p->gobj;
-        p->g = 0.0, p->gobj = NULL;
+        p->g = 0.0, p->gobj = NULL, p->nograd = 0;
         Py_XDECREF(g);
         Py_DECREF(p);
     }
