@@ -200,7 +200,8 @@ def test_moons_sides_agree_step_by_step():
     assert max(first.values()) - min(first.values()) < 1e-9
     rows = moons.run(steps=2, repeats=1)
     same = ">= 0.9x" if cg.backend == "compiled" else ">= 0.67x"  # issue 21: at most 10%, or 1.5x slower
-    assert [r.target for r in rows] == [same, same, ">= 300x", "", ">= 1x"]
+    compiled = cg.backend == "compiled"  # micrograd's and PyTorch's targets are the compiled core's
+    assert [r.target for r in rows] == [same, same, ">= 300x" * compiled, "", ">= 1x" * compiled]
     assert_well_formed(rows, "moons")
 
 
