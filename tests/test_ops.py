@@ -396,10 +396,11 @@ def test_fused_ops_build_no_graph_under_no_grad():
 
 
 def _raises_without_a_node(exc, match, f):
-    # The traceback keeps the failed call's frames alive: a half-built node would be found.
+    # no_value_left checks on leaving, while `info` still holds the traceback and with it the failed
+    # call's frames: a half-built node they held would be found.
     with no_value_left(f), pytest.raises(exc, match=match) as info:
         f()
-    assert info.traceback
+    del info
 
 
 @pytest.mark.parametrize(
