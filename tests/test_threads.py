@@ -150,3 +150,52 @@ def _exit_error(mode):
     except RuntimeError as e:
         return str(e)
     return ""
+
+
+def test_a_rule_that_waits_for_another_threads_unrelated_backward_goes_on():
+    # PyTorch's autograd.Function doing the same returns; a lock over every backward deadlocked here.
+    def rule(g, x, out):
+        done = {}
+
+        def other():
+            a = Value(3.0)
+            (a * a + a).backward()
+            done["grad"] = a.grad
+
+        helper = threading.Thread(target=other, daemon=True)
+        helper.start()
+        helper.join(10)
+        assert not helper.is_alive(), "the other thread's backward waited for this one"
+        return (2.0 * x * g * (done["grad"] / 7.0),)
+
+    square = cg.Op("test_square_waiting", lambda x: x * x, rule=rule)
+    x = Value(1.5)
+    (square(x) * 2.0).backward()
+    assert x.grad == 6.0
+
+
+def test_two_threads_backpropagating_one_graph_get_what_one_after_the_other_would():
+    # A walk waits for another thread's walk of the same graph (here, one whose rule sleeps, so that
+    # they would overlap): each adds the whole gradient to the leaves, once.
+    def slow_rule(g, x, out):
+        time.sleep(0.05)
+        return (3.0 * g,)
+
+    triple = cg.Op("test_triple_slowly", lambda x: 3.0 * x, rule=slow_rule)
+    x, w = Value(0.5), Value(2.0)
+    loss = (triple(x * w) * w).tanh()
+    loss.backward()
+    once = (x.grad, w.grad)
+    x.grad = w.grad = 0.0
+    start = threading.Barrier(2)
+
+    def walk():
+        start.wait(5)
+        loss.backward()
+
+    threads = [threading.Thread(target=walk) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert (x.grad, w.grad) == (once[0] + once[0], once[1] + once[1])

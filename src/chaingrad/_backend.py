@@ -18,6 +18,7 @@ as engine.Value, bit for bit (tests/test_twins.py checks).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
@@ -54,7 +55,7 @@ _INTERFACE = SimpleNamespace(
     chain=engine.chain,
     backward=engine.backward,
     check_forward=modes.check_forward,
-    lock=engine._walking,
+    wait=time.sleep,  # a backward waiting for another thread's walk of the same graph lets the GIL go
     # the modes: a ContextVar of flags, and a list of functions called once a mode is first turned on
     mode=modes._mode,
     NO_GRAD=modes.NO_GRAD,
@@ -85,6 +86,8 @@ def _load() -> Any:
         else:
             try:
                 _core.install(_INTERFACE)
+                if hasattr(os, "register_at_fork"):  # a forked child: the parent's other threads are gone
+                    os.register_at_fork(after_in_child=_core.forked)
                 return _core
             except (RuntimeError, TypeError) as e:
                 why = f"does not match this engine ({e}): reinstall to rebuild it"

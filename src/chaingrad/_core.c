@@ -50,13 +50,13 @@ static struct {
     PyTypeObject *Op;            /* engine.Op */
     /* the interface's functions */
     PyObject *evaluate, *output, *local_gradients, *made_by_hand, *chain, *backward, *check_forward;
-    PyObject *lock;        /* engine's lock around a walk of a graph */
+    PyObject *wait, *wait_time; /* time.sleep, and how long a walk waits for another at a time */
     PyObject *quiet;       /* numerics.quiet */
     PyObject *is_array;    /* numerics.is_array */
     PyObject *constant;    /* numerics.constant */
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
-    PyObject *s_acquire, *s_release, *s_enter, *s_exit, *s_chain; /* method names, made once */
+    PyObject *s_enter, *s_exit, *s_chain; /* method names, made once */
     PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
 } S;
 
@@ -984,7 +984,33 @@ static int push(Stack *s, ValueObject *v) {
 typedef struct {
     ValueObject *node;
     Py_ssize_t next; /* the input to look at next */
+    void *was;       /* what the node was marked with before this walk: nothing, or this thread's outer walk */
 } Frame;
+
+/* A backward under way: the thread walking, and its order, whose nodes point here (their `walk`) until its
+ * end. A walk waits for another thread's walk that shares a node with it (which, holding the GIL but
+ * while it runs Python code, may be under way), and for nothing else; a walk inside a walk of the same
+ * thread goes on. The walks under way are linked, so that a forked child, whose other threads are
+ * gone, can unmark their nodes (forked()). engine._Walks is the reference engine's twin. */
+typedef struct Walker {
+    unsigned long thread;
+    Stack *order, *was; /* was.items[i]: what order.items[i] was marked with before (restored at the end) */
+    struct Walker *prev, *next;
+} Walker;
+static Walker *walkers = NULL;
+
+/* Whether v is marked by another thread's walk */
+static int walked_elsewhere(ValueObject *v, Walker *me) {
+    return v->walk != NULL && v->walk != (void *)me && ((Walker *)v->walk)->thread != me->thread;
+}
+
+/* forked(): in a forked child, the walks of the parent's other threads are not there: their marks go */
+static PyObject *core_forked(PyObject *module, PyObject *unused) {
+    for (Walker *w = walkers; w != NULL; w = w->next)
+        for (Py_ssize_t i = 0; i < w->order->len; i++) w->order->items[i]->walk = NULL;
+    walkers = NULL;
+    Py_RETURN_NONE;
+}
 
 /* engine.topological_order, leaves left out: the nodes that lead to root, each after all of its inputs,
  * depth first with the inputs in the order of _prev (micrograd's build_topo), without recursion. Each is
@@ -994,10 +1020,11 @@ typedef struct {
  * re-initialise any node of it. The walk itself runs no Python code: the grads it resets are moved to
  * `dropped` rather than released, since releasing one can run its finalizer, while `stack` holds
  * borrowed pointers. On failure every node marked and not in `order` is unmarked. */
-static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
+static int topo(ValueObject *root, Walker *me, Stack *order, Stack *dropped) {
     Frame *stack = NULL;
     Py_ssize_t len = 0, cap = 0;
     if (root->n == 0) return 0;
+    if (walked_elsewhere(root, me)) return 1;
     for (ValueObject *next = root; next != NULL || len;) {
         if (next != NULL) { /* visit it: its inputs come first */
             if (len == cap) {
@@ -1015,16 +1042,25 @@ static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
             }
             next->g = 0.0, next->nograd = 1;
             next->reached = 0;
-            next->walk = token;
-            stack[len++] = (Frame){next, 0};
+            stack[len++] = (Frame){next, 0, next->walk};
+            next->walk = me;
             next = NULL;
         }
         Frame *top = &stack[len - 1];
         if (top->next < top->node->n) {
             ValueObject *c = V(top->node->prev[top->next++]);
-            if (c->n && c->walk != token) next = c;
+            if (c->n && walked_elsewhere(c, me)) { /* another thread is walking it: wait, then again */
+                for (Py_ssize_t i = len - 1; i >= 0; i--) stack[i].node->walk = stack[i].was;
+                PyMem_Free(stack);
+                return 1;
+            }
+            if (c->n && c->walk != me) next = c;
         } else { /* every input is in the order: the node comes next */
             if (push(order, top->node) < 0) goto fail;
+            if (push(me->was, (ValueObject *)top->was) < 0) {
+                order->len--; /* it is still on the stack, where fail unmarks it */
+                goto fail;
+            }
             Py_INCREF(top->node);
             len--;
         }
@@ -1032,7 +1068,7 @@ static int topo(ValueObject *root, void *token, Stack *order, Stack *dropped) {
     PyMem_Free(stack);
     return 0;
 fail:
-    for (Py_ssize_t i = 0; i < len; i++) stack[i].node->walk = NULL; /* marked, and not in order */
+    for (Py_ssize_t i = len - 1; i >= 0; i--) stack[i].node->walk = stack[i].was; /* marked, not in order */
     PyMem_Free(stack);
     return -1;
 }
@@ -1040,6 +1076,15 @@ fail:
 /* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read
  * unless a signal came, and 4096 steps take a few microseconds */
 #define SIGNAL_EVERY 4096
+
+/* The order's nodes unmarked (each given back what it was marked with before) and released: the marks
+ * all first, since a release may free the graph and run a finalizer that starts another backward */
+static void release_order(Walker *me) {
+    Stack *order = me->order;
+    for (Py_ssize_t i = 0; i < order->len; i++) order->items[i]->walk = (void *)me->was->items[i];
+    for (Py_ssize_t i = order->len - 1; i >= 0; i--) Py_DECREF(order->items[i]); /* the root's end first */
+    order->len = me->was->len = 0;
+}
 
 static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"create_graph", NULL};
@@ -1049,13 +1094,24 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (flags < 0) return NULL;
     if (create_graph || (flags & S.ANOMALY) || self->dobj != NULL) /* higher order, anomaly mode, a batch */
         return PyObject_CallFunctionObjArgs(S.backward, self, create_graph ? Py_True : Py_False, NULL);
-    PyObject *r = PyObject_CallMethodNoArgs(S.lock, S.s_acquire);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
-    char token; /* this call's mark: the nodes it visits point here */
-    Stack order = {NULL, 0, 0}, dropped = {NULL, 0, 0};
+    Stack order = {NULL, 0, 0}, was = {NULL, 0, 0}, dropped = {NULL, 0, 0};
+    Walker me = {PyThread_get_thread_ident(), &order, &was, NULL, NULL}; /* its nodes point here */
     PyObject *quiet = NULL;
-    int failed = topo(self, &token, &order, &dropped) < 0;
+    int failed, rc;
+    while ((rc = topo(self, &me, &order, &dropped)) == 1) {
+        /* another thread's walk shares a node with this one, and runs Python code meanwhile: wait for it,
+         * the GIL let go, then walk again */
+        release_order(&me);
+        PyObject *r = PyObject_CallOneArg(S.wait, S.wait_time);
+        if (r == NULL) break;
+        Py_DECREF(r);
+    }
+    failed = rc != 0;
+    if (!failed) { /* under way: linked, for a forked child to find */
+        me.next = walkers;
+        if (walkers) walkers->prev = &me;
+        walkers = &me;
+    }
     /* the grads the walk reset, released now that order holds its nodes (their finalizers may run) */
     for (Py_ssize_t i = 0; i < dropped.len; i++) Py_DECREF(dropped.items[i]);
     PyMem_Free(dropped.items);
@@ -1082,22 +1138,23 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     }
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    /* the next call's token may be ours; then the order is released, which may free the graph */
-    for (Py_ssize_t i = 0; i < order.len; i++) order.items[i]->walk = NULL;
-    for (Py_ssize_t i = order.len - 1; i >= 0; i--) Py_DECREF(order.items[i]); /* the root's end first */
+    if (rc == 0) { /* unlinked before the order is released (which may start another backward) */
+        if (me.prev) me.prev->next = me.next;
+        else if (walkers == &me) walkers = me.next;
+        if (me.next) me.next->prev = me.prev;
+    }
+    release_order(&me);
     PyMem_Free(order.items);
+    PyMem_Free(was.items);
     if (quiet) {
         PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
         Py_XDECREF(x);
         Py_DECREF(quiet);
     }
-    PyObject *x = PyObject_CallMethodNoArgs(S.lock, S.s_release);
-    Py_XDECREF(x);
     if (type) {
         PyErr_Restore(type, value, tb); /* the first error wins */
         return NULL;
     }
-    if (x == NULL) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -2393,7 +2450,8 @@ static PyObject *core_install(PyObject *module, PyObject *interface) {
         (S.local_gradients = get(interface, "local_gradients")) == NULL ||
         (S.made_by_hand = get(interface, "made_by_hand")) == NULL || (S.chain = get(interface, "chain")) == NULL ||
         (S.backward = get(interface, "backward")) == NULL || (S.check_forward = get(interface, "check_forward")) == NULL ||
-        (S.lock = get(interface, "lock")) == NULL || (S.quiet = get(interface, "quiet")) == NULL ||
+        (S.wait = get(interface, "wait")) == NULL || (S.wait_time = PyFloat_FromDouble(0.0002)) == NULL ||
+        (S.quiet = get(interface, "quiet")) == NULL ||
         (S.is_array = get(interface, "is_array")) == NULL || (S.constant = get(interface, "constant")) == NULL ||
         (S.mode_var = get(interface, "mode")) == NULL || get_flag(interface, "NO_GRAD", &S.NO_GRAD) < 0 ||
         get_flag(interface, "ANOMALY", &S.ANOMALY) < 0)
@@ -2462,6 +2520,7 @@ static PyMethodDef core_functions[] = {
     {"record", (PyCFunction)(void (*)(void))core_record, METH_FASTCALL, "record(op, out, args, local): engine.record, for this type"},
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "node(data, prev, local, op, ctx): engine.node, for this type"},
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
+    {"forked", core_forked, METH_NOARGS, "in a forked child: the walks of the parent's other threads unmarked"},
     {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (None: not all are)"},
     {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
     {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
@@ -2493,12 +2552,10 @@ static int core_exec(PyObject *module) {
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
     if (PyModule_AddIntConstant(module, "INTERFACE", 5) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
-    S.s_acquire = PyUnicode_InternFromString("acquire");
-    S.s_release = PyUnicode_InternFromString("release");
     S.s_enter = PyUnicode_InternFromString("__enter__");
     S.s_exit = PyUnicode_InternFromString("__exit__");
     S.s_chain = PyUnicode_InternFromString("_chain");
-    if (!S.s_acquire || !S.s_release || !S.s_enter || !S.s_exit || !S.s_chain) return -1;
+    if (!S.s_enter || !S.s_exit || !S.s_chain) return -1;
     S.activation[0] = Py_None;
     S.activation[1] = PyUnicode_InternFromString("relu");
     S.activation[2] = PyUnicode_InternFromString("tanh");

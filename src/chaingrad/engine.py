@@ -417,8 +417,8 @@ def backward(root: Any, create_graph: bool = False) -> None:
     if type(root.data) is not float:
         raise not_a_number(root.data, "backward()")
     step = STEP_WITH_GRAPH[0] if create_graph else modes.checked(chain) if mode() & ANOMALY else chain
-    with _walking, quiet():
-        order = topological_order(root)
+    order = topological_order(root)
+    with WALKS.claiming(order), quiet():
         for node in order:
             if node._prev:
                 node.grad = None  # computed afresh below; a leaf's grad accumulates
@@ -428,31 +428,41 @@ def backward(root: Any, create_graph: bool = False) -> None:
                 step(node)
 
 
-class _Walking:
-    """The lock around backward's walk of a graph, whose intermediate grads live on nodes that threads
-    may share. A forked child makes a new one: the thread that may hold it in the parent is not there."""
+class _Walks:
+    """The graphs backward is walking: each node of a walk, and the thread walking it. A walk resets and
+    adds to its nodes' grads, so it waits for another thread's walk that shares a node with it, and for
+    nothing else (unrelated graphs never wait on each other); a walk inside a walk of the same thread
+    (a backward in a node's _backward) goes on. A forked child starts with none: the threads that were
+    walking in the parent are not there."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.forget()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self.renew)
+            os.register_at_fork(after_in_child=self.forget)
 
-    def renew(self) -> None:
-        self.lock = threading.RLock()
+    def forget(self) -> None:
+        self.walker: dict[int, int] = {}  # id(node) -> the thread walking it (the walk holds the node)
+        self.done = threading.Condition()
 
-    def acquire(self) -> bool:
-        return self.lock.acquire()
+    @contextlib.contextmanager
+    def claiming(self, nodes: list[Any]) -> Any:
+        me, ids = threading.get_ident(), [id(n) for n in nodes]
+        with self.done:
+            while any(self.walker.get(i, me) != me for i in ids):
+                self.done.wait()
+            mine = [i for i in ids if i not in self.walker]
+            for i in mine:
+                self.walker[i] = me
+        try:
+            yield
+        finally:
+            with self.done:
+                for i in mine:
+                    del self.walker[i]
+                self.done.notify_all()
 
-    def release(self) -> None:
-        self.lock.release()
 
-    __enter__ = acquire
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
-_walking = _Walking()
+WALKS = _Walks()
 STEP_WITH_GRAPH: list[Callable[[Any], None]] = []  # autodiff.py's step, put here when it is imported
 
 
