@@ -441,25 +441,29 @@ class _Walks:
             os.register_at_fork(after_in_child=self.forget)
 
     def forget(self) -> None:
-        self.walker: dict[int, int] = {}  # id(node) -> the thread walking it (the walk holds the node)
+        self.walks: list[_Walk] = []  # the walks under way
         self.done = threading.Condition()
 
     @contextlib.contextmanager
     def claiming(self, nodes: list[Any]) -> Any:
-        me, ids = threading.get_ident(), [id(n) for n in nodes]
+        walk = _Walk(threading.get_ident(), {id(n) for n in nodes})  # the walk holds its nodes meanwhile
         with self.done:
-            while any(self.walker.get(i, me) != me for i in ids):
+            while any(w.thread != walk.thread and not walk.nodes.isdisjoint(w.nodes) for w in self.walks):
                 self.done.wait()
-            mine = [i for i in ids if i not in self.walker]
-            for i in mine:
-                self.walker[i] = me
+            self.walks.append(walk)
         try:
             yield
         finally:
             with self.done:
-                for i in mine:
-                    del self.walker[i]
+                self.walks.remove(walk)  # one step, so that Ctrl-C cannot leave half of it claimed
                 self.done.notify_all()
+
+
+class _Walk:
+    """One walk under way: the thread walking, and the ids of its nodes (which the walk holds alive)."""
+
+    def __init__(self, thread: int, nodes: set[int]) -> None:
+        self.thread, self.nodes = thread, nodes
 
 
 WALKS = _Walks()
