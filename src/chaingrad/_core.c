@@ -994,7 +994,8 @@ typedef struct {
  * gone, can unmark their nodes (forked()). engine._Walks is the reference engine's twin. */
 typedef struct Walker {
     unsigned long thread;
-    Stack *order, *was; /* was.items[i]: what order.items[i] was marked with before (restored at the end) */
+    Stack *order;
+    Stack *was; /* (node, its mark before) in pairs, for the nodes of order an outer walk had marked */
     struct Walker *prev, *next;
 } Walker;
 static Walker *walkers = NULL;
@@ -1056,11 +1057,9 @@ static int topo(ValueObject *root, Walker *me, Stack *order, Stack *dropped) {
             }
             if (c->n && c->walk != me) next = c;
         } else { /* every input is in the order: the node comes next */
+            if (top->was != NULL && (push(me->was, top->node) < 0 || push(me->was, (ValueObject *)top->was) < 0))
+                goto fail; /* it is still on the stack, where fail unmarks it (and release_order again) */
             if (push(order, top->node) < 0) goto fail;
-            if (push(me->was, (ValueObject *)top->was) < 0) {
-                order->len--; /* it is still on the stack, where fail unmarks it */
-                goto fail;
-            }
             Py_INCREF(top->node);
             len--;
         }
@@ -1077,13 +1076,19 @@ fail:
  * unless a signal came, and 4096 steps take a few microseconds */
 #define SIGNAL_EVERY 4096
 
-/* The order's nodes unmarked (each given back what it was marked with before) and released: the marks
- * all first, since a release may free the graph and run a finalizer that starts another backward */
+/* The order's nodes unmarked and released, in one pass from the root's end (a release may free nodes and
+ * run a finalizer that starts another backward: deeper in the stack, so with another Walker, which
+ * takes our remaining marks for this thread's and restores them), then the nodes an outer walk of this
+ * thread had marked given their marks back (that walk holds them). */
 static void release_order(Walker *me) {
-    Stack *order = me->order;
-    for (Py_ssize_t i = 0; i < order->len; i++) order->items[i]->walk = (void *)me->was->items[i];
-    for (Py_ssize_t i = order->len - 1; i >= 0; i--) Py_DECREF(order->items[i]); /* the root's end first */
-    order->len = me->was->len = 0;
+    Stack *order = me->order, *was = me->was;
+    for (Py_ssize_t i = order->len - 1; i >= 0; i--) {
+        ValueObject *node = order->items[i];
+        node->walk = NULL;
+        Py_DECREF(node);
+    }
+    for (Py_ssize_t i = 0; i + 1 < was->len; i += 2) was->items[i]->walk = (void *)was->items[i + 1];
+    order->len = was->len = 0;
 }
 
 static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
