@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from conftest import SOFTPLUS, assert_close, values_alive
 from graphs import random_graph_mismatches
 from twins import nodes as _nodes  # every node under root, leaves included, deterministically
+from twins import record
 
 import chaingrad as cg
 from chaingrad import Value
+from chaingrad.numerics import ACTIVATIONS
 
 inf, nan = math.inf, math.nan
 
@@ -1119,3 +1121,62 @@ def test_the_compiled_core_installs_only_beside_the_op_table_it_mirrors(table):
         assert done.stdout.strip() == "installed"
     else:
         assert done.stdout.startswith("refused:") and "core" in done.stdout, done.stdout
+
+
+ACTIVATION_MAPS = {
+    "as it is": "activations = _backend._INTERFACE.activations",
+    "relu applying +": "activations = {**_backend._INTERFACE.activations, 'relu': engine.ADD}",
+    "relu applying the str 'relu'": "activations = {**_backend._INTERFACE.activations, 'relu': 'relu'}",
+    "relu applying an op not in the table": (
+        "mine = engine.Op('mine', lambda x: x, lambda x, out: (1.0,))\n"
+        "activations = {**_backend._INTERFACE.activations, 'relu': mine}"
+    ),
+    "a tuple of names": "activations = ('relu', 'tanh', 'sigmoid', None)",
+}
+
+
+@pytest.mark.parametrize("activations", ACTIVATION_MAPS.values(), ids=ACTIVATION_MAPS)
+def test_the_compiled_core_installs_only_with_activations_that_are_one_input_ops_of_its_table(activations):
+    # layers.affine's activations reach the core through the interface, each name with the op it applies:
+    # the core applies the op of its own table that is that very object, so any other is refused.
+    pytest.importorskip("chaingrad._core", reason="the compiled core was not built")
+    code = (
+        "import types\n"
+        "from chaingrad import _backend, _core, engine\n"
+        f"{activations}\n"
+        "interface = types.SimpleNamespace(**{**vars(_backend._INTERFACE), 'activations': activations})\n"
+        "try:\n"
+        "    _core.install(interface)\n"
+        "    print('installed')\n"
+        "except (RuntimeError, TypeError) as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = {**os.environ, "CHAINGRAD_PURE": "1"}  # so that importing chaingrad does not install it first
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    if activations == ACTIVATION_MAPS["as it is"]:
+        assert done.stdout.strip() == "installed"
+    else:
+        assert done.stdout.startswith("refused:") and "activation" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_affine_on_single_numbers_makes_the_nodes_of_dot_then_the_activation(activation):
+    # layers.affine's Python path on single numbers, written out: a dot per row (the bias added last),
+    # then the Value method of the activation's name. The compiled core's affine knows the names and
+    # their ops only from the interface (numerics.ACTIVATIONS): it must make exactly these nodes.
+    def layer():
+        ws = [[Value(0.5), Value(-1.25)], [Value(2.0), Value(0.75)]]
+        return ws, [Value(-0.3), Value(1.7)], [Value(0.1), Value(2.0)]  # one output < 0, one > 0
+
+    if cg.backend == "compiled":
+        assert type(cg.affine).__name__ == "builtin_function_or_method"  # the core's twin runs
+    ws, xs, bs = layer()
+    outs = cg.affine(ws, xs, bs, activation)
+    cg.sum(outs).backward()
+    ws, xs, bs = layer()
+    by_hand = [cg.dot(w, xs, b) for w, b in zip(ws, bs)]
+    by_hand = by_hand if activation is None else [getattr(z, activation)() for z in by_hand]
+    cg.sum(by_hand).backward()
+    assert [record(out) for out in outs] == [record(out) for out in by_hand]
+    assert [out._op for out in outs] == [activation or "dot"] * 2

@@ -22,11 +22,9 @@ from ._backend import Value, twin
 from .engine import Op, add_gradient, built_in
 from .fused import batch_datas, checked_inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
-from .numerics import data, numpy, relu, sigmoid, tanh
+from .numerics import ACTIVATIONS, data, numpy, relu, sigmoid, tanh
 
-__all__ = ["ACTIVATIONS", "affine", "affine_layers"]
-
-ACTIVATIONS = ("relu", "tanh", "sigmoid", None)
+__all__ = ["affine", "affine_layers"]
 
 
 def affine(
