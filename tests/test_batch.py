@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refusals import assert_refused
 
 import chaingrad as cg
 from chaingrad import Value
@@ -140,6 +141,61 @@ def test_batches_of_different_sizes_name_both_sizes():
     for combine in (lambda: a + b, lambda: cg.dot([a, b], [1.0, 2.0]), lambda: cg.softmax([a, b])):
         with pytest.raises(ValueError, match=r"\[3, 5\]"):
             combine()
+
+
+def _three():
+    return Value(np.ones(3), label="three")
+
+
+def _five():
+    return Value(np.ones(5), label="five")
+
+
+# Every way of combining batches of 3 and 5 samples: ValueError naming both sizes, no node.
+MISMATCHED = {
+    "a - b": lambda a, b: a - b,
+    "a * b": lambda a, b: a * b,
+    "a / b": lambda a, b: a / b,
+    "a ** b": lambda a, b: a**b,
+    "a + array": lambda a, b: a + np.ones(5),
+    "array * a": lambda a, b: np.ones(5) * a,
+    "sum": lambda a, b: cg.sum([a, b]),
+    "sum start": lambda a, b: cg.sum([a], start=b),
+    "mean": lambda a, b: cg.mean([a, b]),
+    "logsumexp": lambda a, b: cg.logsumexp([a, b]),
+    "log_softmax": lambda a, b: cg.log_softmax([a, b]),
+    "cross_entropy": lambda a, b: cg.cross_entropy([a, b], 0),
+    "dot of Values": lambda a, b: cg.dot([a], [b]),
+    "dot start": lambda a, b: cg.dot([a], [a], start=b),
+    "affine": lambda a, b: cg.affine([[1.0, 2.0]], [a, b]),
+    "custom op": lambda a, b: cg.Op("test_batch_add", lambda x, y: x + y, lambda x, y, out: (1.0, 1.0))(a, b),
+}
+
+
+@pytest.mark.parametrize("combine", MISMATCHED)
+def test_batches_of_different_sizes_are_refused_by_every_op(combine):
+    # test_batches_of_different_sizes_name_both_sizes checks +, dot with a constant and softmax.
+    a, b = _three(), _five()
+    assert_refused(lambda: MISMATCHED[combine](a, b), [a, b], ValueError, ["[3, 5]"])
+
+
+@pytest.mark.parametrize(
+    "targets, error, words",
+    [
+        (np.array([0, 2, 1]), IndexError, ["target 2", "2 classes"]),
+        (np.array([0, -1, 1]), IndexError, ["target -1", "2 classes"]),
+        (np.array([0.0, 1.0, 0.0]), TypeError, ["integer", "float64"]),
+        (np.array([True, False, True]), TypeError, ["integer", "bool"]),
+        (np.zeros((3, 1), dtype=int), TypeError, ["1-D", "(3, 1)"]),
+        (np.array([0, 1]), ValueError, ["2 targets", "3 samples"]),
+        ([0, 1, 0], TypeError, ["int", "list"]),
+    ],
+    ids=["too big", "negative", "floats", "bools", "2-D", "too few", "a list"],
+)
+def test_cross_entropy_refuses_bad_targets_for_a_batch(targets, error, words):
+    # test_ops checks a single target; these are one target per sample.
+    logits = [Value(np.array([0.1, 0.2, 0.3])), Value(np.array([0.3, -0.1, 0.0]))]
+    assert_refused(lambda: cg.cross_entropy(logits, targets), logits, error, words)
 
 
 def test_batch_data_must_be_one_dimensional_and_non_empty():

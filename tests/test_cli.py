@@ -348,3 +348,90 @@ def test_the_check_page_shows_the_first_step_the_graph_command_writes(capsys):
     assert " ".join(argv[2:]) in " ".join(page.split())  # the command the page gives
     assert run_command([*argv, "--html", "backprop.html"], capsys)[0] == 0
     assert page_data(Path("backprop.html"))["steps"][0]["lines"] == shown.splitlines()
+
+
+# ---------------------------------------------------------------------------
+# More bad expressions and options, each exit code 2 and no file
+# ---------------------------------------------------------------------------
+
+BAD_EXPRESSIONS = [
+    "",
+    "   ",
+    "x y",
+    "1 2",
+    "x\n+ 1",
+    "# x",
+    "*x",
+    "x,",
+    "x @ x",
+    "x << 1",
+    "x >> 1",
+    "x ^ 1",
+    "x | 1",
+    "x & 1",
+    "...",
+    "(yield x)",
+    "await x",
+    "lambda: 0",
+    "x.exp",
+    "x.real",
+    "x.exp(1)",
+    "math.exp(x)",
+    "exp.x()",
+    "exp(x)(x)",
+    "x.__abs__()",
+    "abs",
+    "x if x",
+    "x ** ",
+]
+
+
+@pytest.mark.parametrize("expression", BAD_EXPRESSIONS)
+def test_more_bad_expressions_exit_2(expression, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["graph", expression, "--var", "x=1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "chaingrad graph: error: EXPR: " in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["x", "--var"], "--var: expected one argument"),
+        (["x", "--var", "x=1", "--rankdir"], "--rankdir: expected one argument"),
+        (["x", "--var", "x=1", "--rankdir", "lr"], "invalid choice: 'lr'"),
+        (["x", "--var", "x=1", "-o", "graph"], "'graph' must end in one of .svg, .png"),
+        (["x", "--var", "x=1", "-o", ".svg"], "'.svg' must end in one of"),
+        (["x", "--var", "x=1", "-o", ""], "'' must end in one of"),
+        (["x", "--var", "x=1", "--output=g.pdf"], "'g.pdf' must end in one of"),
+        (["x", "--var", "=1"], "'' is not a valid variable name"),
+        (["x", "--var", "None=1"], "'None' is not a valid variable name"),
+        (["x", "--var", "x=1=2"], "not a number: '1=2'"),
+        (["x", "--var", "x=0x10"], "not a number: '0x10'"),
+        (["x", "--var", "x=1", "--var=y"], "'y' is not NAME=NUMBER"),
+        (["x", "--var", "x=1", "extra"], "unrecognized arguments: extra"),
+        (["x", "-v", "x=1"], "unrecognized arguments: -v"),
+        (["-x", "--var", "x=1"], "required: EXPR"),
+    ],
+)
+def test_more_bad_options_exit_2(argv, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["graph", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "error: " in err and words in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_option_exits_2_from_the_shell(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "chaingrad", "graph", "x +", "--var", "x=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "EXPR: not a valid expression" in done.stderr
+    assert list(tmp_path.iterdir()) == []

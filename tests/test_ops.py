@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from conftest import SOFTPLUS, assert_close, cg_value_and_grads, no_value_left, same, torch_value_and_grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refusals import assert_refused
 
 import chaingrad as cg
 from chaingrad import Value
@@ -463,6 +464,41 @@ def test_dot_rejects_mismatched_lengths_and_bad_start():
     _raises_without_a_node(TypeError, r"dot\(\) start.*str", lambda: cg.dot([x], [y], start="0"))
 
 
+BATCH = Value(np.ones(2), label="batch")
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda x: cg.sum([x], start="0"), TypeError, ["sum() start", "str"]),
+        (lambda x: cg.batch_mean("a"), TypeError, ["batch_mean()", "str"]),
+        (lambda x: cg.batch_sum(None), TypeError, ["batch_sum()", "NoneType"]),
+        (lambda x: cg.affine([[x, "w"]], [x, x]), TypeError, ["affine", "str"]),
+        (lambda x: cg.affine([[x]], ["in"]), TypeError, ["affine", "str"]),
+        (lambda x: cg.affine([[x]], [x], ["b"]), TypeError, ["affine", "str"]),
+        (
+            lambda x: cg.affine([[x]], [BATCH], [BATCH]),
+            ValueError,
+            ["single numbers"],
+        ),
+        (lambda x: cg.affine([], [x]), ValueError, ["at least one row"]),
+    ],
+    ids=[
+        "sum start",
+        "batch_mean",
+        "batch_sum",
+        "affine weight",
+        "affine input",
+        "affine bias",
+        "batch bias",
+        "no rows",
+    ],
+)
+def test_fused_ops_refuse_bad_arguments(call, error, words):
+    x = Value(0.5)
+    assert_refused(lambda: call(x), [x, BATCH], error, words)
+
+
 # ---------------------------------------------------------------------------
 # Custom ops: the same mechanism as the built-in ones.
 # ---------------------------------------------------------------------------
@@ -557,6 +593,39 @@ def test_arithmetic_with_non_numbers_is_a_type_error(f):
     with pytest.raises(TypeError):
         f(x)
     assert (x.data, x.grad) == (2.0, 0.0)
+
+
+NOT_NUMBERS = {"str": "a", "NoneType": None, "list": [1.0], "complex": 1j, "dict": {}}
+OPERATORS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "**": lambda a, b: a**b,
+}
+
+
+@pytest.mark.parametrize("kind", NOT_NUMBERS)
+@pytest.mark.parametrize("symbol", OPERATORS)
+@pytest.mark.parametrize("batched", [False, True], ids=["number", "batch"])
+def test_arithmetic_with_a_non_number_names_its_type(kind, symbol, batched):
+    # test_arithmetic_with_non_numbers_is_a_type_error checks the TypeError; here the message names the
+    # operand's type, on either side.
+    x = Value(np.array([1.0, 2.0]) if batched else 2.0)
+    f, other = OPERATORS[symbol], NOT_NUMBERS[kind]
+    # x * "a" and [1.0] * x end in Python's sequence repetition once Value declines: its message
+    # names the sequence, not the type.
+    word = "sequence" if symbol == "*" and kind in ("str", "list") else kind
+    assert_refused(lambda: f(x, other), [x], TypeError, [word])
+    assert_refused(lambda: f(other, x), [x], TypeError, [word])
+
+
+@pytest.mark.parametrize("kind", NOT_NUMBERS)
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "relu", "sqrt"])
+def test_elementwise_functions_refuse_non_numbers(name, kind):
+    # cg.exp and friends take a number, a batch or a Value, like Value() and the ops; anything else
+    # (a string, a list, a complex number) is a TypeError naming its type, not a NumPy result.
+    assert_refused(lambda: getattr(cg, name)(NOT_NUMBERS[kind]), [], TypeError, [kind])
 
 
 @pytest.mark.parametrize("number", [np.float32(0.75), np.float16(0.75), np.int8(1), Fraction(3, 4)])

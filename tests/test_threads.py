@@ -1,16 +1,18 @@
-"""Threads, tasks and fork: unrelated work never waits on another thread's, and modes stay per thread."""
+"""Threads, tasks and fork: unrelated work never waits on another thread's, modes stay per thread, and
+two trainings side by side give what they give one after the other."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 
 import pytest
 
 import chaingrad as cg
-from chaingrad import Value
+from chaingrad import Value, data, losses, nn, optim
 
 
 def _run_in_a_fork(child) -> int:
@@ -199,3 +201,99 @@ def test_two_threads_backpropagating_one_graph_get_what_one_after_the_other_woul
     for t in threads:
         t.join(20)
     assert (x.grad, w.grad) == (once[0] + once[0], once[1] + once[1])
+
+
+# ---------------------------------------------------------------------------
+# Two trainings side by side give what they give one after the other
+# ---------------------------------------------------------------------------
+
+
+def _params(model):
+    return [p.data for p in model.parameters()]
+
+
+def _batched_run(steps, inside_no_grad=lambda: None):
+    """Moons on the batch axis with SGD + momentum; between steps, a per-sample evaluation inside
+    no_grad, during which `inside_no_grad()` runs (the other thread's step, in the threaded run)."""
+    X, y = data.make_moons(100, 0.1, seed=3)
+    y = 2.0 * y - 1
+    model = nn.MLP(2, [16, 16, 1], seed=3)
+    params = model.parameters()
+    opt = optim.SGD(params, lr=0.05, momentum=0.9)
+    inputs = data.columns(X)
+    history = []
+    for _ in range(steps):
+        loss = losses.hinge(model(inputs), y) + 1e-4 * losses.l2(params)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with cg.no_grad():
+            inside_no_grad()
+            scores = [model(x) for x in X[:10].tolist()]
+        history.append((loss.data, [s.data for s in scores], all(s._prev == () for s in scores)))
+    return history, _params(model)
+
+
+def _per_sample_run(steps, after_step=lambda: None):
+    """Moons one sample at a time with Adam, each step inside enable_grad."""
+    X, y = data.make_moons(20, 0.1, seed=4)
+    model = nn.MLP(2, [8, 1], seed=4)
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    history = []
+    for _ in range(steps):
+        with cg.enable_grad():
+            loss = losses.hinge([model(x) for x in X.tolist()], (2.0 * y - 1).tolist())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        history.append(loss.data)
+        after_step()
+    return history, _params(model)
+
+
+def test_two_threads_train_as_if_one_after_the_other():
+    steps_a, steps_b = 60, 40
+    alone = (_batched_run(steps_a), _per_sample_run(steps_b))
+
+    done_b = threading.Condition()
+    count = {"b": 0, "finished": False}
+
+    def wait_for_a_step_of_b():  # called inside thread A's no_grad
+        with done_b:
+            seen = count["b"]
+            done_b.wait_for(lambda: count["b"] > seen or count["finished"], timeout=30)
+
+    def b_stepped():
+        with done_b:
+            count["b"] += 1
+            done_b.notify_all()
+
+    results, errors = {}, []
+
+    def run(name, f):
+        try:
+            results[name] = f()
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            with done_b:
+                count["finished"] |= name == "b"
+                done_b.notify_all()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, in the middle of ops
+    try:
+        threads = [
+            threading.Thread(target=run, args=("a", lambda: _batched_run(steps_a, wait_for_a_step_of_b))),
+            threading.Thread(target=run, args=("b", lambda: _per_sample_run(steps_b, b_stepped))),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert (results["a"], results["b"]) == alone
+    assert all(no_graph for _, _, no_graph in results["a"][0])
+    assert results["b"][0][-1] < results["b"][0][0]  # it trained

@@ -75,8 +75,8 @@ def test_every_value_shows_label_data_and_grad_and_every_op_its_name(neuron):
     nodes, edges = rendered(o)
     assert len(records(nodes)) == 6
     for label, (data, grad) in expected.items():
-        for text in (label, f"data {data:.4f}", f"grad {grad:.4f}"):
-            assert text in source
+        # the whole record: `label in source` alone held for "b", "n" and "o" whatever was drawn
+        assert f"{{{label}|data {data:.4f}|grad {grad:.4f}}}" in source
         texts = nodes[node_showing(nodes, label)]
         assert f"data {data:.4f}" in texts and f"grad {grad:.4f}" in texts
     # edges run input -> op -> output

@@ -41,10 +41,14 @@ __all__ = [
     "zero_grads",
 ]
 
-INTERFACE = 5  # the version of the interface below; _core.c says which one it was built for
+INTERFACE = 6  # the version of the interface below; _core.c says which one it was built for
 
 _INTERFACE = SimpleNamespace(
     primitives=engine.PRIMITIVES,  # the op table, which the core checks its own against
+    # layers.affine's activations, each name with the op of the table it applies (None: none)
+    activations={
+        name: name and engine.PRIMITIVES[engine.PRIMITIVES.index(name)] for name in numerics.ACTIVATIONS
+    },
     Op=engine.Op,
     # what the core calls for what it leaves to Python: the math of an op it has no formulas for (a
     # custom op, a batch), a node's step it cannot take in C, the walks of create_graph and anomaly mode

@@ -34,6 +34,7 @@ static const struct {
     {"sqrt", 1, 0}, {"abs", 1, 0}, {"sin", 1, 0},     {"cos", 1, 0},  {"/", 2, 1},    {"log", 1, 1}, {"relu", 1, 1},
     {"**", 2, 1},
 };
+enum { MAX_ACTIVATIONS = 8 }; /* room for layers' activations: install() refuses more */
 enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_FUSED };
 static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
                                            "softmax", "log_softmax", "cross_entropy", "affine"};
@@ -57,7 +58,11 @@ static struct {
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
     PyObject *s_enter, *s_exit, *s_chain; /* method names, made once */
-    PyObject *activation[4]; /* None, "relu", "tanh", "sigmoid" */
+    /* layers.affine's activations, as the interface names them: each name (None or a str) and the op of
+     * the table it applies (its index; -1: none) */
+    int n_activations;
+    PyObject *activation[MAX_ACTIVATIONS];
+    int activation_op[MAX_ACTIVATIONS];
 } S;
 
 /* ------------------------------------------------------------------------------------------------
@@ -2225,12 +2230,13 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
     PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
-    int act = -1, kx, off;
+    int act = -2, kx, off; /* act: the index of the activation's op, -1 for none, -2 for a name not known */
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
-    for (int i = 0; i < 4; i++)
-        if (activation == S.activation[i] || (i && PyUnicode_Check(activation) && PyUnicode_Compare(activation, S.activation[i]) == 0))
-            act = i;
-    if (act < 0) goto general;
+    for (int i = 0; i < S.n_activations; i++)
+        if (activation == S.activation[i] || (PyUnicode_Check(S.activation[i]) && PyUnicode_Check(activation) &&
+                                              PyUnicode_Compare(activation, S.activation[i]) == 0))
+            act = S.activation_op[i];
+    if (act == -2) goto general;
     if (((txs = items_tuple(args[1])) == NULL || (trows = items_tuple(args[0])) == NULL ||
          (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
         goto done;
@@ -2247,10 +2253,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject *dargs[3] = {PyTuple_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
         PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
-        if (z != NULL && act > 0) {
-            int k = act == 1 ? RELU : act == 2 ? TANH : SIGMOID;
-            Py_SETREF(z, unary(k, z));
-        }
+        if (z != NULL && act >= 0) Py_SETREF(z, unary(act, z));
         if (z == NULL) {
             Py_CLEAR(outs);
             break;
@@ -2436,6 +2439,37 @@ static int get_flag(PyObject *interface, const char *name, long *flag) {
     return *flag == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* interface.activations, a dict: each name layers.affine takes (None or a str) with the op it applies
+ * (None: none), found by identity among the table's ops and applied by unary() */
+static int get_activations(PyObject *interface) {
+    PyObject *activations = get(interface, "activations"), *name, *op;
+    Py_ssize_t pos = 0;
+    int ok = 0;
+    if (activations == NULL) return -1;
+    for (int i = 0; i < S.n_activations; i++) Py_CLEAR(S.activation[i]); /* left by an install that failed */
+    S.n_activations = 0;
+    if (!PyDict_Check(activations) || PyDict_GET_SIZE(activations) > MAX_ACTIVATIONS) {
+        PyErr_Format(PyExc_TypeError, "chaingrad._core.install: activations must be a dict of at most %d names",
+                     MAX_ACTIVATIONS);
+        goto done;
+    }
+    while (PyDict_Next(activations, &pos, &name, &op)) {
+        int k = op == Py_None ? -1 : 0;
+        while (k >= 0 && k < N_PRIMITIVES && S.op[k] != op) k++;
+        if ((name != Py_None && !PyUnicode_CheckExact(name)) || k == N_PRIMITIVES || (k >= 0 && PRIMITIVE[k].arity != 1)) {
+            PyErr_Format(PyExc_RuntimeError, "the activation %R applies %R (%s), not None or an op of one input of engine.py's table",
+                         name, op, Py_TYPE(op)->tp_name);
+            goto done;
+        }
+        S.activation[S.n_activations] = Py_NewRef(name);
+        S.activation_op[S.n_activations++] = k;
+    }
+    ok = 1;
+done:
+    Py_DECREF(activations);
+    return ok ? 0 : -1;
+}
+
 static PyObject *core_install(PyObject *module, PyObject *interface) {
     if (S.ready) return PyErr_Format(PyExc_RuntimeError, "chaingrad._core is installed once, by chaingrad._backend");
     PyObject *ops = NULL, *tell = NULL, *ever_on = NULL, *turned_on = NULL;
@@ -2451,6 +2485,7 @@ static PyObject *core_install(PyObject *module, PyObject *interface) {
         if (check_primitive(k, PyTuple_GET_ITEM(ops, k)) < 0) goto done;
         S.op[k] = Py_NewRef(PyTuple_GET_ITEM(ops, k));
     }
+    if (get_activations(interface) < 0) goto done;
     if ((S.evaluate = get(interface, "evaluate")) == NULL || (S.output = get(interface, "output")) == NULL ||
         (S.local_gradients = get(interface, "local_gradients")) == NULL ||
         (S.made_by_hand = get(interface, "made_by_hand")) == NULL || (S.chain = get(interface, "chain")) == NULL ||
@@ -2555,17 +2590,13 @@ static int core_exec(PyObject *module) {
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 5) < 0) return -1; /* chaingrad._backend.INTERFACE */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 6) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
     S.s_enter = PyUnicode_InternFromString("__enter__");
     S.s_exit = PyUnicode_InternFromString("__exit__");
     S.s_chain = PyUnicode_InternFromString("_chain");
     if (!S.s_enter || !S.s_exit || !S.s_chain) return -1;
-    S.activation[0] = Py_None;
-    S.activation[1] = PyUnicode_InternFromString("relu");
-    S.activation[2] = PyUnicode_InternFromString("tanh");
-    S.activation[3] = PyUnicode_InternFromString("sigmoid");
-    if (!S.empty || !S.activation[1] || !S.activation[2] || !S.activation[3]) return -1;
+    if (!S.empty) return -1;
     PyObject *gc = PyImport_ImportModule("gc"), *callbacks = NULL, *hook = NULL;
     int rc = -1;
     if (gc && (callbacks = PyObject_GetAttrString(gc, "callbacks")) && (hook = PyObject_GetAttrString(module, "after_collection")))

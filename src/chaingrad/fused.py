@@ -156,8 +156,11 @@ built_in(SUM, MEAN, DOT, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX, CROSS_ENTROPY, BATCH_S
 # -- the functions a user calls: check the arguments, then make the node -------------
 
 
-def _inputs(values: Any, name: str) -> tuple[Any, ...]:
-    """A fused op's sequence of inputs, checked: Values, numbers or batches, at least one."""
+def checked_inputs(values: Any, name: str) -> tuple[Any, ...]:
+    """A fused op's sequence of inputs, checked: Values, numbers or batches, at least one.
+
+    `name` is the op's, for the error; layers.py checks affine's inputs with it too.
+    """
     if isinstance(values, (Value, str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name}() takes a sequence of Values or numbers, not {type(values).__name__}")
     values = tuple(values)
@@ -188,17 +191,17 @@ def _start(start: Any, name: str) -> tuple[Any, ...]:
 
 def sum(values: Sequence[Any], start: Any = 0.0) -> Value:  # noqa: A001 - as torch.sum
     """sum(values) + start, as one node."""
-    return apply(SUM, _inputs(values, "sum"), _start(start, "sum"))
+    return apply(SUM, checked_inputs(values, "sum"), _start(start, "sum"))
 
 
 def mean(values: Sequence[Any]) -> Value:
     """The mean of values, as one node."""
-    return apply(MEAN, _inputs(values, "mean"))
+    return apply(MEAN, checked_inputs(values, "mean"))
 
 
 def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
     """sum(a[i] * b[i]) + start, as one node; `start` is where a neuron's bias goes, added last."""
-    a, b = _inputs(a, "dot"), _inputs(b, "dot")
+    a, b = checked_inputs(a, "dot"), checked_inputs(b, "dot")
     if len(a) != len(b):
         raise ValueError(f"dot(): the sequences differ in length ({len(a)} and {len(b)})")
     return apply(DOT, a, b, _start(start, "dot"))
@@ -206,10 +209,14 @@ def dot(a: Sequence[Any], b: Sequence[Any], start: Any = 0.0) -> Value:
 
 def logsumexp(values: Sequence[Any]) -> Value:
     """log(sum(exp(values))), stable for large values, as one node."""
-    return apply(LOGSUMEXP, _inputs(values, "logsumexp"))
+    return apply(LOGSUMEXP, checked_inputs(values, "logsumexp"))
 
 
-def _datas(xs: tuple[Any, ...], name: str) -> list[Any]:
+def batch_datas(xs: tuple[Any, ...], name: str) -> list[Any]:
+    """The data of each of xs (checked inputs), refused when two batches among them differ in size.
+
+    `name` is the op's, for the error; layers.py reads affine's inputs with it too.
+    """
     datas = [x.data if isinstance(x, Value) else _number(x) for x in xs]
     sizes = {len(d) for d in datas if type(d) is not float}
     if len(sizes) > 1:
@@ -225,8 +232,8 @@ def _quiet(datas: Sequence[Any]) -> Any:
 
 def softmax(values: Sequence[Any]) -> list[Value]:
     """exp(x_i) / sum(exp(x)) for each i, stable; each output is one node."""
-    xs = _inputs(values, "softmax")
-    datas = _datas(xs, "softmax")
+    xs = checked_inputs(values, "softmax")
+    datas = batch_datas(xs, "softmax")
     with _quiet(datas):
         s = _softmax(datas)
         grads = not mode() & NO_GRAD
@@ -235,8 +242,8 @@ def softmax(values: Sequence[Any]) -> list[Value]:
 
 def log_softmax(values: Sequence[Any]) -> list[Value]:
     """x_i - logsumexp(x) for each i, stable; each output is one node."""
-    xs = _inputs(values, "log_softmax")
-    datas = _datas(xs, "log_softmax")
+    xs = checked_inputs(values, "log_softmax")
+    datas = batch_datas(xs, "log_softmax")
     with _quiet(datas):
         m = shift(datas)
         e = [exp(x - m) for x in datas]
@@ -255,8 +262,8 @@ def cross_entropy(logits: Sequence[Any], target: Any) -> Value:
 
     `target` is a class index, or on a batch a 1-D integer array of them.
     """
-    xs = _inputs(logits, "cross_entropy")
-    datas = _datas(xs, "cross_entropy")
+    xs = checked_inputs(logits, "cross_entropy")
+    datas = batch_datas(xs, "cross_entropy")
     batch = next((len(d) for d in datas if type(d) is not float), None)
     t = _class_index(target, len(xs), batch)
     with _quiet(datas):

@@ -20,13 +20,11 @@ from typing import Any, NamedTuple
 from . import _backend
 from ._backend import Value, twin
 from .engine import Op, add_gradient, built_in
-from .fused import _datas, _inputs, dot, is_batch
+from .fused import batch_datas, checked_inputs, dot, is_batch
 from .modes import ANOMALY, NO_GRAD, check_forward, mode
-from .numerics import data, numpy, relu, sigmoid, tanh
+from .numerics import ACTIVATIONS, data, numpy, relu, sigmoid, tanh
 
-__all__ = ["ACTIVATIONS", "affine", "affine_layers"]
-
-ACTIVATIONS = ("relu", "tanh", "sigmoid", None)
+__all__ = ["affine", "affine_layers"]
 
 
 def affine(
@@ -36,7 +34,7 @@ def affine(
     activation: str | None = None,
 ) -> list[Value]:
     """[activation(dot(w, xs) + b) for each row w of weights and b of biases], one Value per row."""
-    xs = _inputs(xs, "affine")
+    xs = checked_inputs(xs, "affine")
     rows, bs, activation = layer = _checked(weights, len(xs), biases, activation)
     if not any(map(is_batch, xs)):
         outs = [dot(w, xs, b) for w, b in zip(rows, bs)]
@@ -49,12 +47,12 @@ def affine_layers(layers: Sequence[tuple[Any, Any, str | None]], xs: Sequence[An
     one's inputs: a whole MLP. On a batch all the layers are one node, with their math: the hidden
     layers' outputs stay matrices, and backward goes down through them as their own nodes would."""
     if not isinstance(xs, (list, tuple)):
-        xs = _inputs(xs, "affine")
+        xs = checked_inputs(xs, "affine")
     if not any(map(is_batch, xs)):  # single numbers: affine() layer by layer, which checks its inputs
         for weights, biases, activation in layers:
             xs = affine(weights, xs, biases, activation)
         return xs
-    xs, checked = _inputs(xs, "affine"), []
+    xs, checked = checked_inputs(xs, "affine"), []
     for weights, biases, activation in layers:
         checked.append(_checked(weights, len(checked[-1][0]) if checked else len(xs), biases, activation))
     return _batched(checked, xs)
@@ -67,13 +65,13 @@ def _checked(
     missing bias is 0.0."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"affine(): activation must be one of {list(ACTIVATIONS)}, not {activation!r}")
-    rows = [_inputs(w, "affine") for w in weights] if isinstance(weights, (list, tuple)) else None
+    rows = [checked_inputs(w, "affine") for w in weights] if isinstance(weights, (list, tuple)) else None
     if not rows:
         raise ValueError("affine() needs at least one row of weights (a list of lists)")
     for k, w in enumerate(rows):
         if len(w) != nin:
             raise ValueError(f"affine(): weight row {k} has {len(w)} entries for {nin} inputs")
-    bs = (0.0,) * len(rows) if biases is None else _inputs(biases, "affine")
+    bs = (0.0,) * len(rows) if biases is None else checked_inputs(biases, "affine")
     if len(bs) != len(rows):
         raise ValueError(f"affine(): {len(bs)} biases for {len(rows)} rows of weights")
     return rows, bs, activation
@@ -127,7 +125,7 @@ def _batched(layers: list[tuple[Any, ...]], xs: tuple[Any, ...]) -> list[Value]:
     P, kinds = _parameters(params)
     kinds += tuple(map(isinstance, xs, itertools.repeat(Value)))
     args = (*params, *xs)
-    flags, X, Ws, Xs, start = mode(), _matrix(xs, _datas(xs, "affine")), [], [], 0
+    flags, X, Ws, Xs, start = mode(), _matrix(xs, batch_datas(xs, "affine")), [], [], 0
     for rows, _, activation in layers:  # each layer's weights, then its biases, are the next slice of P
         n, m = len(rows), len(rows[0])
         end = start + n * m

@@ -21,9 +21,10 @@ from . import serialization
 from ._backend import Value, zero_grads
 from .checks import number, positive_int
 from .fused import cross_entropy, dot, mean, softmax
-from .layers import ACTIVATIONS, affine, affine_layers
+from .layers import affine, affine_layers
 from .memory import check_fits
 from .modes import no_grad
+from .numerics import ACTIVATIONS
 from .sampling import generate_length
 from .serialization import FORMAT_VERSION, MAX_FILE_BYTES
 
@@ -64,7 +65,7 @@ def _generator(seed: int | random.Random | None) -> Any:
     raise TypeError(f"seed must be an int, a random.Random or None, not {type(seed).__name__}")
 
 
-# The activations are the ones layers.ACTIVATIONS lists (the one list of their names): each is the
+# The activations are the ones numerics.ACTIVATIONS lists (the one list of their names): each is the
 # Value method of its name.
 _ACTIVATIONS = {name: getattr(Value, name) if name else None for name in ACTIVATIONS}
 

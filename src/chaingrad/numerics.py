@@ -20,6 +20,7 @@ from numbers import Real
 from typing import Any
 
 __all__ = [
+    "ACTIVATIONS",
     "constant",
     "cos",
     "data",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 inf, nan = math.inf, math.nan
+
+# The activations a layer may apply (None: none), named in this one place: each is a function of this
+# module and the Value method and op of its name. layers, nn and torch_twins read it here, the compiled
+# core through _backend's interface; this module is the lowest all of them import.
+ACTIVATIONS = ("relu", "tanh", "sigmoid", None)
 
 
 def numpy() -> Any:

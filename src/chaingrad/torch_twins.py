@@ -29,7 +29,7 @@ except ModuleNotFoundError as e:
     ) from None
 
 from ._backend import Value
-from .layers import ACTIVATIONS
+from .numerics import ACTIVATIONS
 from .sampling import generate_length
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
 IGNORE = -100  # the target of a padded position: torch's default ignore_index, skipped by the loss
 M = TypeVar("M")
 
-# layers.ACTIVATIONS names them; torch has a function and a module class for each (ReLU for relu).
+# numerics.ACTIVATIONS names them; torch has a function and a module class for each (ReLU for relu).
 _ACTIVATIONS = {name: getattr(torch, name) for name in ACTIVATIONS if name}
 _ACTIVATION_MODULES = {
     name: next(cls for key, cls in vars(tnn).items() if key.lower() == name) for name in _ACTIVATIONS
