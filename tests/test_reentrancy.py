@@ -376,13 +376,20 @@ def test_ctrl_c_stops_a_long_backward_and_leaves_the_engine_consistent() -> None
     x = Value(1.0)
     y = chain(x, n)
     # Garbage that earlier tests left with finalizers (cycles with __del__) goes first: a collection
-    # during the walk would run one, and a KeyboardInterrupt raised inside a finalizer is ignored by Python
+    # during the walk would run one, and a KeyboardInterrupt raised inside a finalizer is ignored by
+    # Python. Should one be lost so all the same, the interrupt comes again, at most twice more.
     gc.collect()
     with interrupts_every(0.005) as armed:
-        armed[0] = True
-        with pytest.raises(KeyboardInterrupt):
-            y.backward()
-            time.sleep(0.5)  # an engine that does not look for signals gets the interrupt here
+        for _ in range(3):
+            x.grad = 0.0
+            armed[0] = True
+            try:
+                y.backward()
+                time.sleep(0.5)  # an engine that does not look for signals gets the interrupt here
+            except KeyboardInterrupt:
+                break
+        else:
+            pytest.fail("no KeyboardInterrupt reached the test, three times")
         armed[0] = False
     assert x.grad == 0.0  # interrupted before the gradient got down the chain to x
     done = threading.Event()
