@@ -153,6 +153,26 @@ def test_freed_nodes_kept_for_reuse_are_bounded_and_a_full_collection_frees_them
 # ---------------------------------------------------------------------------
 
 
+def _install_in_a_fresh_process(setup: str, entry: str, errors: str = "RuntimeError") -> str:
+    """What _core.install says, in a process of its own, of the interface with `entry` replaced by the
+    variable of that name that `setup` makes: "installed", or "refused: " and the error (of `errors`)."""
+    code = (
+        "import types\n"
+        "from chaingrad import _backend, _core, engine\n"
+        f"{setup}\n"
+        f"interface = types.SimpleNamespace(**{{**vars(_backend._INTERFACE), {entry!r}: {entry}}})\n"
+        "try:\n"
+        "    _core.install(interface)\n"
+        "    print('installed')\n"
+        f"except ({errors}) as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = {**os.environ, "CHAINGRAD_PURE": "1"}  # so that importing chaingrad does not install it first
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 TABLES = {
     "as it is": "primitives = engine.PRIMITIVES",
     "two ops swapped": "p = list(engine.PRIMITIVES); p[0], p[1] = p[1], p[0]; primitives = tuple(p)",
@@ -175,24 +195,11 @@ def test_the_compiled_core_installs_only_beside_the_op_table_it_mirrors(table):
     # At import the core checks its table against engine.PRIMITIVES (names, order, arity, local gradients
     # or a rule); a mismatch is an error, after which chaingrad runs the reference engine with a warning.
     pytest.importorskip("chaingrad._core", reason="the compiled core was not built")
-    code = (
-        "import types\n"
-        "from chaingrad import _backend, _core, engine\n"
-        f"{table}\n"
-        "interface = types.SimpleNamespace(**{**vars(_backend._INTERFACE), 'primitives': primitives})\n"
-        "try:\n"
-        "    _core.install(interface)\n"
-        "    print('installed')\n"
-        "except RuntimeError as e:\n"
-        "    print('refused:', e)\n"
-    )
-    env = {**os.environ, "CHAINGRAD_PURE": "1"}  # so that importing chaingrad does not install it first
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    said = _install_in_a_fresh_process(table, "primitives")
     if table == TABLES["as it is"]:
-        assert done.stdout.strip() == "installed"
+        assert said == "installed"
     else:
-        assert done.stdout.startswith("refused:") and "core" in done.stdout, done.stdout
+        assert said.startswith("refused:") and "core" in said, said
 
 
 ACTIVATION_MAPS = {
@@ -212,24 +219,11 @@ def test_the_compiled_core_installs_only_with_activations_that_are_one_input_ops
     # layers.affine's activations reach the core through the interface, each name with the op it applies:
     # the core applies the op of its own table that is that very object, so any other is refused.
     pytest.importorskip("chaingrad._core", reason="the compiled core was not built")
-    code = (
-        "import types\n"
-        "from chaingrad import _backend, _core, engine\n"
-        f"{activations}\n"
-        "interface = types.SimpleNamespace(**{**vars(_backend._INTERFACE), 'activations': activations})\n"
-        "try:\n"
-        "    _core.install(interface)\n"
-        "    print('installed')\n"
-        "except (RuntimeError, TypeError) as e:\n"
-        "    print('refused:', e)\n"
-    )
-    env = {**os.environ, "CHAINGRAD_PURE": "1"}  # so that importing chaingrad does not install it first
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    said = _install_in_a_fresh_process(activations, "activations", "RuntimeError, TypeError")
     if activations == ACTIVATION_MAPS["as it is"]:
-        assert done.stdout.strip() == "installed"
+        assert said == "installed"
     else:
-        assert done.stdout.startswith("refused:") and "activation" in done.stdout, done.stdout
+        assert said.startswith("refused:") and "activation" in said, said
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
