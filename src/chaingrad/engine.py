@@ -321,7 +321,7 @@ class Op(str):
                 return output(self, self.forward(*xs))
         return self.applied(*args)
 
-    node_type = Value  # the Values whose ops it records: this engine's (the compiled core's, for cg.Op)
+    node_type = Value  # the Values whose ops it records: this engine's (another engine's, for a subclass)
 
     def applied(self, *args: Any) -> Any:
         """The node for the op applied to args (apply, for this engine's Values)."""
@@ -375,7 +375,7 @@ POW = Op(     "**",      power,    rule=lambda g, x, y, out: (
 # fmt: on
 
 PRIMITIVES = (ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW)
-"""The table's ops, in its order (the compiled core checks its own table against this one)."""
+"""The table's ops, in its order (a twin engine checks its own table against this one)."""
 built_in(*PRIMITIVES)
 
 
