@@ -329,8 +329,9 @@ class Op(str):
 
     def chain(self, node: Any) -> None:
         """The op's rule, as backward applies it to one of its nodes: each input's share of node.grad."""
+        args = node._ctx if type(node._ctx) is tuple else node._prev  # its arguments, constants in place
         shares = self.rule(node.grad, *node._saved)  # the data as the forward saw it, even if changed since
-        for child, share in zip(node._prev, checks.rule_shares(self, shares, arguments(node), type(node))):
+        for child, share in zip(node._prev, checks.rule_shares(self, shares, _flat(args), type(node))):
             add_gradient(child, share)
 
     def __reduce__(self) -> tuple[Any, ...]:
