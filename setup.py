@@ -47,6 +47,6 @@ class BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("chaingrad._core", ["src/chaingrad/_core.c"], optional=True)],
+    ext_modules=[Extension("chaingrad._core", ["src/chaingrad/_core.c", "src/chaingrad/_kernels.c", "src/chaingrad/_tape.c"], optional=True)],
     cmdclass={"build_ext": BuildExt},
 )

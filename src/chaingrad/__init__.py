@@ -13,6 +13,7 @@ from . import engine  # noqa: F401 - cg.engine, the reference engine
 from . import pickling as _pickling  # noqa: F401 - registers how Values pickle
 from ._backend import Op, Value, backend
 from .autodiff import grad, gradients, hessian, hvp, value_and_grad
+from .compiler import compile
 from .fused import batch_mean, batch_sum, cross_entropy, dot, log_softmax, logsumexp, mean, softmax, sum
 from .gradcheck import GradcheckError, gradcheck
 from .layers import affine
@@ -31,6 +32,7 @@ __all__ = [
     "backend",
     "batch_mean",
     "batch_sum",
+    "compile",
     "cos",
     "cross_entropy",
     "detect_anomaly",

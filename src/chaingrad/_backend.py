@@ -9,7 +9,8 @@ that Python takes from C. The rest of the package asks this module, never C:
 
 - `Value`, `Op`, `apply`, `record`, `node`: the active engine's node and how ops make nodes;
 - `twin(op, function)`: a fused op's function, done in C on single numbers where the core runs;
-- `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs.
+- `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs;
+- `trace`, `tracing`, `tape`, `run`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
 
 Where the core runs, `Value` is its type: the same attributes, ops and gradients
 as engine.Value, bit for bit (tests/test_twins.py checks).
@@ -34,9 +35,15 @@ __all__ = [
     "backend",
     "core",
     "floats",
+    "modes_on",
     "node",
     "record",
+    "run",
+    "run_step",
     "sgd_step",
+    "tape",
+    "trace",
+    "tracing",
     "twin",
     "zero_grads",
 ]
@@ -118,6 +125,12 @@ node = engine.node if core is None else core.node
 floats = None if core is None else core.floats
 sgd_step = None if core is None else core.sgd_step
 adam_step = None if core is None else core.adam_step
+# cg.compile's tapes (compiler.py): written down while tracing, replayed as one node per call
+trace = None if core is None else core.trace
+tracing = None if core is None else core.tracing
+tape = None if core is None else core.tape
+run = None if core is None else core.run
+run_step = None if core is None else core.run_step
 if core is not None:
     Value.__doc__ = engine.Value.__doc__  # help(Value) reads the same on both engines
 
@@ -148,3 +161,8 @@ def zero_grads(values: Sequence[Any]) -> None:
     if core is None or not core.zero_grad(values if type(values) is list else list(values)):
         for v in values:
             v.grad = 0.0
+
+
+def modes_on() -> bool:
+    """Whether no_grad or detect_anomaly is on here (a compiled function then runs as it is)."""
+    return bool(modes.ever_on and modes.mode())

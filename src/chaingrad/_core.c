@@ -18,6 +18,41 @@
 #include <string.h>
 #include <structmember.h>
 
+/* TEMPORARY until the kernels split lands: the kernels' names kept apart from this file's enum */
+#define ADD K_ADD
+#define SUB K_SUB
+#define MUL K_MUL
+#define NEG K_NEG
+#define EXP K_EXP
+#define TANH K_TANH
+#define SIGMOID K_SIGMOID
+#define SQRT K_SQRT
+#define ABS K_ABS
+#define SIN K_SIN
+#define COS K_COS
+#define DIV K_DIV
+#define LOG K_LOG
+#define RELU K_RELU
+#define POW K_POW
+#define N_PRIMITIVES K_N_PRIMITIVES
+#include "_tape.h"
+#undef ADD
+#undef SUB
+#undef MUL
+#undef NEG
+#undef EXP
+#undef TANH
+#undef SIGMOID
+#undef SQRT
+#undef ABS
+#undef SIN
+#undef COS
+#undef DIV
+#undef LOG
+#undef RELU
+#undef POW
+#undef N_PRIMITIVES
+
 /* ------------------------------------------------------------------------------------------------
  * The op table, in engine.py's order (install() checks it against engine.PRIMITIVES: names, arity,
  * local gradients or a rule), and what install() gives us once from chaingrad._backend's interface.
@@ -159,9 +194,14 @@ typedef struct {
     unsigned char open;  /* it holds or reaches a mutable container: see "The collector" */
     unsigned char born;  /* __init__ has run once */
     unsigned char nograd; /* its grad is None, no gradient yet (g is 0, gobj NULL) */
+    unsigned char traced; /* cg.compile is tracing: MADE while it traces, or one of its ARGUMENTs */
     PyObject *inline_prev[2];
     double inline_local[2];
 } ValueObject;
+
+/* cg.compile's tracing (see "cg.compile's tapes"): how deep, and what a node's `traced` says */
+static int tracing;
+enum { NOT_TRACED, MADE, ARGUMENT };
 
 #define V(o) ((ValueObject *)(o))
 #define IS_VALUE(o) (Py_IS_TYPE((o), S.Value))
@@ -208,6 +248,7 @@ static ValueObject *fresh_node(void) {
     v->lkind = L_DOUBLE;
     v->ckind = C_NONE;
     v->reached = v->astart = v->open = v->born = v->nograd = 0;
+    v->traced = tracing ? MADE : NOT_TRACED;
     v->prev = v->inline_prev;
     v->local = v->inline_local;
     return v;
@@ -510,6 +551,7 @@ static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         v = (ValueObject *)type->tp_alloc(type, 0);
         if (v == NULL) return NULL;
         v->open = 1; /* a subclass's instance has a __dict__ */
+        v->traced = tracing ? MADE : NOT_TRACED;
         v->prev = v->inline_prev;
         v->local = v->inline_local;
         v->lkind = L_DOUBLE;
@@ -932,6 +974,9 @@ static int careful_step(ValueObject *v, Py_ssize_t i, Py_ssize_t m, double g) {
     return rc;
 }
 
+static int is_run_node(ValueObject *v);
+static int run_step(ValueObject *v, double g);
+
 /* One node's step: as engine.chain. `quiet` is entered on the first step that calls Python. */
 static int step(ValueObject *v, PyObject **quiet) {
     double g;
@@ -945,6 +990,7 @@ static int step(ValueObject *v, PyObject **quiet) {
             }
             return 0;
         }
+        if (is_run_node(v)) return run_step(v, g); /* a cg.compile'd call */
         if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
             int done = rule_step(v, g);
             if (done) return done < 0 ? -1 : 0;
@@ -1213,7 +1259,11 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
  * The attributes, methods and number slots of Value
  * ---------------------------------------------------------------------------------------------- */
 
-static PyObject *get_data(ValueObject *v, void *c) { return data_of(v); }
+static int refused_while_tracing(ValueObject *v, const char *what, int library_may);
+static PyObject *get_data(ValueObject *v, void *c) {
+    if (refused_while_tracing(v, "reads .data of", 1)) return NULL;
+    return data_of(v);
+}
 static int set_data_attr(ValueObject *v, PyObject *x, void *c) { return set_data(v, x); }
 static PyObject *get_grad(ValueObject *v, void *c) { return grad_of(v); }
 static int set_grad_attr(ValueObject *v, PyObject *x, void *c) { return set_grad(v, x); }
@@ -1465,7 +1515,11 @@ static PyObject *value_int(ValueObject *v) { return not_a_number(); }
 static PyObject *value_round(ValueObject *v, PyObject *const *args, Py_ssize_t nargs) { return not_a_number(); }
 
 /* item(): engine.Value.item */
+/* bool(v): True, as for any object, but where cg.compile traces (the graph would depend on it) */
+static int value_bool(PyObject *v) { return refused_while_tracing(V(v), "takes bool() of", 0) ? -1 : 1; }
+
 static PyObject *value_item(ValueObject *v, PyObject *unused) {
+    if (refused_while_tracing(v, "calls .item() on", 0)) return NULL;
     if (v->dobj == NULL) return PyFloat_FromDouble(v->d);
     /* held: its __float__ or __len__ may set v.data again, and CPython reads the object after the call */
     PyObject *data = Py_NewRef(v->dobj), *r = NULL;
@@ -1490,6 +1544,9 @@ static Py_hash_t value_hash(PyObject *v) { return PyBaseObject_Type.tp_hash(v); 
 
 static PyObject *value_richcompare(PyObject *a, PyObject *b, int op) {
     if (op == Py_EQ || op == Py_NE) return PyBaseObject_Type.tp_richcompare(a, b, op); /* by identity */
+    if ((PyObject_TypeCheck(a, S.Value) && refused_while_tracing(V(a), "compares", 0)) ||
+        (PyObject_TypeCheck(b, S.Value) && refused_while_tracing(V(b), "compares", 0)))
+        return NULL;
     PyObject *x = PyObject_TypeCheck(a, S.Value) ? data_of(V(a)) : Py_NewRef(a);
     PyObject *y = PyObject_TypeCheck(b, S.Value) ? data_of(V(b)) : Py_NewRef(b);
     PyObject *r = (x && y) ? PyObject_RichCompare(x, y, op) : NULL;
@@ -1572,6 +1629,7 @@ static PyType_Slot value_slots[] = {
     {Py_nb_positive, value_pos},
     {Py_nb_absolute, value_abs},
     {Py_nb_float, value_float},
+    {Py_nb_bool, value_bool},
     {Py_nb_int, value_int},
     {0, NULL},
 };
@@ -2553,8 +2611,649 @@ static PyObject *core_twin(PyObject *module, PyObject *const *args, Py_ssize_t n
     return f;
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * cg.compile's tapes: compiler.py is their Python side, _tape.c their arithmetic. trace() turns the
+ * tracing on and off, tape() writes down the graph a traced call built, run() replays a tape for other
+ * numbers and returns one node, whose step is the tape's backward.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* While cg.compile traces, what would tie the graph to this call's numbers is refused: reading the data
+ * of a Value made from the arguments (or of an argument), comparing it, bool() of it. chaingrad's own
+ * code may read .data (an op's Python path computes with it), which `library_may` allows. */
+static int refused_while_tracing(ValueObject *v, const char *what, int library_may) {
+    if (!tracing || v->traced == NOT_TRACED) return 0;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the Python code asking, if any */
+    PyObject *file = NULL;
+    int line = 0;
+    if (frame != NULL) {
+        if (library_may) {
+            PyObject *globals = PyFrame_GetGlobals(frame);
+            PyObject *name = globals ? PyDict_GetItemString(globals, "__name__") : NULL; /* borrowed */
+            const char *module = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+            int ours = module != NULL && strncmp(module, "chaingrad.", 10) == 0;
+            Py_XDECREF(globals);
+            if (module == NULL) PyErr_Clear();
+            if (ours) return 0;
+        }
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        file = Py_NewRef(code->co_filename);
+        line = PyFrame_GetLineNumber(frame);
+        Py_DECREF(code);
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "cg.compile: the function %s a Value that depends on its arguments (%S, line %d), so the "
+                 "graph it builds would depend on this call's numbers, which a replay does not look at. "
+                 "Compute with ops on Values instead (cg.relu(x) for max(x, 0), cg.softmax or "
+                 "cg.logsumexp rather than a max over .data), or call the function uncompiled "
+                 "(its __wrapped__).",
+                 what, file ? file : Py_None, line);
+    Py_XDECREF(file);
+    return 1;
+}
+
+/* trace(on, arguments): tracing on (the arguments marked as such) or off again (their marks taken off) */
+static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBool_Check(args[0]) || !PyTuple_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "trace(on, arguments)");
+    int on = args[0] == Py_True;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
+        PyObject *a = PyTuple_GET_ITEM(args[1], i);
+        if (PyObject_TypeCheck(a, S.Value)) V(a)->traced = on ? ARGUMENT : NOT_TRACED;
+    }
+    tracing += on ? 1 : -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_tracing(PyObject *module, PyObject *unused) { return PyBool_FromLong(tracing > 0); }
+
+typedef struct {
+    PyObject_HEAD
+    Tape t;
+    Py_ssize_t *argument; /* each Value slot's argument (its index among the Values given), or -1 */
+    PyObject **held;      /* each Value slot's Value when it is no argument (closed over), else NULL */
+} TapeObject;
+
+static void tape_free(Tape *t) {
+    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs);
+    t->constants = NULL, t->entries = NULL, t->inputs = NULL;
+}
+
+static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_VISIT(self->held[i]);
+    return 0;
+}
+
+static int tape_clear(TapeObject *self) {
+    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_CLEAR(self->held[i]);
+    return 0;
+}
+
+static void tape_dealloc(TapeObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    tape_clear(self);
+    PyMem_Free(self->held), PyMem_Free(self->argument);
+    tape_free(&self->t);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *tape_get_entries(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_entries); }
+static PyObject *tape_get_inputs(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_values); }
+static PyObject *tape_get_run_bytes(TapeObject *self, void *c) {
+    return PyLong_FromSsize_t((tape_slots(&self->t) + self->t.n_locals) * (Py_ssize_t)sizeof(double));
+}
+static PyObject *tape_get_bytes(TapeObject *self, void *c) {
+    const Tape *t = &self->t;
+    Py_ssize_t n_inputs = 0;
+    for (Py_ssize_t k = 0; k < t->n_entries; k++) n_inputs += t->entries[k].n;
+    return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(ptrdiff_t) +
+                              t->n_constants * sizeof(double) + t->n_values * (sizeof(Py_ssize_t) + sizeof(PyObject *)));
+}
+
+static PyGetSetDef tape_getset[] = {
+    {"entries", (getter)tape_get_entries, NULL, "how many nodes the tape replays", NULL},
+    {"inputs", (getter)tape_get_inputs, NULL, "how many Values it reads (arguments and Values it closes over)", NULL},
+    {"bytes", (getter)tape_get_bytes, NULL, "the memory the tape itself takes", NULL},
+    {"run_bytes", (getter)tape_get_run_bytes, NULL, "the memory each call's node keeps for its backward", NULL},
+    {NULL},
+};
+
+static PyType_Slot tape_slots_[] = {
+    {Py_tp_dealloc, tape_dealloc}, {Py_tp_traverse, tape_traverse}, {Py_tp_clear, tape_clear},
+    {Py_tp_getset, tape_getset},   {Py_tp_doc, "A traced function's graph, written down to be replayed"},
+    {0, NULL},
+};
+static PyType_Spec tape_spec = {"chaingrad._core.Tape", sizeof(TapeObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tape_slots_};
+static PyTypeObject *TapeType;
+
+/* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
+ * tracked by the collector: it holds only its tape, which holds no node. */
+typedef struct {
+    PyObject_HEAD
+    TapeObject *tape;
+    double *data, *locals;
+} RunObject;
+
+static void run_dealloc(RunObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    Py_XDECREF(self->tape);
+    PyMem_Free(self->data);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *run_reduce(RunObject *self, PyObject *unused) {
+    return PyErr_Format(PyExc_TypeError, "a node made by a cg.compile'd function cannot be pickled or copied: "
+                                         "save the model's parameters (its state_dict) instead");
+}
+
+static PyMethodDef run_methods[] = {{"__reduce__", (PyCFunction)run_reduce, METH_NOARGS, NULL}, {NULL}};
+static PyType_Slot run_slots[] = {
+    {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods},
+    {Py_tp_doc, "One call of a cg.compile'd function: what its backward needs"}, {0, NULL},
+};
+static PyType_Spec run_spec = {"chaingrad._core.Run", sizeof(RunObject), 0, Py_TPFLAGS_DEFAULT, run_slots};
+static PyTypeObject *RunType;
+
+/* ---- writing a tape down ---- */
+
+/* A node's place while the tape is written: what kind of slot it is and its number among them */
+enum { R_VALUE, R_NUMBER, R_CONSTANT, R_ENTRY, R_PENDING };
+#define REF(kind, i) ((ptrdiff_t)(i) * 8 + (kind))
+
+typedef struct {
+    Entry *entries;
+    Py_ssize_t n_entries, cap_entries;
+    ptrdiff_t *inputs; /* refs while written, slots at the end */
+    Py_ssize_t n_inputs, cap_inputs;
+    double *constants;
+    Py_ssize_t n_constants, cap_constants;
+    PyObject **values; /* the Value inputs found, strong references */
+    Py_ssize_t *argument;
+    Py_ssize_t n_values, cap_values, cap_argument;
+    PyObject *refs;    /* {id(node): ref}, for every node met */
+    PyObject *arguments; /* {id(Value argument): its index} */
+    ptrdiff_t last_block[2]; /* the last softmax and log_softmax entries that compute a block */
+} Writer;
+
+static int grow(void **items, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
+    if (need <= *cap) return 0;
+    Py_ssize_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *grown = PyMem_Realloc(*items, c * size);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *items = grown, *cap = c;
+    return 0;
+}
+
+/* A node's ref, or R_PENDING*: -1 with no error when not met yet, -2 on an error */
+static ptrdiff_t ref_of(Writer *w, PyObject *node) {
+    PyObject *key = PyLong_FromVoidPtr(node);
+    if (key == NULL) return -2;
+    PyObject *r = PyDict_GetItemWithError(w->refs, key); /* borrowed */
+    Py_DECREF(key);
+    if (r == NULL) return PyErr_Occurred() ? -2 : -1;
+    return PyLong_AsSsize_t(r);
+}
+
+static int set_ref(Writer *w, PyObject *node, ptrdiff_t ref) {
+    PyObject *key = PyLong_FromVoidPtr(node), *r = PyLong_FromSsize_t(ref);
+    int rc = key && r ? PyDict_SetItem(w->refs, key, r) : -1;
+    Py_XDECREF(key), Py_XDECREF(r);
+    return rc;
+}
+
+static ptrdiff_t constant_ref(Writer *w, double c) {
+    if (grow((void **)&w->constants, &w->cap_constants, w->n_constants + 1, sizeof(double)) < 0) return -2;
+    w->constants[w->n_constants] = c;
+    return REF(R_CONSTANT, w->n_constants++);
+}
+
+/* A node whose place is known without its inputs: a Value input, a constant (a leaf the function made) */
+static ptrdiff_t leaf_ref(Writer *w, ValueObject *v) {
+    if (v->traced == MADE && v->n == 0) {
+        if (v->dobj != NULL) goto not_a_float;
+        return constant_ref(w, v->d);
+    }
+    if (v->dobj != NULL) goto not_a_float;
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL) return -2;
+    PyObject *index = PyDict_GetItemWithError(w->arguments, key); /* borrowed */
+    Py_DECREF(key);
+    if (index == NULL && PyErr_Occurred()) return -2;
+    if (grow((void **)&w->values, &w->cap_values, w->n_values + 1, sizeof(PyObject *)) < 0 ||
+        grow((void **)&w->argument, &w->cap_argument, w->n_values + 1, sizeof(Py_ssize_t)) < 0)
+        return -2;
+    w->values[w->n_values] = Py_NewRef(v);
+    w->argument[w->n_values] = index ? PyLong_AsSsize_t(index) : -1;
+    return REF(R_VALUE, w->n_values++);
+not_a_float:
+    PyErr_SetString(PyExc_TypeError, "cg.compile replays single numbers: a Value holding a batch (or data that is "
+                                     "not a float) cannot be compiled; call the function uncompiled");
+    return -2;
+}
+
+/* Whether a node is one the tape replays as an entry (made while tracing, with inputs) */
+static int is_entry(ValueObject *v) { return v->traced == MADE && v->n > 0; }
+
+static int primitive_index(PyObject *op) {
+    for (int k = 0; k < N_PRIMITIVES; k++)
+        if (op == S.op[k]) return k;
+    return -1;
+}
+
+static int fused_index(PyObject *op) {
+    for (int k = 0; k < N_FUSED; k++)
+        if (op == S.fop[k]) return k;
+    return -1;
+}
+
+static int add_input(Writer *w, ptrdiff_t ref) {
+    if (ref < 0) return -1;
+    if (grow((void **)&w->inputs, &w->cap_inputs, w->n_inputs + 1, sizeof(ptrdiff_t)) < 0) return -1;
+    w->inputs[w->n_inputs++] = ref;
+    return 0;
+}
+
+static int input_ref(Writer *w, PyObject *x) {
+    ptrdiff_t r = ref_of(w, x);
+    if (r == -1) PyErr_SetString(PyExc_SystemError, "cg.compile: a node's input was not written down first");
+    return add_input(w, r);
+}
+
+static int refuse_node(ValueObject *v, const char *why) {
+    PyErr_Format(PyExc_TypeError,
+                 "cg.compile cannot replay a node of op %R (%s); the function can run only uncompiled",
+                 v->op ? v->op : Py_None, why);
+    return -1;
+}
+
+/* The inputs in a tuple of a node's context (engine.record's args): Values, and constants in place */
+static Py_ssize_t context_inputs(Writer *w, ValueObject *v, PyObject *part) {
+    if (!PyTuple_Check(part)) return refuse_node(v, "its context is not engine.record's");
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(part); i++) {
+        PyObject *a = PyTuple_GET_ITEM(part, i);
+        if (PyObject_TypeCheck(a, S.Value)) {
+            if (input_ref(w, a) < 0) return -1;
+        } else if (PyFloat_CheckExact(a)) {
+            if (add_input(w, constant_ref(w, PyFloat_AS_DOUBLE(a))) < 0) return -1;
+        } else {
+            return refuse_node(v, "an argument that is neither a Value nor a float");
+        }
+    }
+    return PyTuple_GET_SIZE(part);
+}
+
+/* A fused node made by fused.py (constants among its inputs, say), from its context: (xs, start) for
+ * sum, (xs,) for mean and logsumexp, (a, b, start) for dot, (xs, i) for softmax and log_softmax, (xs,
+ * target) for cross_entropy */
+static int fused_from_context(Writer *w, ValueObject *v, int f, PyObject *ctx, Entry *e) {
+    Py_ssize_t size = PyTuple_GET_SIZE(ctx), n;
+    int parts = f == F_DOT ? 3 : (f == F_MEAN || f == F_LSE) ? 1 : 2;
+    if (size != parts) return refuse_node(v, "its context is not engine.record's");
+    if ((n = context_inputs(w, v, PyTuple_GET_ITEM(ctx, 0))) < 0) return -1;
+    e->n = n;
+    switch (f) {
+    case F_SUM:
+    case F_DOT: {
+        Py_ssize_t m = 0, s;
+        if (f == F_DOT && (m = context_inputs(w, v, PyTuple_GET_ITEM(ctx, 1))) < 0) return -1;
+        if ((s = context_inputs(w, v, PyTuple_GET_ITEM(ctx, parts - 1))) < 0) return -1;
+        if (f == F_DOT && (m != n || s > 1)) return refuse_node(v, "its context is not engine.record's");
+        e->kind = f == F_SUM ? T_SUM : T_DOT, e->aux = n, e->start = s, e->n = n + m + s;
+        return 0;
+    }
+    case F_MEAN:
+    case F_LSE:
+        e->kind = f == F_MEAN ? T_MEAN : T_LOGSUMEXP;
+        return 0;
+    default: { /* softmax, log_softmax, cross_entropy: an int */
+        PyObject *i = PyTuple_GET_ITEM(ctx, 1);
+        e->aux = PyLong_CheckExact(i) ? PyLong_AsSsize_t(i) : -1;
+        if (e->aux < 0 || e->aux >= n) {
+            PyErr_Clear();
+            return refuse_node(v, "its output or target is not an int in range");
+        }
+        e->kind = f == F_SOFTMAX ? T_SOFTMAX : f == F_LOG_SOFTMAX ? T_LOG_SOFTMAX : T_CROSS_ENTROPY;
+        return 0;
+    }
+    }
+}
+
+/* The entry for node v, whose inputs all have refs: its op, and its inputs with constants in place */
+static int write_entry(Writer *w, ValueObject *v) {
+    Entry e = {0};
+    e.in = w->n_inputs, e.target_slot = -1, e.first = -1;
+    int k = primitive_index(v->op), f = k < 0 ? fused_index(v->op) : -1;
+    if (v->dobj != NULL) return refuse_node(v, "its data is not a float");
+    if (k >= 0) {
+        const Primitive *op = PRIMITIVES[k];
+        e.kind = T_PRIMITIVE, e.op = op, e.n = op->arity;
+        if (v->ckind == C_NONE && v->n == op->arity) {
+            for (Py_ssize_t i = 0; i < v->n; i++)
+                if (input_ref(w, v->prev[i]) < 0) return -1;
+        } else if ((v->ckind == C_RIGHT || v->ckind == C_LEFT) && v->n == 1 && op->arity == 2) {
+            if (v->ckind == C_LEFT && add_input(w, constant_ref(w, v->cval)) < 0) return -1;
+            if (input_ref(w, v->prev[0]) < 0) return -1;
+            if (v->ckind == C_RIGHT && add_input(w, constant_ref(w, v->cval)) < 0) return -1;
+        } else if (v->ckind == C_OBJECT && PyTuple_Check(v->ctx) && PyTuple_GET_SIZE(v->ctx) == op->arity) {
+            PyObject *ctx = Py_NewRef(v->ctx); /* a constant's conversion allocates nothing, but be plain */
+            int rc = 0;
+            for (Py_ssize_t i = 0; i < op->arity && rc == 0; i++) {
+                PyObject *a = PyTuple_GET_ITEM(ctx, i);
+                if (PyObject_TypeCheck(a, S.Value))
+                    rc = input_ref(w, a);
+                else if (PyFloat_CheckExact(a))
+                    rc = add_input(w, constant_ref(w, PyFloat_AS_DOUBLE(a)));
+                else
+                    rc = refuse_node(v, "an argument that is neither a Value nor a float");
+            }
+            Py_DECREF(ctx);
+            if (rc < 0) return -1;
+        } else {
+            return refuse_node(v, "its inputs were changed after it was made");
+        }
+    } else if (f >= 0 && v->ckind == C_FUSED) {
+        Py_ssize_t n = v->n;
+        if (f == F_DOT) {
+            Py_ssize_t na = v->aux;
+            int a_const = (v->astart & S_A_CONST) != 0, b_const = (v->astart & S_B_CONST) != 0;
+            e.kind = T_DOT, e.aux = na, e.start = (v->astart & S_START) != 0;
+            e.n = 2 * na + e.start;
+            if (v->lkind != L_DOUBLE || n != (a_const || b_const ? na : 2 * na) + e.start)
+                return refuse_node(v, "its structure was changed");
+            for (Py_ssize_t i = 0; i < na; i++) /* a: inputs, or constants kept as b's local gradients */
+                if ((a_const ? add_input(w, constant_ref(w, v->local[i])) : input_ref(w, v->prev[i])) < 0) return -1;
+            for (Py_ssize_t i = 0; i < na; i++) {
+                Py_ssize_t j = a_const ? i : na + i;
+                if ((b_const ? add_input(w, constant_ref(w, v->local[i])) : input_ref(w, v->prev[j])) < 0) return -1;
+            }
+            if (e.start && input_ref(w, v->prev[n - 1]) < 0) return -1;
+        } else {
+            e.n = n, e.aux = v->aux;
+            e.kind = f == F_SUM ? T_SUM : f == F_MEAN ? T_MEAN : f == F_LSE ? T_LOGSUMEXP : f == F_SOFTMAX ? T_SOFTMAX
+                   : f == F_LOG_SOFTMAX ? T_LOG_SOFTMAX : f == F_CE ? T_CROSS_ENTROPY : -1;
+            if (e.kind < 0) return refuse_node(v, "no kernel replays it");
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (input_ref(w, v->prev[i]) < 0) return -1;
+        }
+    } else if (f >= 0 && f != F_AFFINE && v->ckind == C_OBJECT && PyTuple_Check(v->ctx)) {
+        PyObject *ctx = Py_NewRef(v->ctx); /* held: writing allocates, and so may run finalizers */
+        int rc = fused_from_context(w, v, f, ctx, &e);
+        Py_DECREF(ctx);
+        if (rc < 0) return -1;
+    } else {
+        return refuse_node(v, "a custom op, a micrograd _backward, a batch op or a node made by hand has no kernel");
+    }
+    if (e.kind == T_SOFTMAX || e.kind == T_LOG_SOFTMAX) { /* the rows of one softmax share a block */
+        ptrdiff_t last = w->last_block[e.kind == T_LOG_SOFTMAX];
+        if (last >= 0 && w->entries[last].n == e.n &&
+            memcmp(w->inputs + w->entries[last].in, w->inputs + e.in, e.n * sizeof(ptrdiff_t)) == 0)
+            e.first = last;
+        else
+            w->last_block[e.kind == T_LOG_SOFTMAX] = w->n_entries;
+    }
+    if (grow((void **)&w->entries, &w->cap_entries, w->n_entries + 1, sizeof(Entry)) < 0) return -1;
+    w->entries[w->n_entries] = e;
+    return set_ref(w, (PyObject *)v, REF(R_ENTRY, w->n_entries++));
+}
+
+typedef struct {
+    ValueObject *node; /* a strong reference: writing allocates, which may run finalizers */
+    Py_ssize_t next;
+} WriteFrame;
+
+/* The entries of the nodes that lead to `out`, each after its inputs: backward's order (topo above) */
+static int write_entries(Writer *w, ValueObject *out) {
+    WriteFrame *stack = NULL;
+    Py_ssize_t len = 0, cap = 0;
+    int rc = 0;
+    if (grow((void **)&stack, &cap, 1, sizeof(WriteFrame)) < 0) return -1;
+    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(out), 0};
+    if (set_ref(w, (PyObject *)out, R_PENDING) < 0) rc = -1;
+    while (rc == 0 && len) {
+        WriteFrame *top = &stack[len - 1];
+        if (top->next < top->node->n) {
+            PyObject *c = top->node->prev[top->next++];
+            ptrdiff_t r = ref_of(w, c);
+            if (r != -1) {
+                rc = r == -2 ? -1 : 0;
+                continue;
+            }
+            if (!PyObject_TypeCheck(c, S.Value)) {
+                PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
+                rc = -1;
+            } else if (is_entry(V(c))) {
+                if ((rc = grow((void **)&stack, &cap, len + 1, sizeof(WriteFrame))) == 0) {
+                    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(c), 0};
+                    rc = set_ref(w, c, R_PENDING);
+                }
+            } else {
+                Py_INCREF(c); /* held while its ref is made */
+                ptrdiff_t ref = leaf_ref(w, V(c));
+                rc = ref < 0 ? -1 : set_ref(w, c, ref);
+                Py_DECREF(c);
+            }
+        } else {
+            rc = write_entry(w, top->node);
+            Py_DECREF(top->node);
+            len--;
+        }
+    }
+    while (len) Py_DECREF(stack[--len].node);
+    PyMem_Free(stack);
+    return rc;
+}
+
+static void writer_free(Writer *w) {
+    for (Py_ssize_t i = 0; i < w->n_values; i++) Py_XDECREF(w->values[i]);
+    PyMem_Free(w->values), PyMem_Free(w->argument), PyMem_Free(w->entries), PyMem_Free(w->inputs);
+    PyMem_Free(w->constants);
+    Py_XDECREF(w->refs), Py_XDECREF(w->arguments);
+}
+
+/* A ref as the slot it is, once every Value input is known */
+static ptrdiff_t slot_of(ptrdiff_t ref, Py_ssize_t n_values, Py_ssize_t n_numbers, Py_ssize_t n_constants) {
+    ptrdiff_t i = ref / 8;
+    switch (ref % 8) {
+    case R_VALUE: return i;
+    case R_NUMBER: return n_values + i;
+    case R_CONSTANT: return n_values + n_numbers + i;
+    default: return n_values + n_numbers + n_constants + i;
+    }
+}
+
+/* tape(out, values, numbers): the tape of the graph that leads to out, made while tracing. `values` are
+ * the Values given as arguments, `numbers` the leaves that stood for the numbers given. */
+static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], S.Value) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]))
+        return PyErr_Format(PyExc_TypeError, "tape(out, values, numbers)");
+    PyObject *out = args[0], *values = args[1], *numbers = args[2];
+    Writer w = {0};
+    w.last_block[0] = w.last_block[1] = -1;
+    TapeObject *tape = NULL;
+    ptrdiff_t out_ref;
+    if ((w.refs = PyDict_New()) == NULL || (w.arguments = PyDict_New()) == NULL) goto fail;
+    for (Py_ssize_t i = PyTuple_GET_SIZE(values) - 1; i >= 0; i--) { /* the first place of a Value given twice */
+        PyObject *key = PyLong_FromVoidPtr(PyTuple_GET_ITEM(values, i)), *index = PyLong_FromSsize_t(i);
+        int rc = key && index ? PyDict_SetItem(w.arguments, key, index) : -1;
+        Py_XDECREF(key), Py_XDECREF(index);
+        if (rc < 0) goto fail;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(numbers); i++)
+        if (set_ref(&w, PyTuple_GET_ITEM(numbers, i), REF(R_NUMBER, i)) < 0) goto fail;
+    out_ref = ref_of(&w, out);
+    if (out_ref == -2) goto fail;
+    if (out_ref == -1) {
+        if (is_entry(V(out))) {
+            if (write_entries(&w, V(out)) < 0) goto fail;
+            out_ref = REF(R_ENTRY, w.n_entries - 1);
+        } else if ((out_ref = leaf_ref(&w, V(out))) < 0) {
+            goto fail;
+        }
+    }
+    if ((tape = PyObject_GC_New(TapeObject, TapeType)) == NULL) goto fail;
+    Tape *t = &tape->t;
+    memset(t, 0, sizeof(Tape));
+    tape->argument = NULL, tape->held = NULL;
+    Py_ssize_t nn = PyTuple_GET_SIZE(numbers);
+    t->n_values = w.n_values, t->n_numbers = nn, t->n_constants = w.n_constants, t->n_entries = w.n_entries;
+    t->entries = w.entries, t->inputs = w.inputs, t->constants = w.constants; /* the tape takes them */
+    w.entries = NULL, w.inputs = NULL, w.constants = NULL;
+    tape->argument = w.argument, tape->held = w.values; /* and the Value inputs (arguments' let go below) */
+    w.argument = NULL, w.values = NULL;
+    w.n_values = 0;
+    for (Py_ssize_t i = 0; i < t->n_values; i++)
+        if (tape->argument[i] >= 0) Py_CLEAR(tape->held[i]); /* an argument is read at every call */
+    for (Py_ssize_t k = 0; k < t->n_entries; k++) {
+        Entry *e = &t->entries[k];
+        for (Py_ssize_t j = 0; j < e->n; j++) t->inputs[e->in + j] = slot_of(t->inputs[e->in + j], t->n_values, nn, t->n_constants);
+        if (e->n > t->widest) t->widest = e->n;
+        e->local = e->first >= 0 ? t->entries[e->first].local : t->n_locals;
+        t->n_locals += tape_locals_of(e);
+    }
+    t->output = slot_of(out_ref, t->n_values, nn, t->n_constants);
+    writer_free(&w);
+    PyObject_GC_Track(tape);
+    return (PyObject *)tape;
+fail:
+    writer_free(&w);
+    return NULL;
+}
+
+/* ---- replaying it ---- */
+
+/* run(tape, op, values, numbers): the node of one call, values and numbers given as the trace's were;
+ * NotImplemented where the compiled function must run uncompiled (a mode is on, an input holds a batch) */
+static PyObject *core_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !Py_IS_TYPE(args[0], TapeType) || !PyTuple_Check(args[2]) || !PyTuple_Check(args[3]))
+        return PyErr_Format(PyExc_TypeError, "run(tape, op, values, numbers)");
+    TapeObject *tape = (TapeObject *)args[0];
+    const Tape *t = &tape->t;
+    PyObject *op = args[1], *values = args[2], *numbers = args[3];
+    int off = modes_off();
+    if (off <= 0) return off < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    if (PyTuple_GET_SIZE(numbers) != t->n_numbers) return PyErr_Format(PyExc_TypeError, "run(): %zd numbers for a tape of %zd", PyTuple_GET_SIZE(numbers), t->n_numbers);
+    ValueObject *v = alloc_node(t->n_values);
+    RunObject *run = v ? PyObject_New(RunObject, RunType) : NULL;
+    if (run == NULL) {
+        Py_XDECREF(v);
+        return NULL;
+    }
+    run->tape = (TapeObject *)Py_NewRef(tape);
+    Py_ssize_t slots = tape_slots(t), scratch = 2 * t->widest + 1;
+    run->data = PyMem_Malloc((slots + t->n_locals + scratch) * sizeof(double));
+    run->locals = run->data + slots;
+    if (run->data == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < t->n_numbers; i++) { /* first: a number's __float__ may run Python code */
+        PyObject *x = PyTuple_GET_ITEM(numbers, i);
+        double d = PyFloat_CheckExact(x) ? PyFloat_AS_DOUBLE(x) : PyFloat_AsDouble(x);
+        if (d == -1.0 && PyErr_Occurred()) goto fail;
+        run->data[t->n_values + i] = d;
+    }
+    /* then, with nothing run or allocated in between, every Value input read and held */
+    for (Py_ssize_t i = 0; i < t->n_values; i++) {
+        Py_ssize_t a = tape->argument[i];
+        PyObject *x = a >= 0 ? (a < PyTuple_GET_SIZE(values) ? PyTuple_GET_ITEM(values, a) : NULL) : tape->held[i];
+        if (x == NULL || !PyObject_TypeCheck(x, S.Value) || V(x)->dobj != NULL) { /* a batch: uncompiled */
+            for (Py_ssize_t j = 0; j < i; j++) Py_CLEAR(v->prev[j]);
+            Py_DECREF(run), Py_DECREF(v);
+            return Py_NewRef(Py_NotImplemented);
+        }
+        run->data[i] = V(x)->d;
+        v->prev[i] = Py_NewRef(x);
+        v->n = i + 1;
+    }
+    ptrdiff_t bad = tape_forward(t, run->data, run->locals, run->locals + t->n_locals);
+    if (bad) {
+        const Entry *e = &t->entries[bad - 1];
+        PyErr_Format(PyExc_IndexError, "cross_entropy(): target %R is not a class index for %zd classes",
+                     PyFloat_FromDouble(run->data[e->target_slot]), e->n);
+        goto fail;
+    }
+    v->d = run->data[t->output];
+    v->op = Py_NewRef(op);
+    v->lkind = L_NONE;
+    v->ctx = (PyObject *)run, v->ckind = C_OBJECT;
+    if (born(v) < 0 || hold(v, v->op) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    return (PyObject *)v;
+fail:
+    Py_DECREF(run);
+    Py_DECREF(v);
+    return NULL;
+}
+
+typedef struct {
+    PyObject **prev;
+} Giving;
+
+static int give_share(void *context, ptrdiff_t i, double share) {
+    return add_grad(V(((Giving *)context)->prev[i]), share) < 0 ? -1 : 0;
+}
+
+/* The step of a node run() made: the tape's backward from g, each Value input's share added to its
+ * grad in backward's order. Its grads' __iadd__ may run Python code that re-initialises the node: its
+ * run and inputs are held meanwhile. */
+static int run_step(ValueObject *v, double g) {
+    RunObject *run = (RunObject *)Py_NewRef(v->ctx);
+    const Tape *t = &run->tape->t;
+    Py_ssize_t n = v->n, slots = tape_slots(t);
+    if (n != t->n_values) {
+        Py_DECREF(run);
+        PyErr_SetString(PyExc_RuntimeError, "a node of a cg.compile'd function had its inputs changed");
+        return -1;
+    }
+    PyObject **prev = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
+    double *grads = PyMem_Malloc(slots * (sizeof(double) + 1));
+    int rc = -1;
+    if (prev == NULL || grads == NULL) {
+        PyErr_NoMemory();
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
+        Giving giving = {prev};
+        rc = tape_backward(t, run->data, run->locals, g, grads, (unsigned char *)(grads + slots), give_share, &giving);
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(prev[i]);
+    }
+    PyMem_Free(prev), PyMem_Free(grads);
+    Py_DECREF(run);
+    return rc;
+}
+
+static int is_run_node(ValueObject *v) { return v->lkind == L_NONE && v->ckind == C_OBJECT && Py_IS_TYPE(v->ctx, RunType); }
+
+/* run_step(node): the step of a node run() made, for backward's Python paths (compiler.TapeOp.chain) */
+static PyObject *core_run_step(PyObject *module, PyObject *node) {
+    double g;
+    if (!PyObject_TypeCheck(node, S.Value) || !is_run_node(V(node)))
+        return PyErr_Format(PyExc_TypeError, "run_step() takes a node made by a cg.compile'd function");
+    if (!grad_as_double(V(node), &g))
+        return PyErr_Format(PyExc_TypeError, "a cg.compile'd function's backward takes a float gradient; "
+                                             "create_graph=True (higher derivatives) needs the function uncompiled");
+    Py_INCREF(node);
+    int rc = run_step(V(node), g);
+    Py_DECREF(node);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_functions[] = {
     {"install", core_install, METH_O, "install(interface): once, by chaingrad._backend"},
+    {"trace", (PyCFunction)(void (*)(void))core_trace, METH_FASTCALL, "trace(on, arguments): cg.compile's tracing on or off"},
+    {"tracing", core_tracing, METH_NOARGS, "whether cg.compile is tracing"},
+    {"tape", (PyCFunction)(void (*)(void))core_tape, METH_FASTCALL, "tape(out, values, numbers): the traced graph, written down"},
+    {"run", (PyCFunction)(void (*)(void))core_run, METH_FASTCALL, "run(tape, op, values, numbers): one call's node"},
+    {"run_step", core_run_step, METH_O, "run_step(node): a compiled call's step of backward"},
     {"twin", (PyCFunction)(void (*)(void))core_twin, METH_FASTCALL, "twin(op, function): the compiled twin of a fused op's function"},
     {"apply", (PyCFunction)(void (*)(void))core_apply, METH_FASTCALL, "apply(op, *args): engine.apply, making this type's nodes"},
     {"record", (PyCFunction)(void (*)(void))core_record, METH_FASTCALL, "record(op, out, args, local): engine.record, for this type"},
@@ -2589,6 +3288,8 @@ static int core_exec(PyObject *module) {
     if (slots == NULL || PyObject_SetAttrString((PyObject *)S.Value, "__slots__", slots) < 0) return -1;
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
+    if ((TapeType = (PyTypeObject *)PyType_FromSpec(&tape_spec)) == NULL) return -1;
+    if ((RunType = (PyTypeObject *)PyType_FromSpec(&run_spec)) == NULL) return -1;
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
     if (PyModule_AddIntConstant(module, "INTERFACE", 6) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");

@@ -1,0 +1,66 @@
+/* cg.compile's tapes, apart from the CPython binding: a traced function's nodes as a flat list of entries,
+ * replayed on doubles with the kernels of _kernels.h.
+ *
+ * A tape is the graph one call of the function built, written down once: each entry is one node of it,
+ * in the order backward would walk it (micrograd's build_topo order), with its op and the slots its inputs
+ * come from. A run replays the forward, entry by entry, keeping each entry's value and local gradients as
+ * the node would; its backward is backward's walk over those entries, adding local * g in the same order,
+ * so that the numbers are the uncompiled graph's bit for bit. Nothing here knows Python.
+ *
+ * Slots, in this order: the inputs that are Values (their gradients go back to them), the numbers given
+ * as arguments, the constants the function made, then one slot per entry (its value).
+ */
+#ifndef CHAINGRAD_TAPE_H
+#define CHAINGRAD_TAPE_H
+
+#include <stddef.h>
+
+#include "_kernels.h"
+
+enum { T_PRIMITIVE, T_SUM, T_MEAN, T_DOT, T_LOGSUMEXP, T_SOFTMAX, T_LOG_SOFTMAX, T_CROSS_ENTROPY };
+
+typedef struct {
+    int kind;
+    const Primitive *op; /* T_PRIMITIVE's op */
+    ptrdiff_t n;         /* how many inputs */
+    ptrdiff_t in;        /* where its inputs' slots begin in the tape's `inputs` */
+    ptrdiff_t aux;       /* dot: the vectors' length; softmax, log_softmax: which output; cross_entropy: the
+                          * target, unless target_slot says where to read it */
+    ptrdiff_t target_slot; /* cross_entropy: the slot holding the target, or -1 */
+    int start;             /* dot: its last input is a start */
+    ptrdiff_t first;       /* softmax, log_softmax: the entry that computes the whole block (the first) */
+    ptrdiff_t local;       /* where its local gradients begin in a run's locals (softmax: its block's) */
+} Entry;
+
+typedef struct {
+    ptrdiff_t n_values, n_numbers, n_constants, n_entries;
+    double *constants;
+    Entry *entries;
+    ptrdiff_t *inputs;  /* every entry's input slots, one after another */
+    ptrdiff_t n_locals; /* how many doubles a run keeps as local gradients */
+    ptrdiff_t widest;   /* the most inputs any entry has: scratch for gathering them is 2 * widest + 1 */
+    ptrdiff_t output;   /* the slot of the function's value */
+} Tape;
+
+static inline ptrdiff_t tape_slots(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants + t->n_entries; }
+static inline ptrdiff_t tape_first_entry(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants; }
+
+/* Where the run of an entry `e` needs its locals: how many doubles (called while a tape is built, in order) */
+ptrdiff_t tape_locals_of(const Entry *e);
+
+/* The forward: data[0 : n_values + n_numbers] given, the rest written; locals written. scratch has room
+ * for 2 * widest + 1 doubles. Returns 0, or the index + 1 of a cross_entropy entry whose target (read from
+ * its slot) is not a class index. */
+ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scratch);
+
+/* Where the backward's shares for the Value inputs go: give(context, i, share) adds share to input i's
+ * grad, as add_gradient does; non-zero stops the backward (an error). */
+typedef int (*TapeGive)(void *context, ptrdiff_t i, double share);
+
+/* The backward from g = d(loss)/d(output), given a run's data and locals: the shares reach the Value
+ * inputs through give, in the order backward adds them; grads and reached have room for every slot.
+ * Returns 0, or what give returned. */
+int tape_backward(const Tape *t, const double *data, const double *locals, double g, double *grads,
+                  unsigned char *reached, TapeGive give, void *context);
+
+#endif
