@@ -10,7 +10,7 @@ that Python takes from C. The rest of the package asks this module, never C:
 - `Value`, `Op`, `apply`, `record`, `node`: the active engine's node and how ops make nodes;
 - `twin(op, function)`: a fused op's function, done in C on single numbers where the core runs;
 - `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs;
-- `trace`, `tracing`, `tape`, `run`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
+- `trace`, `tracing`, `structure`, `tape`, `replay`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
 
 Where the core runs, `Value` is its type: the same attributes, ops and gradients
 as engine.Value, bit for bit (tests/test_twins.py checks).
@@ -38,9 +38,10 @@ __all__ = [
     "modes_on",
     "node",
     "record",
-    "run",
+    "replay",
     "run_step",
     "sgd_step",
+    "structure",
     "tape",
     "trace",
     "tracing",
@@ -129,7 +130,8 @@ adam_step = None if core is None else core.adam_step
 trace = None if core is None else core.trace
 tracing = None if core is None else core.tracing
 tape = None if core is None else core.tape
-run = None if core is None else core.run
+structure = None if core is None else core.structure
+replay = None if core is None else core.replay
 run_step = None if core is None else core.run_step
 if core is not None:
     Value.__doc__ = engine.Value.__doc__  # help(Value) reads the same on both engines

@@ -93,6 +93,7 @@ static struct {
     PyObject *mode_var;    /* the modes' ContextVar */
     PyObject *empty;       /* "" */
     PyObject *s_enter, *s_exit, *s_chain; /* method names, made once */
+    PyObject *k_number, *k_value;         /* cg.compile's keys: a number, a Value */
     /* layers.affine's activations, as the interface names them: each name (None or a str) and the op of
      * the table it applies (its index; -1: none) */
     int n_activations;
@@ -2238,17 +2239,48 @@ general:
 static PyObject *core_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_SOFTMAX, a, n, k); }
 static PyObject *core_log_softmax(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return softmax_op(F_LOG_SOFTMAX, a, n, k); }
 
+/* While cg.compile traces, a number given to the function stands as a Value (so that it is read at every
+ * call); as cross_entropy's target it is an index: *target is its int and *by the Value (0 returned),
+ * or a TypeError; *by is NULL for anything else. traced_from() keeps which node took it, for tape(). */
+static PyObject *traced_targets; /* {id(node): the Value its target came from}, while tracing */
+
+static int traced_index(PyObject *x, Py_ssize_t *target, PyObject **by) {
+    *by = NULL;
+    if (!tracing || !PyObject_TypeCheck(x, S.Value) || V(x)->traced == NOT_TRACED) return 0;
+    double d = V(x)->d;
+    if (V(x)->dobj != NULL || V(x)->n != 0 || !(d >= 0 && d < 9e15 && d == floor(d))) {
+        PyErr_SetString(PyExc_TypeError, "cross_entropy(): target must be an int class index (cg.compile passes "
+                                         "the function's ints as Values that only cross_entropy takes as targets)");
+        return -1;
+    }
+    *target = (Py_ssize_t)d, *by = x;
+    return 0;
+}
+
+static int traced_from(PyObject *node, PyObject *by) {
+    if (traced_targets == NULL && (traced_targets = PyDict_New()) == NULL) return -1;
+    PyObject *key = PyLong_FromVoidPtr(node);
+    int rc = key ? PyDict_SetItem(traced_targets, key, by) : -1;
+    Py_XDECREF(key);
+    return rc;
+}
+
 static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject **xs;
     Py_ssize_t n, t;
     int off;
     ValueObject *v = NULL;
     Py_ssize_t cap = -1; /* the size v was allocated for */
-    if (!simple_args(nargs, kwnames, 2, 2) || !PyLong_CheckExact(args[1])) goto general;
-    t = PyLong_AsSsize_t(args[1]);
-    if (t == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        goto general;
+    PyObject *traced_target = NULL; /* a Value standing for a number cg.compile was given: see below */
+    if (!simple_args(nargs, kwnames, 2, 2)) goto general;
+    if (traced_index(args[1], &t, &traced_target) < 0) return NULL;
+    if (traced_target == NULL) {
+        if (!PyLong_CheckExact(args[1])) goto general;
+        t = PyLong_AsSsize_t(args[1]);
+        if (t == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto general;
+        }
     }
     if ((off = modes_off()) < 0) return NULL;
     if (!off) goto general;
@@ -2272,6 +2304,7 @@ static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_
         for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
         PyObject *r = fill_fused(v, out, F_CE, xs, n, local, t, 0);
         PyMem_Free(x);
+        if (r != NULL && traced_target != NULL && traced_from(r, traced_target) < 0) Py_CLEAR(r);
         return r;
     }
 general:
@@ -2661,6 +2694,7 @@ static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t 
         if (PyObject_TypeCheck(a, S.Value)) V(a)->traced = on ? ARGUMENT : NOT_TRACED;
     }
     tracing += on ? 1 : -1;
+    if (!tracing) Py_CLEAR(traced_targets);
     Py_RETURN_NONE;
 }
 
@@ -2731,15 +2765,15 @@ static PyTypeObject *TapeType;
 /* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
  * tracked by the collector: it holds only its tape, which holds no node. */
 typedef struct {
-    PyObject_HEAD
+    PyObject_VAR_HEAD
     TapeObject *tape;
-    double *data, *locals;
+    double *data, *locals; /* data: every slot's value; locals: the entries' local gradients, then scratch */
+    double doubles[1];     /* where both are (ob_size of them) */
 } RunObject;
 
 static void run_dealloc(RunObject *self) {
     PyTypeObject *type = Py_TYPE(self);
     Py_XDECREF(self->tape);
-    PyMem_Free(self->data);
     type->tp_free(self);
     Py_DECREF(type);
 }
@@ -2754,7 +2788,7 @@ static PyType_Slot run_slots[] = {
     {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods},
     {Py_tp_doc, "One call of a cg.compile'd function: what its backward needs"}, {0, NULL},
 };
-static PyType_Spec run_spec = {"chaingrad._core.Run", sizeof(RunObject), 0, Py_TPFLAGS_DEFAULT, run_slots};
+static PyType_Spec run_spec = {"chaingrad._core.Run", offsetof(RunObject, doubles), sizeof(double), Py_TPFLAGS_DEFAULT, run_slots};
 static PyTypeObject *RunType;
 
 /* ---- writing a tape down ---- */
@@ -2990,6 +3024,19 @@ static int write_entry(Writer *w, ValueObject *v) {
     } else {
         return refuse_node(v, "a custom op, a micrograd _backward, a batch op or a node made by hand has no kernel");
     }
+    if (e.kind == T_CROSS_ENTROPY && traced_targets != NULL) { /* a target read from a number given */
+        PyObject *key = PyLong_FromVoidPtr(v), *by;
+        if (key == NULL) return -1;
+        by = PyDict_GetItemWithError(traced_targets, key); /* borrowed: the dict holds it until the end */
+        Py_DECREF(key);
+        if (by == NULL && PyErr_Occurred()) return -1;
+        if (by != NULL) {
+            ptrdiff_t r = ref_of(w, by);
+            if (r == -1) r = leaf_ref(w, V(by));
+            if (r < 0 || (r != -1 && set_ref(w, by, r) < 0)) return -1;
+            e.target_slot = r; /* a ref until tape() makes it a slot */
+        }
+    }
     if (e.kind == T_SOFTMAX || e.kind == T_LOG_SOFTMAX) { /* the rows of one softmax share a block */
         ptrdiff_t last = w->last_block[e.kind == T_LOG_SOFTMAX];
         if (last >= 0 && w->entries[last].n == e.n &&
@@ -3113,6 +3160,7 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     for (Py_ssize_t k = 0; k < t->n_entries; k++) {
         Entry *e = &t->entries[k];
         for (Py_ssize_t j = 0; j < e->n; j++) t->inputs[e->in + j] = slot_of(t->inputs[e->in + j], t->n_values, nn, t->n_constants);
+        if (e->target_slot >= 0) e->target_slot = slot_of(e->target_slot, t->n_values, nn, t->n_constants);
         if (e->n > t->widest) t->widest = e->n;
         e->local = e->first >= 0 ? t->entries[e->first].local : t->n_locals;
         t->n_locals += tape_locals_of(e);
@@ -3128,45 +3176,140 @@ fail:
 
 /* ---- replaying it ---- */
 
-/* run(tape, op, values, numbers): the node of one call, values and numbers given as the trace's were;
- * NotImplemented where the compiled function must run uncompiled (a mode is on, an input holds a batch) */
-static PyObject *core_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !Py_IS_TYPE(args[0], TapeType) || !PyTuple_Check(args[2]) || !PyTuple_Check(args[3]))
-        return PyErr_Format(PyExc_TypeError, "run(tape, op, values, numbers)");
-    TapeObject *tape = (TapeObject *)args[0];
+/* A call's arguments, as a tape reads them: the key of their structure, their Values, their numbers */
+typedef struct {
+    PyObject *key;    /* a list while made, then a tuple */
+    PyObject *values; /* a list while made, then a tuple */
+    double *numbers;
+    Py_ssize_t n_numbers, cap_numbers;
+} Arguments;
+
+static void arguments_free(Arguments *a) {
+    Py_CLEAR(a->key);
+    Py_CLEAR(a->values);
+    PyMem_Free(a->numbers), a->numbers = NULL;
+}
+
+static int add_number(Arguments *a, double x) {
+    if (grow((void **)&a->numbers, &a->cap_numbers, a->n_numbers + 1, sizeof(double)) < 0) return -1;
+    a->numbers[a->n_numbers++] = x;
+    return PyList_Append(a->key, S.k_number);
+}
+
+/* The structure of (args, kwargs), walked depth first, left to right: a Value, a number (a float, an int
+ * that is no bool, or what `other` turns into a float) or a list or tuple of them (as its type and
+ * length, then its items), kwargs as their names and then their values; anything else is part of the
+ * key as other(x) gives it. Lists are read through tuple copies of their items (see items_tuple). */
+static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Arguments *a) {
+    typedef struct {
+        PyObject *items; /* a tuple, held */
+        Py_ssize_t next;
+    } Level;
+    Level *stack = NULL;
+    Py_ssize_t len = 0, cap = 0;
+    int rc = -1;
+    if ((a->key = PyList_New(0)) == NULL || (a->values = PyList_New(0)) == NULL) return -1;
+    PyObject *names = kwargs && PyDict_GET_SIZE(kwargs) ? PyDict_Keys(kwargs) : NULL;
+    PyObject *kwvalues = names ? PyDict_Values(kwargs) : NULL;
+    PyObject *kwtuple = kwvalues ? PyList_AsTuple(kwvalues) : NULL, *nametuple = names ? PyList_AsTuple(names) : NULL;
+    Py_XDECREF(names), Py_XDECREF(kwvalues);
+    if (kwargs && PyDict_GET_SIZE(kwargs) && (kwtuple == NULL || nametuple == NULL)) goto done;
+    if (nametuple && PyList_Append(a->key, nametuple) < 0) goto done;
+    if (grow((void **)&stack, &cap, 2, sizeof(Level)) < 0) goto done;
+    if (kwtuple) stack[len++] = (Level){Py_NewRef(kwtuple), 0};
+    stack[len++] = (Level){Py_NewRef(args), 0};
+    while (len) {
+        Level *top = &stack[len - 1];
+        if (top->next == PyTuple_GET_SIZE(top->items)) {
+            Py_DECREF(top->items);
+            len--;
+            continue;
+        }
+        PyObject *x = Py_NewRef(PyTuple_GET_ITEM(top->items, top->next++)), *items = NULL;
+        int r = 0;
+        if (PyObject_TypeCheck(x, S.Value)) {
+            r = PyList_Append(a->key, S.k_value) < 0 || PyList_Append(a->values, x) < 0 ? -1 : 0;
+        } else if (PyFloat_Check(x)) {
+            r = add_number(a, PyFloat_AS_DOUBLE(x));
+        } else if (PyLong_Check(x) && !PyBool_Check(x)) {
+            double d = PyLong_AsDouble(x);
+            r = d == -1.0 && PyErr_Occurred() ? -1 : add_number(a, d);
+        } else if ((items = items_tuple(x)) != NULL) { /* a list (or subclass) or a tuple */
+            PyObject *shape = Py_BuildValue("(On)", (PyObject *)Py_TYPE(x), PyTuple_GET_SIZE(items));
+            r = shape == NULL || PyList_Append(a->key, shape) < 0 || grow((void **)&stack, &cap, len + 1, sizeof(Level)) < 0 ? -1 : 0;
+            Py_XDECREF(shape);
+            if (r == 0) stack[len++] = (Level){Py_NewRef(items), 0};
+            Py_DECREF(items);
+        } else if (PyErr_Occurred()) {
+            r = -1;
+        } else { /* anything else: what compiler._other says it is */
+            PyObject *said = PyObject_CallOneArg(other, x);
+            if (said == NULL)
+                r = -1;
+            else if (PyFloat_CheckExact(said))
+                r = add_number(a, PyFloat_AS_DOUBLE(said));
+            else
+                r = PyList_Append(a->key, said);
+            Py_XDECREF(said);
+        }
+        Py_DECREF(x);
+        if (r < 0) goto done;
+    }
+    PyObject *key = PyList_AsTuple(a->key), *values = key ? PyList_AsTuple(a->values) : NULL;
+    Py_SETREF(a->key, key);
+    Py_SETREF(a->values, values);
+    rc = key && values ? 0 : -1;
+done:
+    while (len) Py_DECREF(stack[--len].items);
+    PyMem_Free(stack);
+    Py_XDECREF(kwtuple), Py_XDECREF(nametuple);
+    return rc;
+}
+
+/* structure(other, args, kwargs): (key, values, numbers) of a call, as replay() reads them */
+static PyObject *core_structure(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_Check(args[1]) || (args[2] != Py_None && !PyDict_Check(args[2])))
+        return PyErr_Format(PyExc_TypeError, "structure(other, args, kwargs)");
+    Arguments a = {0};
+    PyObject *r = NULL;
+    if (structure_of(args[1], args[2] == Py_None ? NULL : args[2], args[0], &a) == 0) {
+        PyObject *numbers = PyTuple_New(a.n_numbers);
+        for (Py_ssize_t i = 0; numbers && i < a.n_numbers; i++) {
+            PyObject *f = PyFloat_FromDouble(a.numbers[i]);
+            if (f == NULL) Py_CLEAR(numbers);
+            else PyTuple_SET_ITEM(numbers, i, f);
+        }
+        if (numbers) r = PyTuple_Pack(3, a.key, a.values, numbers);
+        Py_XDECREF(numbers);
+    }
+    arguments_free(&a);
+    return r;
+}
+
+/* The node of one call of a tape, given its arguments' Values and numbers; NotImplemented where the
+ * function must run uncompiled (a mode is on, an input holds a batch) */
+static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, const double *numbers, Py_ssize_t n_numbers) {
     const Tape *t = &tape->t;
-    PyObject *op = args[1], *values = args[2], *numbers = args[3];
     int off = modes_off();
     if (off <= 0) return off < 0 ? NULL : Py_NewRef(Py_NotImplemented);
-    if (PyTuple_GET_SIZE(numbers) != t->n_numbers) return PyErr_Format(PyExc_TypeError, "run(): %zd numbers for a tape of %zd", PyTuple_GET_SIZE(numbers), t->n_numbers);
-    ValueObject *v = alloc_node(t->n_values);
-    RunObject *run = v ? PyObject_New(RunObject, RunType) : NULL;
-    if (run == NULL) {
-        Py_XDECREF(v);
-        return NULL;
-    }
-    run->tape = (TapeObject *)Py_NewRef(tape);
+    if (n_numbers != t->n_numbers) return PyErr_Format(PyExc_SystemError, "a tape of %zd numbers given %zd", t->n_numbers, n_numbers);
+    Py_INCREF(tape), Py_INCREF(values), Py_INCREF(op); /* held: allocating may run finalizers */
+    PyObject *made = NULL;
     Py_ssize_t slots = tape_slots(t), scratch = 2 * t->widest + 1;
-    run->data = PyMem_Malloc((slots + t->n_locals + scratch) * sizeof(double));
+    ValueObject *v = alloc_node(t->n_values);
+    RunObject *run = v ? PyObject_NewVar(RunObject, RunType, slots + t->n_locals + scratch) : NULL;
+    if (run == NULL) goto done;
+    run->tape = (TapeObject *)Py_NewRef(tape);
+    run->data = run->doubles;
     run->locals = run->data + slots;
-    if (run->data == NULL) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < t->n_numbers; i++) { /* first: a number's __float__ may run Python code */
-        PyObject *x = PyTuple_GET_ITEM(numbers, i);
-        double d = PyFloat_CheckExact(x) ? PyFloat_AS_DOUBLE(x) : PyFloat_AsDouble(x);
-        if (d == -1.0 && PyErr_Occurred()) goto fail;
-        run->data[t->n_values + i] = d;
-    }
-    /* then, with nothing run or allocated in between, every Value input read and held */
+    memcpy(run->data + t->n_values, numbers, n_numbers * sizeof(double));
+    /* with nothing run or allocated in between, every Value input read and held */
     for (Py_ssize_t i = 0; i < t->n_values; i++) {
         Py_ssize_t a = tape->argument[i];
         PyObject *x = a >= 0 ? (a < PyTuple_GET_SIZE(values) ? PyTuple_GET_ITEM(values, a) : NULL) : tape->held[i];
         if (x == NULL || !PyObject_TypeCheck(x, S.Value) || V(x)->dobj != NULL) { /* a batch: uncompiled */
-            for (Py_ssize_t j = 0; j < i; j++) Py_CLEAR(v->prev[j]);
-            Py_DECREF(run), Py_DECREF(v);
-            return Py_NewRef(Py_NotImplemented);
+            made = Py_NewRef(Py_NotImplemented);
+            goto done;
         }
         run->data[i] = V(x)->d;
         v->prev[i] = Py_NewRef(x);
@@ -3177,21 +3320,37 @@ static PyObject *core_run(PyObject *module, PyObject *const *args, Py_ssize_t na
         const Entry *e = &t->entries[bad - 1];
         PyErr_Format(PyExc_IndexError, "cross_entropy(): target %R is not a class index for %zd classes",
                      PyFloat_FromDouble(run->data[e->target_slot]), e->n);
-        goto fail;
+        goto done;
     }
     v->d = run->data[t->output];
     v->op = Py_NewRef(op);
     v->lkind = L_NONE;
     v->ctx = (PyObject *)run, v->ckind = C_OBJECT;
-    if (born(v) < 0 || hold(v, v->op) < 0) {
-        Py_DECREF(v);
-        return NULL;
+    run = NULL;
+    if (born(v) == 0 && hold(v, v->op) == 0) made = (PyObject *)Py_NewRef(v);
+done:
+    Py_XDECREF(run);
+    Py_XDECREF(v);
+    Py_DECREF(tape), Py_DECREF(values), Py_DECREF(op);
+    return made;
+}
+
+/* replay(tapes, op, other, args, kwargs): a compiled function's call where its tape is known (tapes: {key:
+ * tape}): the node run_tape makes; NotImplemented where Python must do it (no tape yet, a mode, a batch) */
+static PyObject *core_replay(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyTuple_Check(args[3]) || (args[4] != Py_None && !PyDict_Check(args[4])))
+        return PyErr_Format(PyExc_TypeError, "replay(tapes, op, other, args, kwargs)");
+    Arguments a = {0};
+    PyObject *made = NULL;
+    if (structure_of(args[3], args[4] == Py_None ? NULL : args[4], args[2], &a) == 0) {
+        PyObject *tape = PyDict_GetItemWithError(args[0], a.key); /* borrowed: run_tape holds it first thing */
+        if (tape != NULL && Py_IS_TYPE(tape, TapeType))
+            made = run_tape((TapeObject *)tape, args[1], a.values, a.numbers, a.n_numbers);
+        else if (!PyErr_Occurred())
+            made = Py_NewRef(Py_NotImplemented);
     }
-    return (PyObject *)v;
-fail:
-    Py_DECREF(run);
-    Py_DECREF(v);
-    return NULL;
+    arguments_free(&a);
+    return made;
 }
 
 typedef struct {
@@ -3203,29 +3362,39 @@ static int give_share(void *context, ptrdiff_t i, double share) {
 }
 
 /* The step of a node run() made: the tape's backward from g, each Value input's share added to its
- * grad in backward's order. Its grads' __iadd__ may run Python code that re-initialises the node: its
- * run and inputs are held meanwhile. */
+ * grad in backward's order. Where an input's grad is an object, its __iadd__ is Python code, which may
+ * re-initialise the node: then its inputs are held meanwhile (and its run, always). A small tape's grads
+ * are kept on the stack. */
 static int run_step(ValueObject *v, double g) {
+    enum { ON_STACK = 512 };
+    double stack_grads[ON_STACK];
+    unsigned char stack_reached[ON_STACK];
     RunObject *run = (RunObject *)Py_NewRef(v->ctx);
     const Tape *t = &run->tape->t;
-    Py_ssize_t n = v->n, slots = tape_slots(t);
+    Py_ssize_t n = v->n, slots = tape_slots(t), careful = 0;
     if (n != t->n_values) {
         Py_DECREF(run);
         PyErr_SetString(PyExc_RuntimeError, "a node of a cg.compile'd function had its inputs changed");
         return -1;
     }
-    PyObject **prev = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
-    double *grads = PyMem_Malloc(slots * (sizeof(double) + 1));
+    for (Py_ssize_t i = 0; i < n && !careful; i++) {
+        PyObject *grad = V(v->prev[i])->gobj;
+        careful = grad != NULL && !PyFloat_CheckExact(grad);
+    }
+    PyObject **prev = careful ? PyMem_Malloc(n * sizeof(PyObject *)) : v->prev;
+    double *grads = slots <= ON_STACK ? stack_grads : PyMem_Malloc(slots * (sizeof(double) + 1));
+    unsigned char *reached = slots <= ON_STACK ? stack_reached : (unsigned char *)(grads + slots);
     int rc = -1;
     if (prev == NULL || grads == NULL) {
         PyErr_NoMemory();
     } else {
-        for (Py_ssize_t i = 0; i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
+        for (Py_ssize_t i = 0; careful && i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
         Giving giving = {prev};
-        rc = tape_backward(t, run->data, run->locals, g, grads, (unsigned char *)(grads + slots), give_share, &giving);
-        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(prev[i]);
+        rc = tape_backward(t, run->data, run->locals, g, grads, reached, give_share, &giving);
+        for (Py_ssize_t i = 0; careful && i < n; i++) Py_DECREF(prev[i]);
     }
-    PyMem_Free(prev), PyMem_Free(grads);
+    if (careful) PyMem_Free(prev);
+    if (grads != stack_grads) PyMem_Free(grads);
     Py_DECREF(run);
     return rc;
 }
@@ -3252,7 +3421,8 @@ static PyMethodDef core_functions[] = {
     {"trace", (PyCFunction)(void (*)(void))core_trace, METH_FASTCALL, "trace(on, arguments): cg.compile's tracing on or off"},
     {"tracing", core_tracing, METH_NOARGS, "whether cg.compile is tracing"},
     {"tape", (PyCFunction)(void (*)(void))core_tape, METH_FASTCALL, "tape(out, values, numbers): the traced graph, written down"},
-    {"run", (PyCFunction)(void (*)(void))core_run, METH_FASTCALL, "run(tape, op, values, numbers): one call's node"},
+    {"structure", (PyCFunction)(void (*)(void))core_structure, METH_FASTCALL, "structure(other, args, kwargs): a call's key, Values and numbers"},
+    {"replay", (PyCFunction)(void (*)(void))core_replay, METH_FASTCALL, "replay(tapes, op, other, args, kwargs): a compiled call"},
     {"run_step", core_run_step, METH_O, "run_step(node): a compiled call's step of backward"},
     {"twin", (PyCFunction)(void (*)(void))core_twin, METH_FASTCALL, "twin(op, function): the compiled twin of a fused op's function"},
     {"apply", (PyCFunction)(void (*)(void))core_apply, METH_FASTCALL, "apply(op, *args): engine.apply, making this type's nodes"},
@@ -3297,6 +3467,9 @@ static int core_exec(PyObject *module) {
     S.s_exit = PyUnicode_InternFromString("__exit__");
     S.s_chain = PyUnicode_InternFromString("_chain");
     if (!S.s_enter || !S.s_exit || !S.s_chain) return -1;
+    S.k_number = PyUnicode_InternFromString("number");
+    S.k_value = PyUnicode_InternFromString("Value");
+    if (!S.k_number || !S.k_value) return -1;
     if (!S.empty) return -1;
     PyObject *gc = PyImport_ImportModule("gc"), *callbacks = NULL, *hook = NULL;
     int rc = -1;

@@ -36,9 +36,6 @@ from ._backend import Value
 
 __all__ = ["compile"]
 
-_NUMBER, _VALUE = "number", "Value"  # a key's marks for an argument that is a tape's input
-
-
 class TapeOp(str):
     """The op of a compiled function's nodes: its name ("compiled f"), and its step of backward."""
 
@@ -67,42 +64,50 @@ class Compiled:
         self.op = TapeOp(f"compiled {getattr(fn, '__qualname__', type(fn).__name__)}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _backend.replay is None:  # no compiled core: the function as it is
+            return self.__wrapped__(*args, **kwargs)
+        made = _backend.replay(self.tapes, self.op, _other, args, kwargs)  # the common case, all in C
+        if made is NotImplemented:
+            made = self._first_call(args, kwargs)
+        return made
+
+    def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call replay() left to Python: trace it if its structure has no tape yet; run the function
+        as it is inside another trace, with a mode on, or on a batch."""
         fn = self.__wrapped__
-        if _backend.run is None or _backend.tracing():  # no core; or inside another trace: its ops
+        if _backend.tracing() or _backend.modes_on():
             return fn(*args, **kwargs)
-        values: list[Any] = []
-        numbers_: list[Any] = []
-        key = _structure((args, kwargs), values, numbers_)
-        tape = self.tapes.get(key)
-        if tape is None:
-            tape = self._trace(args, kwargs, tuple(values))
-            if tape is None:  # a mode is on, or a batch: as it is
-                return fn(*args, **kwargs)
-            self.tapes[key] = tape
-            if len(self.tapes) > self.max_tapes:
-                self.tapes.popitem(last=False)
-        else:
-            self.tapes.move_to_end(key)
-        made = _backend.run(tape, self.op, tuple(values), tuple(numbers_))
+        key, values, _ = _backend.structure(_other, args, kwargs)
+        if key in self.tapes or any(type(v.data) is not float for v in values):
+            return fn(*args, **kwargs)  # it has a tape, so replay() found a batch among the inputs
+        self.tapes[key] = self._trace(args, kwargs)
+        while len(self.tapes) > self.max_tapes:
+            del self.tapes[next(iter(self.tapes))]  # the oldest
+        made = _backend.replay(self.tapes, self.op, _other, args, kwargs)
         return fn(*args, **kwargs) if made is NotImplemented else made
 
-    def _trace(self, args: Any, kwargs: Any, values: tuple[Any, ...]) -> Any:
-        """Run the function on stand-ins for its numbers, and write the graph it built down as a tape."""
-        if any(type(v.data) is not float for v in values) or _backend.modes_on():
-            return None
-        leaves: list[Any] = []
-        _backend.trace(True, values)
+    def _trace(self, args: Any, kwargs: Any) -> Any:
+        """Run the function on stand-ins for its arguments, and write the graph it built down as a tape.
+
+        Each number and each Value argument gets a leaf of its own standing for it, so that the tape
+        reads every argument from its place in the call: the same Value given in two places now (a
+        name's repeated letter) may be two different ones next time.
+        """
+        numbers_: list[Any] = []
+        values: list[Any] = []
+        stand_in_args, stand_in_kwargs = _stand_ins((args, kwargs), numbers_, values)
+        marked = (*numbers_, *values)
+        _backend.trace(True, marked)
         try:
-            stand_in_args, stand_in_kwargs = _stand_ins((args, kwargs), leaves)
             out = self.__wrapped__(*stand_in_args, **stand_in_kwargs)
             if not isinstance(out, Value):
                 raise TypeError(
                     f"cg.compile: {self.__name__} returned {type(out).__name__}; a compiled function "
                     "returns one Value (a scalar, such as a loss): sum or average a list first"
                 )
-            return _backend.tape(out, values, tuple(leaves))
+            return _backend.tape(out, tuple(values), tuple(numbers_))
         finally:
-            _backend.trace(False, values)
+            _backend.trace(False, marked)
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
         """As a method: bound to its instance, which becomes part of each call's structure."""
@@ -123,51 +128,40 @@ def compile(fn: Callable[..., Any] | None = None, *, max_tapes: int = 32) -> Any
     return Compiled(fn, max_tapes)
 
 
-def _structure(x: Any, values: list[Any], numbers_: list[Any]) -> tuple[Any, ...]:
-    """The key of an argument structure; the Values and numbers in it appended to values and numbers_."""
-    key: list[Any] = []
-    stack = [x]
-    while stack:
-        a = stack.pop()
-        t = type(a)
-        if t is float or t is int:
-            numbers_.append(a)
-            key.append(_NUMBER)
-        elif isinstance(a, Value):
-            values.append(a)
-            key.append(_VALUE)
-        elif t is list or t is tuple:
-            key.append((t, len(a)))
-            stack.extend(reversed(a))
-        elif t is dict:
-            key.append((dict, tuple(a)))
-            stack.extend(reversed(a.values()))
-        elif isinstance(a, numbers.Real) and not isinstance(a, bool):
-            numbers_.append(float(a))
-            key.append(_NUMBER)
-        else:
-            try:
-                hash(a)
-            except TypeError:
-                raise TypeError(
-                    f"cg.compile: an argument of type {t.__name__} is neither a Value, a number nor a list "
-                    "or tuple of them, and cannot be part of a call's structure (it is not hashable); "
-                    "pass its numbers as a list (e.g. array.tolist())"
-                ) from None
-            key.append((t, a))
-    return tuple(key)
+def _other(x: Any) -> Any:
+    """What an argument that is no Value, float, int, list or tuple is to a call's structure: a number
+    (a NumPy scalar: its float), or else part of the key, by value (a str, None, a model)."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return float(x)
+    try:
+        hash(x)
+    except TypeError:
+        raise TypeError(
+            f"cg.compile: an argument of type {type(x).__name__} is neither a Value, a number nor a list "
+            "or tuple of them, and cannot be part of a call's structure (it is not hashable); pass its "
+            "numbers as a list (e.g. array.tolist())"
+        ) from None
+    return (type(x), x)
 
 
-def _stand_ins(x: Any, leaves: list[Any]) -> Any:
-    """x with each number replaced by a leaf Value standing for it (appended to leaves, in the order
-    _structure finds the numbers), for the trace."""
+def _stand_ins(x: Any, numbers_: list[Any], values: list[Any]) -> Any:
+    """x with each number and each Value replaced by a leaf standing for it (appended to numbers_ or
+    values, in the order the core's structure() finds them: depth first, left to right, kwargs after
+    args), for the trace."""
     t = type(x)
-    if t is float or t is int or (isinstance(x, numbers.Real) and not isinstance(x, (bool, Value))):
-        leaf = Value(float(x))
-        leaves.append(leaf)
+    if isinstance(x, Value):
+        leaf = Value(x.data)
+        values.append(leaf)
         return leaf
-    if t is list or t is tuple:
-        return t(_stand_ins(a, leaves) for a in x)
+    if (t is float or t is int) or (isinstance(x, (float, int)) and t is not bool):
+        leaf = Value(float(x))
+        numbers_.append(leaf)
+        return leaf
+    if isinstance(x, list) or t is tuple:
+        items = [_stand_ins(a, numbers_, values) for a in x]
+        return t(items) if t in (list, tuple) else items
     if t is dict:
-        return {k: _stand_ins(a, leaves) for k, a in x.items()}
+        return {k: _stand_ins(a, numbers_, values) for k, a in x.items()}
+    if isinstance(x, numbers.Real) and t is not bool:  # what _other makes a number
+        return _stand_ins(float(x), numbers_, values)
     return x

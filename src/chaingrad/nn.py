@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from . import serialization
 from ._backend import Value, zero_grads
 from .checks import number, positive_int
+from .compiler import compile
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import affine, affine_layers
 from .memory import check_fits
@@ -632,6 +633,15 @@ class Block(Module):
         return {"class": type(self).__name__, "n_embd": len(self.fc1.weight[0]), "n_head": self.attn.n_head}
 
 
+@compile(max_tapes=64)
+def _loss(model: GPT, embedded: list[list[Value]], targets: list[int]) -> Value:
+    """GPT.loss, compiled: a tape per sequence length (the tokens come in as their embeddings and
+    targets, so that one tape serves every name of a length)."""
+    caches: list[tuple[list[Any], list[Any]]] = [([], []) for _ in model.layers]
+    logits = [model._step_from(row, pos, caches) for pos, row in enumerate(embedded)]
+    return mean([cross_entropy(lg, t) for lg, t in zip(logits, targets)])
+
+
 class GPT(Module):
     """A character-level GPT with the shape of Karpathy's microgpt: embeddings, RMSNorm, attention + MLP
     blocks with residuals, and a linear head giving next-token logits."""
@@ -684,7 +694,11 @@ class GPT(Module):
 
     def _step(self, token: int, pos: int, caches: list[tuple[list[Any], list[Any]]]) -> list[Value]:
         """The logits after `token` at position `pos`, given the earlier positions' keys and values."""
-        x = self.norm([t + p for t, p in zip(self.wte(token), self.wpe(pos))])
+        return self._step_from(self.wte(token), pos, caches)
+
+    def _step_from(self, embedded: list[Value], pos: int, caches: list[tuple[list[Any], list[Any]]]) -> list[Value]:
+        """The logits after the token whose embedding is `embedded`, at position `pos`."""
+        x = self.norm([t + p for t, p in zip(embedded, self.wpe(pos))])
         for block, cache in zip(self.layers, caches):
             x = block(x, cache)
         return self.lm_head(x)
@@ -706,8 +720,7 @@ class GPT(Module):
             raise ValueError(
                 f"loss() takes 2 to {self.block_size + 1} tokens (block_size + 1), got {len(tokens)}"
             )
-        logits = self.forward(tokens[:-1])
-        return mean([cross_entropy(lg, t) for lg, t in zip(logits, tokens[1:])])
+        return _loss(self, [self.wte(t) for t in tokens[:-1]], tokens[1:])
 
     def generate(
         self,
