@@ -30,8 +30,8 @@ def step_with_graph(node: Any) -> None:
     if not isinstance(op, Op) or type(op).chain is not Op.chain or type(node.data) is not float:
         raise NotImplementedError(
             f"backward(create_graph=True) reached a node of op {str(op)!r} made with its own _backward or "
-            "with numbers as its local gradients, or a batch: higher derivatives go through chaingrad's "
-            "ops (and cg.Op's) on single numbers"
+            "with numbers as its local gradients, a batch, or a cg.compile'd call: higher derivatives go "
+            "through chaingrad's ops (and cg.Op's) on single numbers (a compiled f's own: f.__wrapped__)"
         )
     args = node._ctx if type(node._ctx) is tuple else node._prev  # the arguments, constants in place
     values = [not isinstance(a, (float, tuple)) for a in arguments(node)]
