@@ -153,6 +153,42 @@ class FusedGPT:
         return loss.data
 
 
+class UncompiledGPT(FusedGPT):
+    """The same GPT and Adam, its loss run op by op (GPT.loss's function without cg.compile)."""
+
+    def train_step(self, tokens: Sequence[int], lr: float) -> float:
+        self.opt.lr = lr
+        m = self.model
+        loss = cg.nn._loss.__wrapped__(m, [m.wte(t) for t in tokens[:-1]], tokens[1:])
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.data
+
+
+class TorchGPT:
+    """The same model in PyTorch eager (model.to_torch(), float64, one thread), torch.optim.Adam."""
+
+    def __init__(self, model: cg.nn.GPT) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.model = model.to_torch(dtype=torch.float64)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+
+    def train_step(self, tokens: Sequence[int], lr: float) -> float:
+        torch = self.torch
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        t = torch.tensor(tokens)
+        loss = self.model(t[:-1], t[1:])
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
 def names_as_tokens(count: int, seed: int = SEED) -> tuple[list[list[int]], int]:
     """The first `count` shuffled names as [BOS, ..., BOS] cut to the block, and the vocabulary's size."""
     names = list(cg.data.load_names())
@@ -173,7 +209,12 @@ def train_both(steps: int, repeats: int = 1) -> tuple[dict[str, list[float]], di
 
         return fresh
 
-    sides = {"chaingrad": side(FusedGPT), "naive": side(NaiveGPT.like)}
+    sides = {
+        "chaingrad": side(FusedGPT),  # GPT.loss: cg.compile's tape per length
+        "uncompiled": side(UncompiledGPT),
+        "pytorch": side(TorchGPT),
+        "naive": side(NaiveGPT.like),
+    }
     results = whole_runs(sides, steps, dict.fromkeys(sides, repeats))
     return {name: r[0] for name, r in results.items()}, {name: r[1] for name, r in results.items()}
 
@@ -200,8 +241,29 @@ def graph_sizes(tokens: Sequence[int], vocab: int) -> dict[str, int]:
 def rows(losses: dict[str, list[float]], seconds: dict[str, float], nodes: dict[str, int]) -> list[Row]:
     """The table rows for a training run; raises Mismatch if the losses differ."""
     gap = check_same(losses)
+    if losses["uncompiled"] != losses["chaingrad"]:
+        raise Mismatch("gpt: the compiled loss differs from the uncompiled one (they must agree bit for bit)")
+    torch_gap = max(abs(a - b) for a, b in zip(losses["chaingrad"], losses["pytorch"]))
+    if not torch_gap <= 1e-9:
+        raise Mismatch(f"gpt: chaingrad and PyTorch losses differ by {torch_gap:.3g}")
     steps = len(losses["chaingrad"])
+    compiled = cg.backend == "compiled"
     return [
+        faster(
+            "gpt",
+            f"train, s per run of {steps} steps, one name a step, Adam (losses within {torch_gap:.0e})",
+            seconds["chaingrad"],
+            seconds["pytorch"],
+            "PyTorch 2.13 eager, float64, 1 thread",
+            target=">= 3x" if compiled else "",
+        ),
+        faster(
+            "gpt",
+            f"train, s per run of {steps} steps: GPT.loss under cg.compile (losses bit for bit)",
+            seconds["chaingrad"],
+            seconds["uncompiled"],
+            "the same, op by op",
+        ),
         faster(
             "gpt",
             f"train, s per run of {steps} steps, one name a step (losses within {gap:.0e})",

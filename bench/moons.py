@@ -57,7 +57,9 @@ class Micrograd:
 class Chaingrad:
     """The same demo with chaingrad's nn, losses and optim; `batch` runs all 100 samples as one batch."""
 
-    def __init__(self, X: list[list[float]], y: list[float], weights: list[float], batch: bool, cg=None):
+    def __init__(
+        self, X: list[list[float]], y: list[float], weights: list[float], batch: bool, cg=None, compiled=""
+    ):
         if cg is None:
             import chaingrad as cg
 
@@ -75,12 +77,27 @@ class Chaingrad:
         else:
             self.inputs = X  # rows of floats
             self.y = y
+        # cg.compile: "sample" compiles the per-sample loss (a call per sample, their mean as usual),
+        # "step" the whole step's data loss (one call per step); both the same ops as hinge() runs
+        model = self.model
+        self.sample_loss = cg.compile(lambda x, y: cg.relu(1 - y * model(x))) if compiled == "sample" else None
+        self.data_loss = (
+            cg.compile(lambda X, y: cg.mean([cg.relu(1 - yi * model(x)) for x, yi in zip(X, y)]))
+            if compiled == "step"
+            else None
+        )
 
     def step(self, k: int) -> float:
         cg = self.cg
-        scores = [self.model(x) for x in self.inputs]
-        scores = scores[0] if len(scores) == 1 else scores
-        loss = cg.losses.hinge(scores, self.y) + 1e-4 * cg.losses.l2(self.params)
+        reg = 1e-4 * cg.losses.l2(self.params)
+        if self.sample_loss is not None:
+            loss = cg.mean([self.sample_loss(x, y) for x, y in zip(self.inputs, self.y)]) + reg
+        elif self.data_loss is not None:
+            loss = self.data_loss(self.inputs, self.y) + reg
+        else:
+            scores = [self.model(x) for x in self.inputs]
+            scores = scores[0] if len(scores) == 1 else scores
+            loss = cg.losses.hinge(scores, self.y) + reg
         self.opt.zero_grad()
         loss.backward()
         self.opt.lr = _lr(k)
@@ -137,6 +154,8 @@ def sides() -> dict[str, object]:
         "micrograd": lambda: Micrograd(X, y).step,
         "chaingrad": lambda: Chaingrad(X, y, weights, batch=False).step,
         "chaingrad batch": lambda: Chaingrad(X, y, weights, batch=True).step,
+        "compiled per sample": lambda: Chaingrad(X, y, weights, batch=False, compiled="sample").step,
+        "compiled per step": lambda: Chaingrad(X, y, weights, batch=False, compiled="step").step,
         "before": lambda: Chaingrad(X, y, weights, batch=False, cg=before).step,
         "before batch": lambda: Chaingrad(X, y, weights, batch=True, cg=before).step,
         "pytorch": lambda: Torch(X, y, weights).step,
@@ -147,6 +166,9 @@ def train(steps: int, repeats: int, micrograd_repeats: int) -> dict[str, tuple[l
     """(the losses, the mean CPU seconds of a whole run of `steps` steps) for each side."""
     repeat = {name: micrograd_repeats if name == "micrograd" else repeats for name in sides()}
     results = whole_runs(sides(), steps, repeat)
+    for name in ("compiled per sample", "compiled per step"):  # cg.compile: the uncompiled run's losses
+        if results[name][0] != results["chaingrad"][0]:
+            raise Mismatch(f"moons: {name} losses differ from the uncompiled per-sample run's")
     for k in range(steps):
         ref = results["pytorch"][0][k]
         for name, (losses, _) in results.items():
@@ -167,7 +189,16 @@ def run(quick: bool = False, steps: int | None = None, repeats: int | None = Non
     engine = "the compiled core" if chaingrad.backend == "compiled" else "the reference engine"
     target = ">= 0.9x" if chaingrad.backend == "compiled" else ">= 0.67x"  # issue 21: 10%, 1.5x slower
     before = f"{engine} at {BEFORE_COMMIT}"
+    compiled = chaingrad.backend == "compiled"  # issue 27's targets (cg.compile runs as it is without it)
     return [
+        faster("moons", f"{note}, cg.compile per sample", t["compiled per sample"], t["chaingrad"],
+               "chaingrad per sample, uncompiled", target=">= 10x" if compiled else ""),
+        faster("moons", f"{note}, cg.compile per sample", t["compiled per sample"], t["pytorch"],
+               "PyTorch 2.13 eager, 1 thread, batch", target=">= 1x" if compiled else ""),
+        faster("moons", f"{note}, cg.compile per step", t["compiled per step"], t["chaingrad"],
+               "chaingrad per sample, uncompiled", target=">= 10x" if compiled else ""),
+        faster("moons", f"{note}, cg.compile per step", t["compiled per step"], t["pytorch"],
+               "PyTorch 2.13 eager, 1 thread, batch", target=">= 1x" if compiled else ""),
         faster("moons", f"{note}, chaingrad per sample", t["chaingrad"], t["before"], before, target=target),
         faster("moons", f"{note}, chaingrad batch of 100", t["chaingrad batch"], t["before batch"], before,
                target=target),

@@ -2793,6 +2793,59 @@ static PyTypeObject *RunType;
 
 /* ---- writing a tape down ---- */
 
+/* A map from a node's address to a number, by open addressing: writing a tape looks up every input of
+ * every node, and a dict of ints made for each costs ten times as much */
+typedef struct {
+    PyObject **keys;
+    ptrdiff_t *values;
+    Py_ssize_t cap, n; /* cap: a power of 2, at least twice n */
+} Map;
+
+static Py_ssize_t map_slot(const Map *m, PyObject *key) {
+    /* Fibonacci hashing: the product's high bits (its low ones repeat the address's alignment) */
+    uint64_t h = (uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ull;
+    size_t mask = (size_t)m->cap - 1, i = (size_t)(h >> 32) & mask;
+    for (;; i = (i + 1) & mask)
+        if (m->keys[i] == key || m->keys[i] == NULL) return (Py_ssize_t)i;
+}
+
+/* key's number, or -1 when it has none */
+static ptrdiff_t map_get(const Map *m, PyObject *key) {
+    if (m->cap == 0) return -1;
+    Py_ssize_t i = map_slot(m, key);
+    return m->keys[i] == key ? m->values[i] : -1;
+}
+
+/* key -> value (a new key is held until map_free) */
+static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
+    if (2 * (m->n + 1) > m->cap) {
+        Map grown = {PyMem_Calloc(m->cap ? 2 * m->cap : 256, sizeof(PyObject *)), NULL, m->cap ? 2 * m->cap : 256, m->n};
+        grown.values = PyMem_Malloc(grown.cap * sizeof(ptrdiff_t));
+        if (grown.keys == NULL || grown.values == NULL) {
+            PyMem_Free(grown.keys), PyMem_Free(grown.values);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < m->cap; i++)
+            if (m->keys[i] != NULL) {
+                Py_ssize_t j = map_slot(&grown, m->keys[i]);
+                grown.keys[j] = m->keys[i], grown.values[j] = m->values[i];
+            }
+        PyMem_Free(m->keys), PyMem_Free(m->values);
+        *m = grown;
+    }
+    Py_ssize_t i = map_slot(m, key);
+    if (m->keys[i] == NULL) m->keys[i] = Py_NewRef(key), m->n++;
+    m->values[i] = value;
+    return 0;
+}
+
+static void map_free(Map *m) {
+    for (Py_ssize_t i = 0; i < m->cap; i++) Py_XDECREF(m->keys[i]);
+    PyMem_Free(m->keys), PyMem_Free(m->values);
+    m->keys = NULL, m->values = NULL, m->cap = m->n = 0;
+}
+
 /* A node's place while the tape is written: what kind of slot it is and its number among them */
 enum { R_VALUE, R_NUMBER, R_CONSTANT, R_ENTRY, R_PENDING };
 #define REF(kind, i) ((ptrdiff_t)(i) * 8 + (kind))
@@ -2807,8 +2860,9 @@ typedef struct {
     PyObject **values; /* the Value inputs found, strong references */
     Py_ssize_t *argument;
     Py_ssize_t n_values, cap_values, cap_argument;
-    PyObject *refs;    /* {id(node): ref}, for every node met */
-    PyObject *arguments; /* {id(Value argument): its index} */
+    Map refs;          /* node -> its ref, for every node met (each held meanwhile, so that no address
+                        * is reused while the tape is written) */
+    Map arguments;     /* Value argument -> its index among them */
     ptrdiff_t last_block[2]; /* the last softmax and log_softmax entries that compute a block */
 } Writer;
 
@@ -2825,22 +2879,10 @@ static int grow(void **items, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
     return 0;
 }
 
-/* A node's ref, or R_PENDING*: -1 with no error when not met yet, -2 on an error */
-static ptrdiff_t ref_of(Writer *w, PyObject *node) {
-    PyObject *key = PyLong_FromVoidPtr(node);
-    if (key == NULL) return -2;
-    PyObject *r = PyDict_GetItemWithError(w->refs, key); /* borrowed */
-    Py_DECREF(key);
-    if (r == NULL) return PyErr_Occurred() ? -2 : -1;
-    return PyLong_AsSsize_t(r);
-}
+/* A node's ref: -1 when not met yet */
+static ptrdiff_t ref_of(Writer *w, PyObject *node) { return map_get(&w->refs, node); }
 
-static int set_ref(Writer *w, PyObject *node, ptrdiff_t ref) {
-    PyObject *key = PyLong_FromVoidPtr(node), *r = PyLong_FromSsize_t(ref);
-    int rc = key && r ? PyDict_SetItem(w->refs, key, r) : -1;
-    Py_XDECREF(key), Py_XDECREF(r);
-    return rc;
-}
+static int set_ref(Writer *w, PyObject *node, ptrdiff_t ref) { return map_set(&w->refs, node, ref); }
 
 static ptrdiff_t constant_ref(Writer *w, double c) {
     if (grow((void **)&w->constants, &w->cap_constants, w->n_constants + 1, sizeof(double)) < 0) return -2;
@@ -2848,23 +2890,33 @@ static ptrdiff_t constant_ref(Writer *w, double c) {
     return REF(R_CONSTANT, w->n_constants++);
 }
 
+/* A Value's data as a tape reads it: a float, or an int someone assigned (as the engine's ops read it);
+ * 0 for anything else (a batch), which a tape does not replay */
+static int number_data(ValueObject *v, double *d) {
+    if (v->dobj == NULL) {
+        *d = v->d;
+        return 1;
+    }
+    if (!PyLong_CheckExact(v->dobj)) return 0;
+    *d = PyLong_AsDouble(v->dobj);
+    if (*d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
 /* A node whose place is known without its inputs: a Value input, a constant (a leaf the function made) */
 static ptrdiff_t leaf_ref(Writer *w, ValueObject *v) {
-    if (v->traced == MADE && v->n == 0) {
-        if (v->dobj != NULL) goto not_a_float;
-        return constant_ref(w, v->d);
-    }
-    if (v->dobj != NULL) goto not_a_float;
-    PyObject *key = PyLong_FromVoidPtr(v);
-    if (key == NULL) return -2;
-    PyObject *index = PyDict_GetItemWithError(w->arguments, key); /* borrowed */
-    Py_DECREF(key);
-    if (index == NULL && PyErr_Occurred()) return -2;
+    double d;
+    if (!number_data(v, &d)) goto not_a_float;
+    if (v->traced == MADE && v->n == 0) return constant_ref(w, d);
+    ptrdiff_t index = map_get(&w->arguments, (PyObject *)v);
     if (grow((void **)&w->values, &w->cap_values, w->n_values + 1, sizeof(PyObject *)) < 0 ||
         grow((void **)&w->argument, &w->cap_argument, w->n_values + 1, sizeof(Py_ssize_t)) < 0)
         return -2;
     w->values[w->n_values] = Py_NewRef(v);
-    w->argument[w->n_values] = index ? PyLong_AsSsize_t(index) : -1;
+    w->argument[w->n_values] = index;
     return REF(R_VALUE, w->n_values++);
 not_a_float:
     PyErr_SetString(PyExc_TypeError, "cg.compile replays single numbers: a Value holding a batch (or data that is "
@@ -3032,8 +3084,7 @@ static int write_entry(Writer *w, ValueObject *v) {
         if (by == NULL && PyErr_Occurred()) return -1;
         if (by != NULL) {
             ptrdiff_t r = ref_of(w, by);
-            if (r == -1) r = leaf_ref(w, V(by));
-            if (r < 0 || (r != -1 && set_ref(w, by, r) < 0)) return -1;
+            if (r == -1 && ((r = leaf_ref(w, V(by))) < 0 || set_ref(w, by, r) < 0)) return -1;
             e.target_slot = r; /* a ref until tape() makes it a slot */
         }
     }
@@ -3067,11 +3118,7 @@ static int write_entries(Writer *w, ValueObject *out) {
         WriteFrame *top = &stack[len - 1];
         if (top->next < top->node->n) {
             PyObject *c = top->node->prev[top->next++];
-            ptrdiff_t r = ref_of(w, c);
-            if (r != -1) {
-                rc = r == -2 ? -1 : 0;
-                continue;
-            }
+            if (ref_of(w, c) != -1) continue; /* met before */
             if (!PyObject_TypeCheck(c, S.Value)) {
                 PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
                 rc = -1;
@@ -3101,7 +3148,7 @@ static void writer_free(Writer *w) {
     for (Py_ssize_t i = 0; i < w->n_values; i++) Py_XDECREF(w->values[i]);
     PyMem_Free(w->values), PyMem_Free(w->argument), PyMem_Free(w->entries), PyMem_Free(w->inputs);
     PyMem_Free(w->constants);
-    Py_XDECREF(w->refs), Py_XDECREF(w->arguments);
+    map_free(&w->refs), map_free(&w->arguments);
 }
 
 /* A ref as the slot it is, once every Value input is known */
@@ -3125,17 +3172,11 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     w.last_block[0] = w.last_block[1] = -1;
     TapeObject *tape = NULL;
     ptrdiff_t out_ref;
-    if ((w.refs = PyDict_New()) == NULL || (w.arguments = PyDict_New()) == NULL) goto fail;
-    for (Py_ssize_t i = PyTuple_GET_SIZE(values) - 1; i >= 0; i--) { /* the first place of a Value given twice */
-        PyObject *key = PyLong_FromVoidPtr(PyTuple_GET_ITEM(values, i)), *index = PyLong_FromSsize_t(i);
-        int rc = key && index ? PyDict_SetItem(w.arguments, key, index) : -1;
-        Py_XDECREF(key), Py_XDECREF(index);
-        if (rc < 0) goto fail;
-    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) /* stand-ins: each in one place */
+        if (map_set(&w.arguments, PyTuple_GET_ITEM(values, i), i) < 0) goto fail;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(numbers); i++)
         if (set_ref(&w, PyTuple_GET_ITEM(numbers, i), REF(R_NUMBER, i)) < 0) goto fail;
     out_ref = ref_of(&w, out);
-    if (out_ref == -2) goto fail;
     if (out_ref == -1) {
         if (is_entry(V(out))) {
             if (write_entries(&w, V(out)) < 0) goto fail;
@@ -3307,11 +3348,10 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     for (Py_ssize_t i = 0; i < t->n_values; i++) {
         Py_ssize_t a = tape->argument[i];
         PyObject *x = a >= 0 ? (a < PyTuple_GET_SIZE(values) ? PyTuple_GET_ITEM(values, a) : NULL) : tape->held[i];
-        if (x == NULL || !PyObject_TypeCheck(x, S.Value) || V(x)->dobj != NULL) { /* a batch: uncompiled */
-            made = Py_NewRef(Py_NotImplemented);
+        if (x == NULL || !PyObject_TypeCheck(x, S.Value) || !number_data(V(x), &run->data[i])) {
+            made = Py_NewRef(Py_NotImplemented); /* a batch: uncompiled */
             goto done;
         }
-        run->data[i] = V(x)->d;
         v->prev[i] = Py_NewRef(x);
         v->n = i + 1;
     }

@@ -78,7 +78,7 @@ class Compiled:
         if _backend.tracing() or _backend.modes_on():
             return fn(*args, **kwargs)
         key, values, _ = _backend.structure(_other, args, kwargs)
-        if key in self.tapes or any(type(v.data) is not float for v in values):
+        if key in self.tapes or any(type(v.data) not in (float, int) for v in values):
             return fn(*args, **kwargs)  # it has a tape, so replay() found a batch among the inputs
         self.tapes[key] = self._trace(args, kwargs)
         while len(self.tapes) > self.max_tapes:
