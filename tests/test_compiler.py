@@ -279,6 +279,37 @@ def test_higher_derivatives_and_pickling_say_what_to_do():
         pickle.dumps(out)
 
 
+@compiled_core
+def test_a_mode_turned_on_inside_the_function_is_refused():
+    def f(x):
+        with cg.no_grad():
+            scale = x * 2  # a leaf: its number would be written into the tape
+        return x * scale
+
+    with pytest.raises(TypeError, match="turned no_grad or detect_anomaly on while it was traced"):
+        cg.compile(f)(1.5)
+
+
+@compiled_core
+def test_another_threads_nodes_and_reads_are_its_own_while_one_traces():
+    import threading
+
+    seen = []
+
+    def other():
+        v = cg.Value(3.0) * 2
+        seen.append((v.data, v > 1, bool(v)))
+
+    def f(x):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return x * 2
+
+    assert cg.compile(f)(1.0).data == 2.0
+    assert seen == [(6.0, True, True)]
+
+
 def test_modes_and_batches_run_the_function_as_it_is():
     np = pytest.importorskip("numpy")
     w = cg.Value(1.5)

@@ -200,9 +200,13 @@ typedef struct {
     double inline_local[2];
 } ValueObject;
 
-/* cg.compile's tracing (see "cg.compile's tapes"): how deep, and what a node's `traced` says */
-static int tracing;
+/* cg.compile's tracing (see "cg.compile's tapes"): how deep, on which thread (another thread's nodes
+ * and reads are its own business), whether a node was made meanwhile with a mode on (a no_grad inside
+ * the function: its nodes would be constants in the tape), and what a node's `traced` says */
+static int tracing, traced_with_a_mode;
+static unsigned long tracing_thread;
 enum { NOT_TRACED, MADE, ARGUMENT };
+static int made_while_tracing(void);
 
 #define V(o) ((ValueObject *)(o))
 #define IS_VALUE(o) (Py_IS_TYPE((o), S.Value))
@@ -249,7 +253,7 @@ static ValueObject *fresh_node(void) {
     v->lkind = L_DOUBLE;
     v->ckind = C_NONE;
     v->reached = v->astart = v->open = v->born = v->nograd = 0;
-    v->traced = tracing ? MADE : NOT_TRACED;
+    v->traced = tracing && made_while_tracing() ? MADE : NOT_TRACED;
     v->prev = v->inline_prev;
     v->local = v->inline_local;
     return v;
@@ -552,7 +556,7 @@ static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         v = (ValueObject *)type->tp_alloc(type, 0);
         if (v == NULL) return NULL;
         v->open = 1; /* a subclass's instance has a __dict__ */
-        v->traced = tracing ? MADE : NOT_TRACED;
+        v->traced = tracing && made_while_tracing() ? MADE : NOT_TRACED;
         v->prev = v->inline_prev;
         v->local = v->inline_local;
         v->lkind = L_DOUBLE;
@@ -2653,8 +2657,17 @@ static PyObject *core_twin(PyObject *module, PyObject *const *args, Py_ssize_t n
 /* While cg.compile traces, what would tie the graph to this call's numbers is refused: reading the data
  * of a Value made from the arguments (or of an argument), comparing it, bool() of it. chaingrad's own
  * code may read .data (an op's Python path computes with it), which `library_may` allows. */
+/* Whether a node made now is made by the trace (on its thread); notes a mode that is on */
+static int made_while_tracing(void) {
+    if (PyThread_get_thread_ident() != tracing_thread) return 0;
+    long flags = mode_flags();
+    if (flags < 0) PyErr_Clear(); /* unknown: taken as on */
+    if (flags != 0) traced_with_a_mode = 1;
+    return 1;
+}
+
 static int refused_while_tracing(ValueObject *v, const char *what, int library_may) {
-    if (!tracing || v->traced == NOT_TRACED) return 0;
+    if (!tracing || v->traced == NOT_TRACED || PyThread_get_thread_ident() != tracing_thread) return 0;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the Python code asking, if any */
     PyObject *file = NULL;
     int line = 0;
@@ -2689,6 +2702,9 @@ static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t 
     if (nargs != 2 || !PyBool_Check(args[0]) || !PyTuple_Check(args[1]))
         return PyErr_Format(PyExc_TypeError, "trace(on, arguments)");
     int on = args[0] == Py_True;
+    if (on && tracing && PyThread_get_thread_ident() != tracing_thread)
+        return PyErr_Format(PyExc_RuntimeError, "cg.compile traces on one thread at a time");
+    if (on && !tracing) tracing_thread = PyThread_get_thread_ident(), traced_with_a_mode = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
         PyObject *a = PyTuple_GET_ITEM(args[1], i);
         if (PyObject_TypeCheck(a, S.Value)) V(a)->traced = on ? ARGUMENT : NOT_TRACED;
@@ -3168,6 +3184,10 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (nargs != 3 || !PyObject_TypeCheck(args[0], S.Value) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]))
         return PyErr_Format(PyExc_TypeError, "tape(out, values, numbers)");
     PyObject *out = args[0], *values = args[1], *numbers = args[2];
+    if (traced_with_a_mode)
+        return PyErr_Format(PyExc_TypeError, "cg.compile: the function turned no_grad or detect_anomaly on while "
+                                             "it was traced, which a tape cannot replay; turn it on around the "
+                                             "call instead (the function then runs uncompiled)");
     Writer w = {0};
     w.last_block[0] = w.last_block[1] = -1;
     TapeObject *tape = NULL;
