@@ -2716,99 +2716,6 @@ static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t 
 
 static PyObject *core_tracing(PyObject *module, PyObject *unused) { return PyBool_FromLong(tracing > 0); }
 
-typedef struct {
-    PyObject_HEAD
-    Tape t;
-    Py_ssize_t *argument; /* each Value slot's argument (its index among the Values given), or -1 */
-    PyObject **held;      /* each Value slot's Value when it is no argument (closed over), else NULL */
-} TapeObject;
-
-static void tape_free(Tape *t) {
-    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs);
-    t->constants = NULL, t->entries = NULL, t->inputs = NULL;
-}
-
-static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_VISIT(self->held[i]);
-    return 0;
-}
-
-static int tape_clear(TapeObject *self) {
-    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_CLEAR(self->held[i]);
-    return 0;
-}
-
-static void tape_dealloc(TapeObject *self) {
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    tape_clear(self);
-    PyMem_Free(self->held), PyMem_Free(self->argument);
-    tape_free(&self->t);
-    type->tp_free(self);
-    Py_DECREF(type);
-}
-
-static PyObject *tape_get_entries(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_entries); }
-static PyObject *tape_get_inputs(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_values); }
-static PyObject *tape_get_run_bytes(TapeObject *self, void *c) {
-    return PyLong_FromSsize_t((tape_slots(&self->t) + self->t.n_locals) * (Py_ssize_t)sizeof(double));
-}
-static PyObject *tape_get_bytes(TapeObject *self, void *c) {
-    const Tape *t = &self->t;
-    Py_ssize_t n_inputs = 0;
-    for (Py_ssize_t k = 0; k < t->n_entries; k++) n_inputs += t->entries[k].n;
-    return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(ptrdiff_t) +
-                              t->n_constants * sizeof(double) + t->n_values * (sizeof(Py_ssize_t) + sizeof(PyObject *)));
-}
-
-static PyGetSetDef tape_getset[] = {
-    {"entries", (getter)tape_get_entries, NULL, "how many nodes the tape replays", NULL},
-    {"inputs", (getter)tape_get_inputs, NULL, "how many Values it reads (arguments and Values it closes over)", NULL},
-    {"bytes", (getter)tape_get_bytes, NULL, "the memory the tape itself takes", NULL},
-    {"run_bytes", (getter)tape_get_run_bytes, NULL, "the memory each call's node keeps for its backward", NULL},
-    {NULL},
-};
-
-static PyType_Slot tape_slots_[] = {
-    {Py_tp_dealloc, tape_dealloc}, {Py_tp_traverse, tape_traverse}, {Py_tp_clear, tape_clear},
-    {Py_tp_getset, tape_getset},   {Py_tp_doc, "A traced function's graph, written down to be replayed"},
-    {0, NULL},
-};
-static PyType_Spec tape_spec = {"chaingrad._core.Tape", sizeof(TapeObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tape_slots_};
-static PyTypeObject *TapeType;
-
-/* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
- * tracked by the collector: it holds only its tape, which holds no node. */
-typedef struct {
-    PyObject_VAR_HEAD
-    TapeObject *tape;
-    double *data, *locals; /* data: every slot's value; locals: the entries' local gradients, then scratch */
-    double doubles[1];     /* where both are (ob_size of them) */
-} RunObject;
-
-static void run_dealloc(RunObject *self) {
-    PyTypeObject *type = Py_TYPE(self);
-    Py_XDECREF(self->tape);
-    type->tp_free(self);
-    Py_DECREF(type);
-}
-
-static PyObject *run_reduce(RunObject *self, PyObject *unused) {
-    return PyErr_Format(PyExc_TypeError, "a node made by a cg.compile'd function cannot be pickled or copied: "
-                                         "save the model's parameters (its state_dict) instead");
-}
-
-static PyMethodDef run_methods[] = {{"__reduce__", (PyCFunction)run_reduce, METH_NOARGS, NULL}, {NULL}};
-static PyType_Slot run_slots[] = {
-    {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods},
-    {Py_tp_doc, "One call of a cg.compile'd function: what its backward needs"}, {0, NULL},
-};
-static PyType_Spec run_spec = {"chaingrad._core.Run", offsetof(RunObject, doubles), sizeof(double), Py_TPFLAGS_DEFAULT, run_slots};
-static PyTypeObject *RunType;
-
-/* ---- writing a tape down ---- */
-
 /* A map from a node's address to a number, by open addressing: writing a tape looks up every input of
  * every node, and a dict of ints made for each costs ten times as much */
 typedef struct {
@@ -2894,6 +2801,103 @@ static int grow(void **items, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
     *items = grown, *cap = c;
     return 0;
 }
+
+typedef struct {
+    PyObject_HEAD
+    Tape t;
+    Py_ssize_t *argument; /* each Value slot's argument (its index among the Values given), or -1 */
+    PyObject **held;      /* each Value slot's Value when it is no argument (closed over), else NULL */
+    Map held_at;          /* each Value closed over -> its slot (an argument may be one of them) */
+    Py_ssize_t *arguments, n_arguments; /* the Value slots that are arguments */
+} TapeObject;
+
+static void tape_free(Tape *t) {
+    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs);
+    t->constants = NULL, t->entries = NULL, t->inputs = NULL;
+}
+
+static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_VISIT(self->held[i]);
+    for (Py_ssize_t i = 0; i < self->held_at.cap; i++) Py_VISIT(self->held_at.keys[i]);
+    return 0;
+}
+
+static int tape_clear(TapeObject *self) {
+    for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_CLEAR(self->held[i]);
+    map_free(&self->held_at);
+    return 0;
+}
+
+static void tape_dealloc(TapeObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    tape_clear(self);
+    PyMem_Free(self->held), PyMem_Free(self->argument), PyMem_Free(self->arguments);
+    tape_free(&self->t);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *tape_get_entries(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_entries); }
+static PyObject *tape_get_inputs(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_values); }
+static PyObject *tape_get_run_bytes(TapeObject *self, void *c) {
+    return PyLong_FromSsize_t((tape_slots(&self->t) + self->t.n_locals) * (Py_ssize_t)sizeof(double));
+}
+static PyObject *tape_get_bytes(TapeObject *self, void *c) {
+    const Tape *t = &self->t;
+    Py_ssize_t n_inputs = 0;
+    for (Py_ssize_t k = 0; k < t->n_entries; k++) n_inputs += t->entries[k].n;
+    return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(ptrdiff_t) +
+                              t->n_constants * sizeof(double) + t->n_values * (sizeof(Py_ssize_t) + sizeof(PyObject *)));
+}
+
+static PyGetSetDef tape_getset[] = {
+    {"entries", (getter)tape_get_entries, NULL, "how many nodes the tape replays", NULL},
+    {"inputs", (getter)tape_get_inputs, NULL, "how many Values it reads (arguments and Values it closes over)", NULL},
+    {"bytes", (getter)tape_get_bytes, NULL, "the memory the tape itself takes", NULL},
+    {"run_bytes", (getter)tape_get_run_bytes, NULL, "the memory each call's node keeps for its backward", NULL},
+    {NULL},
+};
+
+static PyType_Slot tape_slots_[] = {
+    {Py_tp_dealloc, tape_dealloc}, {Py_tp_traverse, tape_traverse}, {Py_tp_clear, tape_clear},
+    {Py_tp_getset, tape_getset},   {Py_tp_doc, "A traced function's graph, written down to be replayed"},
+    {0, NULL},
+};
+static PyType_Spec tape_spec = {"chaingrad._core.Tape", sizeof(TapeObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tape_slots_};
+static PyTypeObject *TapeType;
+
+/* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
+ * tracked by the collector: it holds only its tape, which holds no node. */
+typedef struct {
+    PyObject_VAR_HEAD
+    TapeObject *tape;
+    double *data, *locals; /* data: every slot's value; locals: the entries' local gradients, then scratch */
+    double doubles[1];     /* where both are (ob_size of them) */
+} RunObject;
+
+static void run_dealloc(RunObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    Py_XDECREF(self->tape);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *run_reduce(RunObject *self, PyObject *unused) {
+    return PyErr_Format(PyExc_TypeError, "a node made by a cg.compile'd function cannot be pickled or copied: "
+                                         "save the model's parameters (its state_dict) instead");
+}
+
+static PyMethodDef run_methods[] = {{"__reduce__", (PyCFunction)run_reduce, METH_NOARGS, NULL}, {NULL}};
+static PyType_Slot run_slots[] = {
+    {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods},
+    {Py_tp_doc, "One call of a cg.compile'd function: what its backward needs"}, {0, NULL},
+};
+static PyType_Spec run_spec = {"chaingrad._core.Run", offsetof(RunObject, doubles), sizeof(double), Py_TPFLAGS_DEFAULT, run_slots};
+static PyTypeObject *RunType;
+
+/* ---- writing a tape down ---- */
 
 /* A node's ref: -1 when not met yet */
 static ptrdiff_t ref_of(Writer *w, PyObject *node) { return map_get(&w->refs, node); }
@@ -3208,7 +3212,8 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     if ((tape = PyObject_GC_New(TapeObject, TapeType)) == NULL) goto fail;
     Tape *t = &tape->t;
     memset(t, 0, sizeof(Tape));
-    tape->argument = NULL, tape->held = NULL;
+    tape->argument = NULL, tape->held = NULL, tape->arguments = NULL, tape->n_arguments = 0;
+    memset(&tape->held_at, 0, sizeof(Map));
     Py_ssize_t nn = PyTuple_GET_SIZE(numbers);
     t->n_values = w.n_values, t->n_numbers = nn, t->n_constants = w.n_constants, t->n_entries = w.n_entries;
     t->entries = w.entries, t->inputs = w.inputs, t->constants = w.constants; /* the tape takes them */
@@ -3216,8 +3221,18 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     tape->argument = w.argument, tape->held = w.values; /* and the Value inputs (arguments' let go below) */
     w.argument = NULL, w.values = NULL;
     w.n_values = 0;
-    for (Py_ssize_t i = 0; i < t->n_values; i++)
-        if (tape->argument[i] >= 0) Py_CLEAR(tape->held[i]); /* an argument is read at every call */
+    if ((tape->arguments = PyMem_Malloc((t->n_values ? t->n_values : 1) * sizeof(Py_ssize_t))) == NULL) {
+        PyErr_NoMemory();
+        goto fail_tape;
+    }
+    for (Py_ssize_t i = 0; i < t->n_values; i++) {
+        if (tape->argument[i] >= 0) {
+            Py_CLEAR(tape->held[i]); /* an argument is read at every call */
+            tape->arguments[tape->n_arguments++] = i;
+        } else if (map_set(&tape->held_at, tape->held[i], i) < 0) {
+            goto fail_tape;
+        }
+    }
     for (Py_ssize_t k = 0; k < t->n_entries; k++) {
         Entry *e = &t->entries[k];
         for (Py_ssize_t j = 0; j < e->n; j++) t->inputs[e->in + j] = slot_of(t->inputs[e->in + j], t->n_values, nn, t->n_constants);
@@ -3230,6 +3245,10 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     writer_free(&w);
     PyObject_GC_Track(tape);
     return (PyObject *)tape;
+fail_tape:
+    writer_free(&w);
+    Py_DECREF(tape);
+    return NULL;
 fail:
     writer_free(&w);
     return NULL;
@@ -3421,14 +3440,49 @@ static int give_share(void *context, ptrdiff_t i, double share) {
     return add_grad(V(((Giving *)context)->prev[i]), share) < 0 ? -1 : 0;
 }
 
+/* Where a Value given in two places (a name's repeated letter) or given and also closed over adds its
+ * shares: one slot for all its places, so that they are added one after another as backward adds them */
+static int pointer_order(const void *a, const void *b) {
+    PyObject *x = *(PyObject *const *)a, *y = *(PyObject *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int alias_inputs(const TapeObject *tape, PyObject *const *prev, ptrdiff_t *alias) {
+    Py_ssize_t n = tape->t.n_values, k = tape->n_arguments;
+    for (Py_ssize_t i = 0; i < n; i++) alias[i] = i;
+    if (k == 0) return 0;
+    struct Place {
+        PyObject *value;
+        Py_ssize_t slot;
+    } *places = PyMem_Malloc(k * sizeof(struct Place));
+    if (places == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) places[j] = (struct Place){prev[tape->arguments[j]], tape->arguments[j]};
+    qsort(places, k, sizeof(struct Place), pointer_order);
+    for (Py_ssize_t j = 0; j < k; j++) {
+        ptrdiff_t held = map_get(&tape->held_at, places[j].value);
+        if (held >= 0)
+            alias[places[j].slot] = held;
+        else if (j > 0 && places[j].value == places[j - 1].value)
+            alias[places[j].slot] = alias[places[j - 1].slot];
+    }
+    PyMem_Free(places);
+    return 0;
+}
+
 /* The step of a node run() made: the tape's backward from g, each Value input's share added to its
- * grad in backward's order. Where an input's grad is an object, its __iadd__ is Python code, which may
- * re-initialise the node: then its inputs are held meanwhile (and its run, always). A small tape's grads
- * are kept on the stack. */
+ * grad in backward's order. Where every input's grad is a number, the shares are added in an array, one
+ * after another as backward would add them, and the grads written back at the end. Where one is an
+ * object, its __iadd__ is Python code, which may re-initialise the node: its inputs are then held and
+ * each share added in its grad as it comes (its run is held always). A small tape's grads are kept on
+ * the stack. */
 static int run_step(ValueObject *v, double g) {
     enum { ON_STACK = 512 };
     double stack_grads[ON_STACK];
     unsigned char stack_reached[ON_STACK];
+    ptrdiff_t stack_alias[ON_STACK];
     RunObject *run = (RunObject *)Py_NewRef(v->ctx);
     const Tape *t = &run->tape->t;
     Py_ssize_t n = v->n, slots = tape_slots(t), careful = 0;
@@ -3441,20 +3495,37 @@ static int run_step(ValueObject *v, double g) {
         PyObject *grad = V(v->prev[i])->gobj;
         careful = grad != NULL && !PyFloat_CheckExact(grad);
     }
+    int small = slots <= ON_STACK;
     PyObject **prev = careful ? PyMem_Malloc(n * sizeof(PyObject *)) : v->prev;
-    double *grads = slots <= ON_STACK ? stack_grads : PyMem_Malloc(slots * (sizeof(double) + 1));
-    unsigned char *reached = slots <= ON_STACK ? stack_reached : (unsigned char *)(grads + slots);
+    double *grads = small ? stack_grads : PyMem_Malloc(slots * (sizeof(double) + sizeof(ptrdiff_t) + 1));
+    ptrdiff_t *alias = small ? stack_alias : (ptrdiff_t *)(grads + slots);
+    unsigned char *reached = small ? stack_reached : (unsigned char *)(alias + slots);
     int rc = -1;
     if (prev == NULL || grads == NULL) {
         PyErr_NoMemory();
-    } else {
-        for (Py_ssize_t i = 0; careful && i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
+    } else if (careful) {
+        for (Py_ssize_t i = 0; i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
         Giving giving = {prev};
-        rc = tape_backward(t, run->data, run->locals, g, grads, reached, give_share, &giving);
-        for (Py_ssize_t i = 0; careful && i < n; i++) Py_DECREF(prev[i]);
+        TapeSink sink = {give_share, &giving, NULL};
+        rc = tape_backward(t, run->data, run->locals, g, grads, reached, &sink);
+        for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(prev[i]);
+    } else if (alias_inputs(run->tape, prev, alias) == 0) {
+        for (Py_ssize_t i = 0; i < n; i++) { /* each input's grad as it is now: 0 None, 2 a number */
+            ValueObject *c = V(prev[i]);
+            grads[i] = c->gobj ? PyFloat_AS_DOUBLE(c->gobj) : c->g;
+            reached[i] = c->nograd ? 0 : 2;
+        }
+        TapeSink sink = {NULL, NULL, alias};
+        rc = tape_backward(t, run->data, run->locals, g, grads, reached, &sink); /* runs nothing */
+        for (Py_ssize_t i = 0; i < n; i++) { /* each that a share reached (1), as add_grad leaves it */
+            if (alias[i] != i || reached[i] != 1) continue;
+            ValueObject *c = V(prev[i]);
+            c->g = grads[i], c->nograd = 0, c->reached = 1;
+            Py_CLEAR(c->gobj); /* a float: its release runs nothing */
+        }
     }
     if (careful) PyMem_Free(prev);
-    if (grads != stack_grads) PyMem_Free(grads);
+    if (!small) PyMem_Free(grads);
     Py_DECREF(run);
     return rc;
 }

@@ -79,24 +79,26 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
     return 0;
 }
 
-/* One share of g for slot s: a Value input's goes out through give; an entry's is added to its grad,
- * as add_gradient adds it (no gradient yet: 0.0 + share); a number's or a constant's is dropped. */
-static inline int share(const Tape *t, ptrdiff_t s, double d, double *grads, unsigned char *reached, TapeGive give,
-                        void *context) {
-    if (s < t->n_values) return give(context, s, d);
-    if (s >= tape_first_entry(t)) {
-        grads[s] = reached[s] ? grads[s] + d : 0.0 + d;
-        reached[s] = 1;
+/* One share of g for slot s: an entry's is added to its grad, as add_gradient adds it (no gradient yet:
+ * 0.0 + share); a Value input's goes to the sink; a number's or a constant's is dropped. */
+static inline int share(const Tape *t, ptrdiff_t s, double d, double *grads, unsigned char *reached, const TapeSink *sink) {
+    if (s < t->n_values) {
+        if (sink->give) return sink->give(sink->context, s, d);
+        s = sink->alias[s];
+    } else if (s < tape_first_entry(t)) {
+        return 0;
     }
+    grads[s] = reached[s] ? grads[s] + d : 0.0 + d;
+    reached[s] = 1;
     return 0;
 }
 
 int tape_backward(const Tape *t, const double *data, const double *locals, double g, double *grads,
-                  unsigned char *reached, TapeGive give, void *context) {
+                  unsigned char *reached, const TapeSink *sink) {
     const ptrdiff_t first_entry = tape_first_entry(t);
     int rc = 0;
     for (ptrdiff_t s = first_entry; s < tape_slots(t); s++) reached[s] = 0;
-    if ((rc = share(t, t->output, g, grads, reached, give, context)) != 0) return rc;
+    if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];
         const ptrdiff_t *in = t->inputs + e->in;
@@ -106,25 +108,25 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
         switch (e->kind) {
         case T_PRIMITIVE:
             if (e->op->local) {
-                for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, give, context);
+                for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
             } else {
                 double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[in[1]] : 0.0;
                 e->op->rule(gk, data[in[0]], y, data[first_entry + k], &sx, &sy);
-                rc = share(t, in[0], sx, grads, reached, give, context);
-                if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, give, context);
+                rc = share(t, in[0], sx, grads, reached, sink);
+                if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, sink);
             }
             break;
         case T_SUM:
-            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], 1.0 * gk, grads, reached, give, context);
+            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], 1.0 * gk, grads, reached, sink);
             break;
         case T_SOFTMAX:
         case T_LOG_SOFTMAX: {
             const double *row = locals + e->local + e->n + e->aux * e->n;
-            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], row[j] * gk, grads, reached, give, context);
+            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], row[j] * gk, grads, reached, sink);
             break;
         }
         default: /* mean, dot, logsumexp, cross_entropy: local * g for each input */
-            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, give, context);
+            for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
             break;
         }
         if (rc != 0) return rc;

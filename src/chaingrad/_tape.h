@@ -53,14 +53,20 @@ ptrdiff_t tape_locals_of(const Entry *e);
  * its slot) is not a class index. */
 ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scratch);
 
-/* Where the backward's shares for the Value inputs go: give(context, i, share) adds share to input i's
- * grad, as add_gradient does; non-zero stops the backward (an error). */
+/* Where the backward's shares for the Value inputs go. With `give`, give(context, i, share) adds each
+ * to input i's grad as add_gradient does (non-zero stops the backward: an error). Without, they are
+ * added in grads too, input i's at slot alias[i] (the first place of a Value given in two), whose grads
+ * and reached the caller set from the Values' grads before, and reads after. */
 typedef int (*TapeGive)(void *context, ptrdiff_t i, double share);
+typedef struct {
+    TapeGive give;
+    void *context;
+    const ptrdiff_t *alias;
+} TapeSink;
 
-/* The backward from g = d(loss)/d(output), given a run's data and locals: the shares reach the Value
- * inputs through give, in the order backward adds them; grads and reached have room for every slot.
- * Returns 0, or what give returned. */
+/* The backward from g = d(loss)/d(output), given a run's data and locals, in the order backward adds
+ * the shares; grads and reached have room for every slot. Returns 0, or what give returned. */
 int tape_backward(const Tape *t, const double *data, const double *locals, double g, double *grads,
-                  unsigned char *reached, TapeGive give, void *context);
+                  unsigned char *reached, const TapeSink *sink);
 
 #endif
