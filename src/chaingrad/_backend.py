@@ -10,7 +10,7 @@ that Python takes from C. The rest of the package asks this module, never C:
 - `Value`, `Op`, `apply`, `record`, `node`: the active engine's node and how ops make nodes;
 - `twin(op, function)`: a fused op's function, done in C on single numbers where the core runs;
 - `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs;
-- `trace`, `tracing`, `structure`, `tape`, `replay`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
+- `Compiled`, `trace`, `tracing`, `structure`, `tape`, `replay`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
 
 Where the core runs, `Value` is its type: the same attributes, ops and gradients
 as engine.Value, bit for bit (tests/test_twins.py checks).
@@ -28,6 +28,7 @@ from typing import Any
 from . import checks, engine, modes, numerics
 
 __all__ = [
+    "Compiled",
     "Op",
     "Value",
     "adam_step",
@@ -132,6 +133,7 @@ tracing = None if core is None else core.tracing
 tape = None if core is None else core.tape
 structure = None if core is None else core.structure
 replay = None if core is None else core.replay
+Compiled = None if core is None else core.Compiled  # a compiled function's calls, straight into replay
 run_step = None if core is None else core.run_step
 if core is not None:
     Value.__doc__ = engine.Value.__doc__  # help(Value) reads the same on both engines

@@ -3406,7 +3406,9 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     v->lkind = L_NONE;
     v->ctx = (PyObject *)run, v->ckind = C_OBJECT;
     run = NULL;
-    if (born(v) == 0 && hold(v, v->op) == 0) made = (PyObject *)Py_NewRef(v);
+    /* the op: compiler.TapeOp, a str without a __dict__, holds nothing a cycle could go through */
+    int plain = PyUnicode_Check(op) && Py_TYPE(op)->tp_dictoffset == 0;
+    if (born(v) == 0 && (plain || hold(v, v->op) == 0)) made = (PyObject *)Py_NewRef(v);
 done:
     Py_XDECREF(run);
     Py_XDECREF(v);
@@ -3432,6 +3434,100 @@ static PyObject *core_replay(PyObject *module, PyObject *const *args, Py_ssize_t
     return made;
 }
 
+/* cg.compile's Compiled: a call goes straight to replay() in C, and only what replay() leaves to Python
+ * (no tape yet, a mode, a batch) to its _first_call(args, kwargs), which compiler.py defines */
+typedef struct {
+    PyObject_HEAD
+    PyObject *tapes;  /* {structure: tape} */
+    PyObject *op;     /* its nodes' op */
+    PyObject *other;  /* compiler._other */
+    PyObject *dict;   /* functools.update_wrapper's attributes */
+    vectorcallfunc vectorcall;
+} CompiledObject;
+
+static PyObject *compiled_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    CompiledObject *c = (CompiledObject *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *made = NULL, *kwargs = NULL, *tuple = PyTuple_New(nargs);
+    if (tuple == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        if ((kwargs = PyDict_New()) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) goto done;
+    }
+    if (c->tapes == NULL || !PyDict_Check(c->tapes) || c->op == NULL || c->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Compiled made without tapes, op and other");
+        goto done;
+    }
+    PyObject *replay_args[5] = {c->tapes, c->op, c->other, tuple, kwargs ? kwargs : Py_None};
+    made = core_replay(NULL, replay_args, 5);
+    if (made == Py_NotImplemented) {
+        Py_DECREF(made);
+        made = PyObject_CallMethod(self, "_first_call", "OO", tuple, kwargs ? kwargs : Py_None);
+    }
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return made;
+}
+
+static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    CompiledObject *c = (CompiledObject *)type->tp_alloc(type, 0);
+    if (c != NULL) c->vectorcall = compiled_vectorcall;
+    return (PyObject *)c;
+}
+
+static int compiled_traverse(CompiledObject *c, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->tapes);
+    Py_VISIT(c->op);
+    Py_VISIT(c->other);
+    Py_VISIT(c->dict);
+    return 0;
+}
+
+static int compiled_clear(CompiledObject *c) {
+    Py_CLEAR(c->tapes);
+    Py_CLEAR(c->op);
+    Py_CLEAR(c->other);
+    Py_CLEAR(c->dict);
+    return 0;
+}
+
+static void compiled_dealloc(CompiledObject *c) {
+    PyTypeObject *type = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    compiled_clear(c);
+    type->tp_free(c);
+    Py_DECREF(type);
+}
+
+static PyMemberDef compiled_members[] = {
+    {"tapes", T_OBJECT, offsetof(CompiledObject, tapes), 0, "{argument structure: tape}, oldest first"},
+    {"op", T_OBJECT, offsetof(CompiledObject, op), 0, "the op of the nodes its calls make"},
+    {"_other", T_OBJECT, offsetof(CompiledObject, other), 0, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(CompiledObject, dict), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(CompiledObject, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef compiled_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyType_Slot compiled_slots[] = {
+    {Py_tp_getset, compiled_getset},
+    {Py_tp_new, compiled_new},           {Py_tp_dealloc, compiled_dealloc}, {Py_tp_traverse, compiled_traverse},
+    {Py_tp_clear, compiled_clear},       {Py_tp_members, compiled_members}, {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_doc, "The compiled core's part of cg.compile's Compiled: its calls"}, {0, NULL},
+};
+static PyType_Spec compiled_spec = {
+    "chaingrad._core.Compiled", sizeof(CompiledObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL, compiled_slots,
+};
+
 typedef struct {
     PyObject **prev;
 } Giving;
@@ -3451,6 +3547,22 @@ static int alias_inputs(const TapeObject *tape, PyObject *const *prev, ptrdiff_t
     Py_ssize_t n = tape->t.n_values, k = tape->n_arguments;
     for (Py_ssize_t i = 0; i < n; i++) alias[i] = i;
     if (k == 0) return 0;
+    if (k <= 8) { /* a few arguments: each against those before it */
+        for (Py_ssize_t j = 0; j < k; j++) {
+            Py_ssize_t slot = tape->arguments[j];
+            ptrdiff_t held = map_get(&tape->held_at, prev[slot]);
+            if (held >= 0) {
+                alias[slot] = held;
+                continue;
+            }
+            for (Py_ssize_t b = 0; b < j; b++)
+                if (prev[tape->arguments[b]] == prev[slot]) {
+                    alias[slot] = alias[tape->arguments[b]];
+                    break;
+                }
+        }
+        return 0;
+    }
     struct Place {
         PyObject *value;
         Py_ssize_t slot;
@@ -3591,6 +3703,11 @@ static int core_exec(PyObject *module) {
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     if ((TapeType = (PyTypeObject *)PyType_FromSpec(&tape_spec)) == NULL) return -1;
     if ((RunType = (PyTypeObject *)PyType_FromSpec(&run_spec)) == NULL) return -1;
+    PyObject *compiled = PyType_FromSpec(&compiled_spec);
+    if (compiled == NULL || PyModule_AddObject(module, "Compiled", compiled) < 0) {
+        Py_XDECREF(compiled);
+        return -1;
+    }
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
     if (PyModule_AddIntConstant(module, "INTERFACE", 6) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +45,19 @@ class TapeOp(str):
         _backend.run_step(node)
 
 
-class Compiled:
+class _Calls:
+    """Where no compiled core runs: a call is the function's."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+class Compiled(_backend.Compiled or _Calls):  # type: ignore[misc]
     """A function compiled by cg.compile: called as the function is, its graph replayed from a tape.
 
     One tape is kept per argument structure (how many Values and numbers, in which lists of which
-    lengths; other arguments by value), the `max_tapes` most recently used of them.
+    lengths; other arguments by value), the `max_tapes` most recently traced of them. A call goes to
+    the compiled core, which replays the tape of its structure; what it cannot do, `_first_call` does.
     """
 
     def __init__(self, fn: Callable[..., Any], max_tapes: int = 32):
@@ -60,21 +67,15 @@ class Compiled:
             raise ValueError(f"max_tapes must be an int >= 1, got {max_tapes!r}")
         functools.update_wrapper(self, fn)
         self.max_tapes = max_tapes
-        self.tapes: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.tapes: dict[tuple[Any, ...], Any] = {}
         self.op = TapeOp(f"compiled {getattr(fn, '__qualname__', type(fn).__name__)}")
+        self._other = _other
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _backend.replay is None:  # no compiled core: the function as it is
-            return self.__wrapped__(*args, **kwargs)
-        made = _backend.replay(self.tapes, self.op, _other, args, kwargs)  # the common case, all in C
-        if made is NotImplemented:
-            made = self._first_call(args, kwargs)
-        return made
-
-    def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A call replay() left to Python: trace it if its structure has no tape yet; run the function
+    def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
+        """A call the core left to Python: trace it if its structure has no tape yet; run the function
         as it is inside another trace, with a mode on, or on a batch."""
         fn = self.__wrapped__
+        kwargs = kwargs or {}
         if _backend.tracing() or _backend.modes_on():
             return fn(*args, **kwargs)
         key, values, _ = _backend.structure(_other, args, kwargs)
