@@ -85,7 +85,7 @@ def run_program(steps, p, q, x, y):
 
 
 @compiled_core
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_random_functions_compiled_equal_uncompiled_bit_for_bit(seed):
     rng = random.Random(seed)
@@ -96,7 +96,7 @@ def test_random_functions_compiled_equal_uncompiled_bit_for_bit(seed):
         return run_program(steps, p, q, x, y)
 
     compiled = cg.compile(f)
-    for _ in range(40):  # 60 functions x 40 points: thousands of replays of one tape each
+    for _ in range(40):  # 150 functions x 40 points: thousands of replays of one tape each
         x, y = rng.uniform(-3, 3), cg.Value(rng.choice([rng.uniform(-3, 3), 0.0, 1.0]))
         p.data, q.data = rng.uniform(-2, 2), rng.uniform(-2, 2)
         expected = value_and_grads(f(x, y), [p, q, y])
@@ -209,6 +209,21 @@ def test_the_same_value_in_two_places_is_read_from_each_place():
     out = f(a, b)
     out.backward()
     assert (out.data, a.grad, b.grad) == (25.0, 10.0, 1.0)
+
+
+@pytest.mark.parametrize("n", [3, 30])  # a few arguments, and more than the core compares pairwise
+def test_values_given_in_several_places_or_also_closed_over_add_their_shares_in_order(n):
+    rng = random.Random(n)
+    params = [cg.Value(rng.uniform(-1, 1)) for _ in range(4)]
+
+    def f(xs):
+        return cg.sum([(x * params[i % 4]).tanh() * params[(i + 1) % 4] for i, x in enumerate(xs)]) * params[0]
+
+    compiled = cg.compile(f)
+    others = [cg.Value(rng.uniform(-1, 1)) for _ in range(3)]
+    for _ in range(20):
+        xs = [rng.choice(params + others) for _ in range(n)]  # repeats, and closed-over Values given
+        assert value_and_grads(compiled(xs), params + others) == value_and_grads(f(xs), params + others)
 
 
 @compiled_core
