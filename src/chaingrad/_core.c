@@ -2812,8 +2812,8 @@ typedef struct {
 } TapeObject;
 
 static void tape_free(Tape *t) {
-    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs);
-    t->constants = NULL, t->entries = NULL, t->inputs = NULL;
+    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs), PyMem_Free(t->sinks);
+    t->constants = NULL, t->entries = NULL, t->inputs = NULL, t->sinks = NULL;
 }
 
 static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
@@ -3242,6 +3242,11 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
         t->n_locals += tape_locals_of(e);
     }
     t->output = slot_of(out_ref, t->n_values, nn, t->n_constants);
+    if ((t->sinks = PyMem_Malloc((w.n_inputs ? w.n_inputs : 1) * sizeof(ptrdiff_t))) == NULL) {
+        PyErr_NoMemory();
+        goto fail_tape;
+    }
+    tape_sinks(t, w.n_inputs);
     writer_free(&w);
     PyObject_GC_Track(tape);
     return (PyObject *)tape;
@@ -3597,7 +3602,7 @@ static int run_step(ValueObject *v, double g) {
     ptrdiff_t stack_alias[ON_STACK];
     RunObject *run = (RunObject *)Py_NewRef(v->ctx);
     const Tape *t = &run->tape->t;
-    Py_ssize_t n = v->n, slots = tape_slots(t), careful = 0;
+    Py_ssize_t n = v->n, slots = tape_grad_slots(t), careful = 0;
     if (n != t->n_values) {
         Py_DECREF(run);
         PyErr_SetString(PyExc_RuntimeError, "a node of a cg.compile'd function had its inputs changed");

@@ -79,16 +79,22 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
     return 0;
 }
 
-/* One share of g for slot s: an entry's is added to its grad, as add_gradient adds it (no gradient yet:
- * 0.0 + share); a Value input's goes to the sink; a number's or a constant's is dropped. */
+void tape_sinks(Tape *t, ptrdiff_t n_inputs) {
+    for (ptrdiff_t j = 0; j < n_inputs; j++) {
+        ptrdiff_t s = t->inputs[j];
+        t->sinks[j] = s >= t->n_values && s < tape_first_entry(t) ? tape_slots(t) : s;
+    }
+}
+
+/* One share of g for slot s (a sink): a Value input's goes to the sink given; any other is added to the
+ * slot's grad, as add_gradient adds it: a grad of 0.0 where none came yet gives 0.0 + share, as a grad
+ * of None does (the shares of numbers and constants are added in one slot nothing reads). */
 static inline int share(const Tape *t, ptrdiff_t s, double d, double *grads, unsigned char *reached, const TapeSink *sink) {
     if (s < t->n_values) {
         if (sink->give) return sink->give(sink->context, s, d);
         s = sink->alias[s];
-    } else if (s < tape_first_entry(t)) {
-        return 0;
     }
-    grads[s] = reached[s] ? grads[s] + d : 0.0 + d;
+    grads[s] += d;
     reached[s] = 1;
     return 0;
 }
@@ -97,11 +103,12 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
                   unsigned char *reached, const TapeSink *sink) {
     const ptrdiff_t first_entry = tape_first_entry(t);
     int rc = 0;
-    for (ptrdiff_t s = first_entry; s < tape_slots(t); s++) reached[s] = 0;
-    if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
+    for (ptrdiff_t s = first_entry; s < tape_grad_slots(t); s++) grads[s] = 0.0, reached[s] = 0;
+    ptrdiff_t out = t->output >= t->n_values && t->output < first_entry ? tape_slots(t) : t->output;
+    if ((rc = share(t, out, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];
-        const ptrdiff_t *in = t->inputs + e->in;
+        const ptrdiff_t *in = t->sinks + e->in, *at = t->inputs + e->in; /* where shares go, data comes from */
         const double *local = locals + e->local;
         if (!reached[first_entry + k]) continue; /* no gradient reached it: it passes none on */
         double gk = grads[first_entry + k];
@@ -110,8 +117,8 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
             if (e->op->local) {
                 for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
             } else {
-                double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[in[1]] : 0.0;
-                e->op->rule(gk, data[in[0]], y, data[first_entry + k], &sx, &sy);
+                double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[at[1]] : 0.0;
+                e->op->rule(gk, data[at[0]], y, data[first_entry + k], &sx, &sy);
                 rc = share(t, in[0], sx, grads, reached, sink);
                 if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, sink);
             }
