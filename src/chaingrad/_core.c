@@ -3602,46 +3602,52 @@ static int run_step(ValueObject *v, double g) {
     ptrdiff_t stack_alias[ON_STACK];
     RunObject *run = (RunObject *)Py_NewRef(v->ctx);
     const Tape *t = &run->tape->t;
-    Py_ssize_t n = v->n, slots = tape_grad_slots(t), careful = 0;
+    Py_ssize_t n = v->n, slots = tape_grad_slots(t);
     if (n != t->n_values) {
         Py_DECREF(run);
         PyErr_SetString(PyExc_RuntimeError, "a node of a cg.compile'd function had its inputs changed");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n && !careful; i++) {
-        PyObject *grad = V(v->prev[i])->gobj;
-        careful = grad != NULL && !PyFloat_CheckExact(grad);
-    }
-    int small = slots <= ON_STACK;
-    PyObject **prev = careful ? PyMem_Malloc(n * sizeof(PyObject *)) : v->prev;
+    int small = slots <= ON_STACK, careful = 0, rc = -1;
     double *grads = small ? stack_grads : PyMem_Malloc(slots * (sizeof(double) + sizeof(ptrdiff_t) + 1));
     ptrdiff_t *alias = small ? stack_alias : (ptrdiff_t *)(grads + slots);
     unsigned char *reached = small ? stack_reached : (unsigned char *)(alias + slots);
-    int rc = -1;
-    if (prev == NULL || grads == NULL) {
+    if (grads == NULL) {
         PyErr_NoMemory();
-    } else if (careful) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* each input's grad as it is now: 0 None, 2 a number */
+        ValueObject *c = V(v->prev[i]);
+        if (c->gobj != NULL && !PyFloat_CheckExact(c->gobj)) {
+            careful = 1; /* an object: its += is Python code */
+            break;
+        }
+        grads[i] = c->gobj ? PyFloat_AS_DOUBLE(c->gobj) : c->g;
+        reached[i] = c->nograd ? 0 : 2;
+    }
+    if (careful) {
+        PyObject **prev = PyMem_Malloc(n * sizeof(PyObject *));
+        if (prev == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
         for (Py_ssize_t i = 0; i < n; i++) prev[i] = Py_NewRef(v->prev[i]);
         Giving giving = {prev};
         TapeSink sink = {give_share, &giving, NULL};
         rc = tape_backward(t, run->data, run->locals, g, grads, reached, &sink);
         for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(prev[i]);
-    } else if (alias_inputs(run->tape, prev, alias) == 0) {
-        for (Py_ssize_t i = 0; i < n; i++) { /* each input's grad as it is now: 0 None, 2 a number */
-            ValueObject *c = V(prev[i]);
-            grads[i] = c->gobj ? PyFloat_AS_DOUBLE(c->gobj) : c->g;
-            reached[i] = c->nograd ? 0 : 2;
-        }
+        PyMem_Free(prev);
+    } else if (alias_inputs(run->tape, v->prev, alias) == 0) {
         TapeSink sink = {NULL, NULL, alias};
         rc = tape_backward(t, run->data, run->locals, g, grads, reached, &sink); /* runs nothing */
         for (Py_ssize_t i = 0; i < n; i++) { /* each that a share reached (1), as add_grad leaves it */
-            if (alias[i] != i || reached[i] != 1) continue;
-            ValueObject *c = V(prev[i]);
+            if (reached[i] != 1 || alias[i] != i) continue;
+            ValueObject *c = V(v->prev[i]);
             c->g = grads[i], c->nograd = 0, c->reached = 1;
             Py_CLEAR(c->gobj); /* a float: its release runs nothing */
         }
     }
-    if (careful) PyMem_Free(prev);
+done:
     if (!small) PyMem_Free(grads);
     Py_DECREF(run);
     return rc;
