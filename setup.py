@@ -46,7 +46,11 @@ class BuildExt(build_ext):
             raise
 
 
+# The core's C: the CPython binding (_core.c) and the numeric kernels it calls (_kernels.c, pure C)
+SOURCES = ["src/chaingrad/_core.c", "src/chaingrad/_kernels.c"]
+HEADERS = ["src/chaingrad/_kernels.h"]
+
 setup(
-    ext_modules=[Extension("chaingrad._core", ["src/chaingrad/_core.c"], optional=True)],
+    ext_modules=[Extension("chaingrad._core", SOURCES, depends=HEADERS, optional=True)],
     cmdclass={"build_ext": BuildExt},
 )

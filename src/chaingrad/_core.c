@@ -2,8 +2,10 @@
  *
  * The same Value, the same op table, the same backward, in C, for single numbers: each op computes its
  * value and local gradients with the formulas of engine.py's table, in the same order, so that every
- * float is bit for bit the reference engine's (compile with -ffp-contract=off). Whatever this file does
- * not handle itself (batches, custom ops, micrograd's _backward closures, a mode that is on, higher
+ * float is bit for bit the reference engine's (compile with -ffp-contract=off). The arithmetic is
+ * _kernels.c's (pure C, as libmpdec is apart from _decimal): the op table, the fused ops, the optimizers'
+ * steps. This file is the CPython binding around it: the Value type, its walks, the module's functions.
+ * Whatever this file does not handle itself (batches, custom ops, micrograd's _backward closures, a mode that is on, higher
  * derivatives, bad arguments) it hands to the reference engine's Python code, which then makes and reads
  * nodes of this type. setup() receives that code once, when chaingrad is imported.
  *
@@ -18,22 +20,15 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "_kernels.h"
+
 /* ------------------------------------------------------------------------------------------------
- * The op table, in engine.py's order (install() checks it against engine.PRIMITIVES: names, arity,
- * local gradients or a rule), and what install() gives us once from chaingrad._backend's interface.
- * Written once before any use and never again (but modes_seen, which turns from 0 to 1 once), so
+ * What install() gives us once from chaingrad._backend's interface, beside the op table of _kernels.c
+ * (PRIMITIVES, which install() checks against engine.PRIMITIVES: names, arity, local gradients or a
+ * rule). Written once before any use and never again (but modes_seen, which turns from 0 to 1 once), so
  * threads and re-entrant calls cannot corrupt it.
  * ---------------------------------------------------------------------------------------------- */
 
-enum { ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW, N_PRIMITIVES };
-static const struct {
-    const char *name;
-    int arity, rule; /* rule: the op gives each input's share of g, not local gradients */
-} PRIMITIVE[N_PRIMITIVES] = {
-    {"+", 2, 0},   {"-", 2, 0},    {"*", 2, 0},       {"neg", 1, 0},  {"exp", 1, 0},  {"tanh", 1, 0}, {"sigmoid", 1, 0},
-    {"sqrt", 1, 0}, {"abs", 1, 0}, {"sin", 1, 0},     {"cos", 1, 0},  {"/", 2, 1},    {"log", 1, 1}, {"relu", 1, 1},
-    {"**", 2, 1},
-};
 enum { MAX_ACTIVATIONS = 8 }; /* room for layers' activations: install() refuses more */
 enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_FUSED };
 static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
@@ -44,7 +39,7 @@ static struct {
     int modes_seen; /* modes.ever_on: the one field that changes later, once, from 0 to 1 */
     long NO_GRAD, ANOMALY; /* the modes' flags */
     PyTypeObject *Value;
-    PyObject *op[N_PRIMITIVES]; /* the table's Op objects */
+    PyObject *op[N_PRIMITIVES]; /* the table's Op objects: S.op[k] is engine.PRIMITIVES[k], PRIMITIVES[k]'s */
     PyObject *fop[N_FUSED];     /* the fused ops' Op objects, as twin() gives them */
     PyObject *fallback[N_FUSED]; /* fused.py's and layers.py's functions: what the twins leave to Python */
     PyObject *doc[N_FUSED];      /* their docstrings */
@@ -59,79 +54,11 @@ static struct {
     PyObject *empty;       /* "" */
     PyObject *s_enter, *s_exit, *s_chain; /* method names, made once */
     /* layers.affine's activations, as the interface names them: each name (None or a str) and the op of
-     * the table it applies (its index; -1: none) */
+     * the table it applies (its place k in PRIMITIVES and S.op; -1: none) */
     int n_activations;
     PyObject *activation[MAX_ACTIVATIONS];
     int activation_op[MAX_ACTIVATIONS];
 } S;
-
-/* ------------------------------------------------------------------------------------------------
- * numerics.py on floats, line for line: the same results, and the same nan where it returns math.nan.
- * ---------------------------------------------------------------------------------------------- */
-
-static const double PLUS_NAN = (double)NAN; /* math.nan: a positive quiet nan */
-
-static double c_div(double x, double y) {
-    if (y != 0.0) return x / y;
-    if (x != x || x == 0.0) return PLUS_NAN; /* 0 / 0, nan / 0 */
-    return copysign(INFINITY, x) * copysign(1.0, y);
-}
-
-static double c_log(double x) { return x > 0 ? log(x) : (x == 0 ? -INFINITY : PLUS_NAN); }
-
-static double c_sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
-    return e / (1.0 + e);
-}
-
-static double c_sqrt(double x) { return x >= 0 ? sqrt(x) : PLUS_NAN; }
-
-static double c_relu(double x) { return x < 0 ? 0.0 : x; }
-
-static double c_sin(double x) { return isinf(x) ? PLUS_NAN : sin(x); } /* math.sin raises at inf: math.nan */
-
-static double c_cos(double x) { return isinf(x) ? PLUS_NAN : cos(x); }
-
-static double c_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }
-
-static int odd_integer(double y) { return isfinite(y) && floor(y) == y && fabs(fmod(y, 2.0)) == 1.0; } /* y % 2 == 1 */
-
-/* numerics.power = math.pow, with IEEE results where it raises: CPython's math_pow, line for line. */
-static double c_power(double x, double y) {
-    double r;
-    if (!isfinite(x) || !isfinite(y)) {
-        if (isnan(x))
-            r = y == 0. ? 1. : x;
-        else if (isnan(y))
-            r = x == 1. ? 1. : y;
-        else if (isinf(x)) {
-            int odd_y = isfinite(y) && fmod(fabs(y), 2.0) == 1.0;
-            if (y > 0.)
-                r = odd_y ? x : fabs(x);
-            else if (y == 0.)
-                r = 1.;
-            else
-                r = odd_y ? copysign(0., x) : 0.;
-        } else {
-            if (fabs(x) == 1.0)
-                r = 1.;
-            else if (y > 0. && fabs(x) > 1.0)
-                r = y;
-            else if (y < 0. && fabs(x) < 1.0)
-                r = -y;
-            else
-                r = 0.;
-        }
-        return r;
-    }
-    r = pow(x, y);
-    if (isfinite(r)) return r;
-    /* where math.pow raises, numerics.power returns what C's pow gives, written out as it does */
-    if (isnan(r)) return x == 0 ? (odd_integer(y) ? copysign(INFINITY, x) : INFINITY) : PLUS_NAN;
-    if (x == 0) return odd_integer(y) ? copysign(INFINITY, x) : INFINITY; /* a negative power of 0 */
-    return (x < 0 && odd_integer(y)) ? -INFINITY : INFINITY;              /* overflow */
-}
 
 /* ------------------------------------------------------------------------------------------------
  * The Value type
@@ -691,74 +618,21 @@ static PyObject *core_modes_turned_on(PyObject *module, PyObject *unused) {
 }
 
 /* ------------------------------------------------------------------------------------------------
- * The primitive ops on single numbers: engine.py's table, its formulas written out.
+ * The primitive ops on single numbers: the entries of _kernels.c's table, engine.py's formulas
  * ---------------------------------------------------------------------------------------------- */
 
-static int is_rule(int k) { return PRIMITIVE[k].rule; }
-
-/* out = op(x, y) and its local gradients (lx, ly); for rule ops only out. */
-static double binary_forward(int k, double x, double y, double *lx, double *ly) {
-    double out;
-    switch (k) {
-    case ADD:
-        out = x + y;
-        *lx = 1.0, *ly = 1.0;
-        return out;
-    case SUB:
-        out = x - y;
-        *lx = 1.0, *ly = -1.0;
-        return out;
-    case MUL:
-        out = x * y;
-        *lx = y, *ly = x;
-        return out;
-    case DIV:
-        return c_div(x, y);
-    default: /* POW */
-        return c_power(x, y);
-    }
+/* The place of the table's entry p in PRIMITIVES, which is its Op object's in S.op */
+static int place(const Primitive *p) {
+    int k = 0;
+    while (k < N_PRIMITIVES - 1 && PRIMITIVES[k] != p) k++;
+    return k;
 }
 
-static double unary_forward(int k, double x, double *lx) {
-    double out;
-    switch (k) {
-    case NEG:
-        out = -x;
-        *lx = -1.0;
-        return out;
-    case EXP:
-        out = exp(x);
-        *lx = out;
-        return out;
-    case TANH:
-        out = tanh(x);
-        *lx = 1.0 - out * out;
-        return out;
-    case SIGMOID:
-        out = c_sigmoid(x);
-        *lx = out * (1.0 - out);
-        return out;
-    case SQRT:
-        out = c_sqrt(x);
-        *lx = c_div(0.5, out);
-        return out;
-    case ABS:
-        out = fabs(x);
-        *lx = c_sign(x);
-        return out;
-    case SIN:
-        out = c_sin(x);
-        *lx = c_cos(x);
-        return out;
-    case COS:
-        out = c_cos(x);
-        *lx = -c_sin(x);
-        return out;
-    case LOG:
-        return c_log(x);
-    default: /* RELU */
-        return c_relu(x);
-    }
+/* out = p(x, y), and its local gradients in local[0], local[1] where p has them (else not written) */
+static inline double forward(const Primitive *p, double x, double y, double local[2]) {
+    double out = p->forward(x, y);
+    if (p->local != NULL) p->local(x, y, out, &local[0], &local[1]);
+    return out;
 }
 
 /* A number an op can take as a constant on the fast path: an exact float, or an exact int. */
@@ -777,17 +651,16 @@ static int constant_of(PyObject *o, double *x) {
 /* x op y for the number slots: the forward method when a is a Value, else the reflected one. As the
  * methods opgen.py writes: the fast path for a Value and a Value (exactly this type, both floats), or a
  * Value and an exact float or int; anything else goes to engine._operator. */
-static PyObject *binary(int k, PyObject *a, PyObject *b) {
-    int forward = PyObject_TypeCheck(a, S.Value);
-    PyObject *self = forward ? a : b, *other = forward ? b : a;
-    PyObject *op = S.op[k];
-    int rule = is_rule(k), off;
+static PyObject *binary(const Primitive *p, PyObject *op, PyObject *a, PyObject *b) {
+    int is_forward = PyObject_TypeCheck(a, S.Value);
+    PyObject *self = is_forward ? a : b, *other = is_forward ? b : a;
+    int rule = p->rule != NULL, off;
     if (V(self)->dobj != NULL) goto general;
-    if (forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
+    if (is_forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
         if ((off = modes_off()) < 0) return NULL;
         if (!off) goto general;
-        double local[2], x = V(self)->d, y = V(other)->d;
-        double out = binary_forward(k, x, y, &local[0], &local[1]);
+        double local[2] = {0.0, 0.0}, x = V(self)->d, y = V(other)->d;
+        double out = forward(p, x, y, local);
         PyObject *prev[2] = {self, other};
         ValueObject *v = new_node(out, op, 2, prev, 2, local, rule ? L_NONE : L_DOUBLE);
         if (v && rule) v->local[0] = x, v->local[1] = y; /* saved for the rule, as engine.record's _saved */
@@ -796,15 +669,15 @@ static PyObject *binary(int k, PyObject *a, PyObject *b) {
     if (PyFloat_CheckExact(other) || PyLong_CheckExact(other)) { /* Value op number, number op Value */
         if ((off = modes_off()) < 0) return NULL;
         if (!off) goto general;
-        double c = 0.0, lx, ly;
+        double c = 0.0, local[2] = {0.0, 0.0};
         if (constant_of(other, &c) < 0) return NULL;
-        double out = forward ? binary_forward(k, V(self)->d, c, &lx, &ly) : binary_forward(k, c, V(self)->d, &lx, &ly);
-        double local = forward ? lx : ly;
-        ValueObject *v = new_node(out, op, 1, &self, 1, &local, rule ? L_NONE : L_DOUBLE);
+        double x = is_forward ? V(self)->d : c, y = is_forward ? c : V(self)->d;
+        double out = forward(p, x, y, local);
+        ValueObject *v = new_node(out, op, 1, &self, 1, &local[is_forward ? 0 : 1], rule ? L_NONE : L_DOUBLE);
         if (v) {
-            v->ckind = forward ? C_RIGHT : C_LEFT;
+            v->ckind = is_forward ? C_RIGHT : C_LEFT;
             v->cval = c;
-            if (rule) v->local[0] = forward ? V(self)->d : c, v->local[1] = forward ? c : V(self)->d; /* x, y saved */
+            if (rule) v->local[0] = x, v->local[1] = y; /* saved for the rule */
         }
         return (PyObject *)v;
     }
@@ -819,19 +692,19 @@ general:
     return apply_op(op, ab, 2);
 }
 
-static PyObject *unary(int k, PyObject *self) {
+static PyObject *unary(const Primitive *p, PyObject *op, PyObject *self) {
     if (V(self)->dobj == NULL) {
         int off = modes_off();
         if (off < 0) return NULL;
         if (off) {
-            double local = 0.0, x = V(self)->d; /* a rule op gives no local gradient */
-            double out = unary_forward(k, x, &local);
-            ValueObject *v = new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
-            if (v && is_rule(k)) v->local[0] = x; /* saved for the rule */
+            double local[2] = {0.0, 0.0}, x = V(self)->d; /* a rule op gives no local gradient */
+            double out = forward(p, x, 0.0, local);
+            ValueObject *v = new_node(out, op, 1, &self, 1, local, p->rule ? L_NONE : L_DOUBLE);
+            if (v && p->rule) v->local[0] = x, v->local[1] = 0.0; /* saved for the rule (y: none) */
             return (PyObject *)v;
         }
     }
-    return apply_op(S.op[k], &self, 1);
+    return apply_op(op, &self, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -852,64 +725,51 @@ static int grad_as_double(ValueObject *v, double *g) {
     return 0;
 }
 
+/* The table's entry for op if it is one of the table's ops with a rule (/, log, relu, **), else NULL */
+static const Primitive *rule_of(PyObject *op) {
+    for (int k = N_PRIMITIVES - 1; k >= 0; k--) /* from the end, where engine.py's table has its rules */
+        if (S.op[k] == op) return PRIMITIVES[k]->rule != NULL ? PRIMITIVES[k] : NULL;
+    return NULL;
+}
+
 /* The data a rule node of the table saved at its forward (x and y in local[0] and local[1]; the value is
- * computed again from them, the same bits), or 0 where the node was recorded by engine.record (its _saved
- * is an object, in lobj), or is not one of those. engine.Op.chain is its Python twin. */
-static int saved_data(ValueObject *v, double *x, double *y, double *out) {
-    PyObject *op = v->op;
-    if (v->dobj || v->lobj || v->lkind != L_NONE) return 0;
+ * computed again from them, the same bits) and the table's entry for it, or NULL where the node was
+ * recorded by engine.record (its _saved is an object, in lobj), or is not one of those.
+ * engine.Op.chain is its Python twin. */
+static const Primitive *saved_data(ValueObject *v, double *x, double *y, double *out) {
+    if (v->dobj || v->lobj || v->lkind != L_NONE) return NULL;
+    const Primitive *p = rule_of(v->op);
+    if (p == NULL || (p->arity == 1 && !(v->n == 1 && v->ckind == C_NONE))) return NULL;
     *x = v->local[0], *y = v->local[1];
-    if (op == S.op[DIV]) *out = c_div(*x, *y);
-    else if (op == S.op[POW]) *out = c_power(*x, *y);
-    else if (op == S.op[LOG] && v->n == 1 && v->ckind == C_NONE) *out = c_log(*x);
-    else if (op == S.op[RELU] && v->n == 1 && v->ckind == C_NONE) *out = c_relu(*x);
-    else return 0;
-    return 1;
+    *out = p->forward(*x, *y);
+    return p;
 }
 
-/* The shares of g of a node of / or ** on single numbers, x, y and out as its forward saw them */
-static int rule_shares(ValueObject *v, double g, ValueObject *X, ValueObject *Y, double x, double y, double out) {
-    PyObject *op = v->op;
-    if (op == S.op[DIV]) {
-        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
-        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
-        return 1;
-    }
-    if (op == S.op[POW]) {
-        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
-        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
-        return 1;
-    }
-    return 0;
-}
-
-/* One of the table's rules (/, **, log, relu) on single numbers, at the forward's data (so a .data changed
+/* One of the table's rules (/, log, relu, **) on single numbers, at the forward's data (so a .data changed
  * since does not mix two points); 0 if Python must take this node. */
 static int rule_step(ValueObject *v, double g) {
-    PyObject *op = v->op;
-    double x, y, out;
+    double x, y, out, sx = 0.0, sy = 0.0;
     ValueObject *X = NULL, *Y = NULL;
-    if (!saved_data(v, &x, &y, &out)) return 0;
-    if (v->ckind == C_NONE && v->n == 2) {
+    const Primitive *p = saved_data(v, &x, &y, &out);
+    if (p == NULL) return 0;
+    if (p->arity == 1) { /* log, relu: saved_data checked that v has one input and no constant */
+        X = V(v->prev[0]);
+    } else if (v->ckind == C_NONE && v->n == 2) {
         X = V(v->prev[0]), Y = V(v->prev[1]);
     } else if (v->ckind == C_RIGHT && v->n == 1) {
         X = V(v->prev[0]);
     } else if (v->ckind == C_LEFT && v->n == 1) {
         Y = V(v->prev[0]);
-    } else if (v->ckind == C_NONE && v->n == 1) { /* log, relu */
-        double share = op == S.op[LOG] ? c_div(g, x) : (out <= 0 ? 0.0 : g);
-        X = (ValueObject *)Py_NewRef(v->prev[0]); /* its grad's __iadd__ may re-initialise v: held */
-        int rc = add_grad(X, share);
-        Py_DECREF(X);
-        return rc < 0 ? -1 : 1;
     } else {
         return 0;
     }
+    p->rule(g, x, y, out, &sx, &sy);
     /* X's grad may be an object whose __iadd__ re-initialises v, which drops Y: both are held meanwhile */
     Py_XINCREF(X), Py_XINCREF(Y);
-    int done = rule_shares(v, g, X, Y, x, y, out);
+    int rc = X ? add_grad(X, sx) : 0;
+    if (rc == 0 && Y) rc = add_grad(Y, sy);
     Py_XDECREF(X), Py_XDECREF(Y);
-    return done;
+    return rc < 0 ? -1 : 1;
 }
 
 /* The rest of v's step from input i on, where some input's grad is an object (its __iadd__ Python
@@ -945,7 +805,7 @@ static int step(ValueObject *v, PyObject **quiet) {
             }
             return 0;
         }
-        if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
+        if (v->lkind == L_NONE && Py_IS_TYPE(v->op, S.Op)) {
             int done = rule_step(v, g);
             if (done) return done < 0 ? -1 : 0;
         }
@@ -1300,8 +1160,9 @@ static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
 static PyObject *get_saved(ValueObject *v, void *c) {
     double x, y, out;
     if (v->lkind == L_NONE && v->lobj != NULL) return Py_NewRef(v->lobj); /* what engine.record kept */
-    if (!saved_data(v, &x, &y, &out)) Py_RETURN_NONE;
-    if (v->n == 1 && v->ckind == C_NONE) return Py_BuildValue("(dd)", x, out); /* log, relu */
+    const Primitive *p = saved_data(v, &x, &y, &out);
+    if (p == NULL) Py_RETURN_NONE;
+    if (p->arity == 1) return Py_BuildValue("(dd)", x, out); /* log, relu */
     return Py_BuildValue("(ddd)", x, y, out);
 }
 
@@ -1498,31 +1359,43 @@ static PyObject *value_richcompare(PyObject *a, PyObject *b, int op) {
     return r;
 }
 
-#define BINARY_SLOT(name, k) \
-    static PyObject *name(PyObject *a, PyObject *b) { return binary(k, a, b); }
+/* The number slots and methods of the table's ops: each calls binary() or unary() with its entry of the
+ * table and that entry's Op object, S.op[k], whose place k it finds at its first call and keeps (a search
+ * of PRIMITIVES on every op would cost a few percent of its time) */
+#define OP_OF(entry) (k >= 0 ? S.op[k] : S.op[k = place(&entry)])
+#define BINARY_SLOT(name, entry)                                    \
+    static PyObject *name(PyObject *a, PyObject *b) {               \
+        static int k = -1;                                          \
+        return binary(&entry, OP_OF(entry), a, b);                  \
+    }
+#define UNARY_METHOD(name, entry)                                   \
+    static PyObject *name(PyObject *self, PyObject *unused) {       \
+        static int k = -1;                                          \
+        return unary(&entry, OP_OF(entry), self);                   \
+    }
 BINARY_SLOT(value_add, ADD)
 BINARY_SLOT(value_sub, SUB)
 BINARY_SLOT(value_mul, MUL)
 BINARY_SLOT(value_truediv, DIV)
+BINARY_SLOT(value_pow, POW)
 
 static PyObject *value_power(PyObject *a, PyObject *b, PyObject *m) {
     if (m != Py_None) Py_RETURN_NOTIMPLEMENTED;
-    return binary(POW, a, b);
+    return value_pow(a, b);
 }
 
-#define UNARY_METHOD(name, k) \
-    static PyObject *name(PyObject *self, PyObject *unused) { return unary(k, self); }
+UNARY_METHOD(value_neg_m, NEG)
 UNARY_METHOD(value_exp, EXP)
-UNARY_METHOD(value_log, LOG)
 UNARY_METHOD(value_tanh, TANH)
 UNARY_METHOD(value_sigmoid, SIGMOID)
-UNARY_METHOD(value_relu, RELU)
 UNARY_METHOD(value_sqrt, SQRT)
 UNARY_METHOD(value_abs_m, ABS)
 UNARY_METHOD(value_sin, SIN)
 UNARY_METHOD(value_cos, COS)
-static PyObject *value_neg(PyObject *self) { return unary(NEG, self); }
-static PyObject *value_abs(PyObject *self) { return unary(ABS, self); }
+UNARY_METHOD(value_log, LOG)
+UNARY_METHOD(value_relu, RELU)
+static PyObject *value_neg(PyObject *self) { return value_neg_m(self, NULL); }
+static PyObject *value_abs(PyObject *self) { return value_abs_m(self, NULL); }
 
 static PyMethodDef value_methods[] = {
     {"backward", (PyCFunction)(void (*)(void))value_backward, METH_VARARGS | METH_KEYWORDS,
@@ -2023,24 +1896,28 @@ static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t na
         if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
         PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *)), *r = NULL; /* PyMem: no collection */
-        double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
+        double *x = PyMem_Malloc((4 * na + 1) * sizeof(double));
         if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
             Py_DECREF(v);
-        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) {
+        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, x + na) < 0) {
             Py_DECREF(v);
         } else {
-            double out = x[0] * y[0];
-            for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
+            double *y = x + na, *local = y + na;
+            /* cg_dot's locals are b's values (a's locals), a's (b's), then 1.0 (the start's): the node's are
+             * those of its inputs, the sides that are Values and the start */
+            double start = ks ? V(args[2])->d : 0.0;
+            double out = cg_dot(x, y, na, ks ? &start : NULL, local);
             Py_ssize_t k = 0;
             if (ka == 1)
-                for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
+                for (Py_ssize_t i = 0; i < na; i++) prev[k++] = a[i];
             if (kb == 1)
-                for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
-            if (ks) {
-                out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
-                prev[k] = args[2], local[k++] = 1.0;
-            }
+                for (Py_ssize_t i = 0; i < nb; i++) prev[k++] = b[i];
+            if (ks) prev[k++] = args[2];
+            if (ka == 2) /* a's numbers are constants: the node's locals start at b's */
+                local += na;
+            else if (kb == 2 && ks) /* b's numbers are constants: the start's local follows a's */
+                local[na] = local[2 * na];
             r = fill_fused(v, out, F_DOT, prev, n, local, na,
                            (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
         }
@@ -2075,33 +1952,26 @@ static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, Py
         if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
         Py_ssize_t m = n + ks;
         PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *)), *r = NULL;
-        double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
-        if (prev == NULL || local == NULL) {
+        double *x = PyMem_Malloc(2 * (m + 1) * sizeof(double)), out;
+        if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
             Py_DECREF(v);
         } else {
-            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
+            double *local = x + m + 1;
+            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i], x[i] = V(xs[i])->d;
+            if (ks) prev[n] = args[1], x[n] = V(args[1])->d; /* sum's start, added last */
             if (kind == F_LSE) {
-                double top = V(xs[0])->d;
-                for (Py_ssize_t i = 1; i < n; i++)
-                    if (V(xs[i])->d > top) top = V(xs[i])->d;
-                if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
-                double total = exp(V(xs[0])->d - top);
-                for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
-                out = top + c_log(total);
-                for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+                out = cg_logsumexp(x, n, local);
+            } else if (kind == F_MEAN) {
+                out = cg_mean(x, n, local);
             } else {
-                out = V(xs[0])->d;
-                for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
-                if (ks) out = out + V(args[1])->d, prev[n] = args[1];
-                double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
-                if (kind == F_MEAN) out = c_div(out, (double)n);
-                for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+                out = cg_total(x, m);
+                for (Py_ssize_t i = 0; i < m; i++) local[i] = 1.0;
             }
             r = fill_fused(v, out, kind, prev, m, local, 0, ks ? S_START : 0);
         }
         PyMem_Free(prev);
-        PyMem_Free(local);
+        PyMem_Free(x);
         return r;
     }
 general:
@@ -2113,17 +1983,9 @@ static PyObject *core_sum(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObjec
 static PyObject *core_mean(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_MEAN, a, n, k); }
 static PyObject *core_logsumexp(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_LSE, a, n, k); }
 
-/* the shared part of softmax, log_softmax and cross_entropy: x = the data, m = max, e = exp(x - m),
- * their total; every double read here, before any node is allocated */
-static void softmax_parts(PyObject **xs, Py_ssize_t n, double *x, double *e, double *top, double *total) {
+/* The data of n Values of floats */
+static void data_of_values(PyObject **xs, Py_ssize_t n, double *x) {
     for (Py_ssize_t i = 0; i < n; i++) x[i] = V(xs[i])->d;
-    double m = x[0];
-    for (Py_ssize_t i = 1; i < n; i++)
-        if (x[i] > m) m = x[i];
-    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(x[i] - m);
-    double t = e[0];
-    for (Py_ssize_t i = 1; i < n; i++) t = t + e[i];
-    *top = m, *total = t;
 }
 
 static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -2137,30 +1999,22 @@ static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, P
     if (!off) goto general;
     {
         /* each output node is allocated in turn, and any allocation may run finalizers: the inputs are
-         * held by t, and their data read once, first */
-        double *x = PyMem_Malloc(4 * n * sizeof(double)), *e = x + n, *s = e + n, *row = s + n, m, total;
+         * held by t, and their data read once, first. The local gradients are n rows of n. */
+        double *x = n < PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double) / (n + 2) ? PyMem_Malloc((n + 2) * n * sizeof(double)) : NULL;
         if (x == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        softmax_parts(xs, n, x, e, &m, &total);
+        double *out = x + n, *local = out + n;
+        data_of_values(xs, n, x);
+        (kind == F_SOFTMAX ? cg_softmax : cg_log_softmax)(x, n, out, local);
         outs = PyList_New(n);
         if (outs == NULL) {
             PyMem_Free(x);
             goto done;
         }
-        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], total);
-        double lse = c_log(total);
         for (Py_ssize_t i = 0; i < n; i++) {
-            double out;
-            if (kind == F_SOFTMAX) {
-                out = s[i];
-                for (Py_ssize_t j = 0; j < n; j++) row[j] = s[i] * ((double)(i == j) - s[j]);
-            } else {
-                out = (x[i] - m) - lse;
-                for (Py_ssize_t j = 0; j < n; j++) row[j] = (double)(i == j) - s[j];
-            }
-            PyObject *node = fused_node(out, kind, xs, n, row, i, 0);
+            PyObject *node = fused_node(out[i], kind, xs, n, local + i * n, i, 0);
             if (node == NULL) {
                 Py_CLEAR(outs);
                 break;
@@ -2204,14 +2058,14 @@ static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_
         }
         if (items_kind(args[0], &xs, &n) != 1) goto general;
         if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
-        double *x = PyMem_Malloc(3 * n * sizeof(double)), *e = x + n, *local = e + n, m, total;
+        double *x = PyMem_Malloc(2 * n * sizeof(double));
         if (x == NULL) {
             Py_DECREF(v);
             return PyErr_NoMemory();
         }
-        softmax_parts(xs, n, x, e, &m, &total);
-        double out = c_log(total) - (x[t] - m);
-        for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
+        double *local = x + n;
+        data_of_values(xs, n, x);
+        double out = cg_cross_entropy(x, n, t, local);
         PyObject *r = fill_fused(v, out, F_CE, xs, n, local, t, 0);
         PyMem_Free(x);
         return r;
@@ -2230,7 +2084,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
     PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
-    int act = -2, kx, off; /* act: the index of the activation's op, -1 for none, -2 for a name not known */
+    int act = -2, kx, off; /* act: the place of the activation's op in the table, -1 for none, -2 for a name not known */
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
     for (int i = 0; i < S.n_activations; i++)
         if (activation == S.activation[i] || (PyUnicode_Check(S.activation[i]) && PyUnicode_Check(activation) &&
@@ -2253,7 +2107,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject *dargs[3] = {PyTuple_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
         PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
-        if (z != NULL && act >= 0) Py_SETREF(z, unary(act, z));
+        if (z != NULL && act >= 0) Py_SETREF(z, unary(PRIMITIVES[act], S.op[act], z));
         if (z == NULL) {
             Py_CLEAR(outs);
             break;
@@ -2341,17 +2195,14 @@ static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
     Py_ssize_t steps, n;
     if (!PyArg_ParseTuple(args, "OdddpOn", &params, &lr, &mu, &wd, &nesterov, &buf, &steps)) return NULL;
     if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_FALSE;
+    SgdSettings s = {lr, mu, wd, nesterov, steps != 0};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0;
+        double g = 0.0, b = ITEM(buf, i);
         grad_as_double(p, &g);
-        if (wd != 0.0) g = g + wd * p->d;
-        if (mu != 0.0) {
-            double b = steps ? mu * ITEM(buf, i) + g : g; /* PyTorch starts the buffer at g */
-            if (set_float(buf, i, b) < 0) return NULL;
-            g = nesterov ? g + mu * b : b;
-        }
-        p->d = p->d - lr * g;
+        double d = cg_sgd(&s, p->d, g, &b);
+        if (mu != 0.0 && set_float(buf, i, b) < 0) return NULL; /* a float: no Python code runs */
+        p->d = d;
     }
     Py_RETURN_TRUE;
 }
@@ -2365,18 +2216,14 @@ static PyObject *core_adam_step(PyObject *module, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OdddddOOddp", &params, &lr, &wd, &eps, &b1, &b2, &m, &v, &step_size, &bc2, &decoupled))
         return NULL;
     if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_FALSE;
+    AdamSettings s = {lr, wd, eps, b1, b2, step_size, bc2, decoupled};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0;
+        double g = 0.0, mi = ITEM(m, i), vi = ITEM(v, i);
         grad_as_double(p, &g);
-        if (decoupled)
-            p->d = p->d * (1 - lr * wd);
-        else if (wd != 0.0)
-            g = g + wd * p->d;
-        double mi = b1 * ITEM(m, i) + (1 - b1) * g;
-        double vi = b2 * ITEM(v, i) + (1 - b2) * g * g;
-        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL;
-        p->d = p->d - c_div(step_size * mi, sqrt(vi) / bc2 + eps);
+        double d = cg_adam(&s, p->d, g, &mi, &vi);
+        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL; /* floats: no Python code runs */
+        p->d = d;
     }
     Py_RETURN_TRUE;
 }
@@ -2409,22 +2256,29 @@ static Py_ssize_t arity(PyObject *op) {
     return n;
 }
 
-/* The table's op k against engine.PRIMITIVES[k]: its name, arity, and whether it has a rule */
+/* The table's entry k (_kernels.c) against engine.PRIMITIVES[k]: its name, arity, and whether it has a
+ * rule (the entry: either local gradients or a rule) */
 static int check_primitive(int k, PyObject *op) {
-    if (!PyObject_TypeCheck(op, S.Op) || PyUnicode_CompareWithASCIIString(op, PRIMITIVE[k].name) != 0) {
-        PyErr_Format(PyExc_RuntimeError, "op %d of engine.py's table is %R, the core's is %s", k, op, PRIMITIVE[k].name);
+    const Primitive *p = PRIMITIVES[k];
+    if (p == NULL || p->forward == NULL || (p->local == NULL) == (p->rule == NULL)) {
+        PyErr_Format(PyExc_RuntimeError, "op %d of the core's table has no forward, or not one of local gradients "
+                     "and a rule", k);
+        return -1;
+    }
+    if (!PyObject_TypeCheck(op, S.Op) || PyUnicode_CompareWithASCIIString(op, p->name) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "op %d of engine.py's table is %R, the core's is %s", k, op, p->name);
         return -1;
     }
     PyObject *rule = PyObject_GetAttrString(op, "rule");
     if (rule == NULL) return -1;
-    int has_rule = rule != Py_None;
+    int has_rule = rule != Py_None, core_rule = p->rule != NULL;
     Py_DECREF(rule);
     Py_ssize_t n = arity(op);
     if (n < 0 && PyErr_Occurred()) return -1;
-    if (has_rule != PRIMITIVE[k].rule || n != PRIMITIVE[k].arity) {
+    if (has_rule != core_rule || n != p->arity) {
         PyErr_Format(PyExc_RuntimeError, "the op %s takes %zd inputs and %s in engine.py's table, %d and %s in the core's",
-                     PRIMITIVE[k].name, n, has_rule ? "a rule" : "local gradients", PRIMITIVE[k].arity,
-                     PRIMITIVE[k].rule ? "a rule" : "local gradients");
+                     p->name, n, has_rule ? "a rule" : "local gradients", p->arity,
+                     core_rule ? "a rule" : "local gradients");
         return -1;
     }
     return 0;
@@ -2456,7 +2310,7 @@ static int get_activations(PyObject *interface) {
     while (PyDict_Next(activations, &pos, &name, &op)) {
         int k = op == Py_None ? -1 : 0;
         while (k >= 0 && k < N_PRIMITIVES && S.op[k] != op) k++;
-        if ((name != Py_None && !PyUnicode_CheckExact(name)) || k == N_PRIMITIVES || (k >= 0 && PRIMITIVE[k].arity != 1)) {
+        if ((name != Py_None && !PyUnicode_CheckExact(name)) || k == N_PRIMITIVES || (k >= 0 && PRIMITIVES[k]->arity != 1)) {
             PyErr_Format(PyExc_RuntimeError, "the activation %R applies %R (%s), not None or an op of one input of engine.py's table",
                          name, op, Py_TYPE(op)->tp_name);
             goto done;
