@@ -70,7 +70,7 @@ def _build_core(folder: Path, name: str) -> None:
 
     from setuptools import Distribution, Extension
 
-    flags = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]  # as setup.py's BuildExt gives them
+    flags = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-fvisibility=hidden"]  # as setup.py's
     sources = sorted(str(c) for c in (folder / name).glob("*.c"))
     ext = Extension(f"{name}._core", sources, extra_compile_args=flags)
     dist = Distribution({"ext_modules": [ext], "script_name": "setup.py"})

@@ -20,7 +20,9 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "_collector.h"
 #include "_kernels.h"
+#include "_value.h"
 
 /* ------------------------------------------------------------------------------------------------
  * What install() gives us once from chaingrad._backend's interface, beside the op table of _kernels.c
@@ -64,33 +66,6 @@ static struct {
  * The Value type
  * ---------------------------------------------------------------------------------------------- */
 
-enum { L_DOUBLE, L_OBJECT, L_NONE };                     /* how a node keeps its local gradients */
-enum { C_NONE, C_OBJECT, C_RIGHT, C_LEFT, C_FUSED };     /* how it keeps its context */
-
-typedef struct {
-    PyObject_HEAD
-    double d, g;         /* data and grad, when dobj / gobj are NULL */
-    PyObject *dobj;      /* data that is not a float: a batch, an int someone assigned, ... */
-    PyObject *gobj;      /* a grad that is not a double: a Value, a batch, or a float whose identity counts */
-    PyObject *op;        /* an Op, or a str ("" for a leaf) */
-    PyObject *label;     /* NULL: "" */
-    PyObject *ctx;       /* with C_OBJECT: the context object */
-    PyObject **prev;     /* the n inputs */
-    double *local;       /* with L_DOUBLE: nl local gradients */
-    PyObject *lobj;      /* with L_OBJECT: the tuple of local gradients */
-    PyObject *dict;      /* attributes given to it (p.m = 0.0), as to any object; NULL until one is */
-    Py_ssize_t n, nl, aux; /* aux: a fused op's split, output index or target */
-    double cval;         /* with C_RIGHT / C_LEFT: the constant */
-    void *walk;          /* the backward that last visited this node */
-    unsigned char lkind, ckind, reached, astart;
-    unsigned char open;  /* it holds or reaches a mutable container: see "The collector" */
-    unsigned char born;  /* __init__ has run once */
-    unsigned char nograd; /* its grad is None, no gradient yet (g is 0, gobj NULL) */
-    PyObject *inline_prev[2];
-    double inline_local[2];
-} ValueObject;
-
-#define V(o) ((ValueObject *)(o))
 #define IS_VALUE(o) (Py_IS_TYPE((o), S.Value))
 #define IS_FLOAT_VALUE(o) (IS_VALUE(o) && V(o)->dobj == NULL)
 
@@ -265,149 +240,6 @@ static void value_dealloc(ValueObject *v) {
     Py_TRASHCAN_END
 }
 
-/* ------------------------------------------------------------------------------------------------
- * The collector. A graph by itself has no cycles: a node points only at older nodes. So a node that
- * holds nothing but its inputs, its op and numbers is left untracked by the garbage collector, as
- * CPython leaves a tuple of numbers untracked, and a collection never walks a million-node graph.
- * A cycle needs some other reference: a grad that is a Value (create_graph), a context, a closure,
- * a subclass's attributes. When a Value takes one (hold), it is tracked, and so is every Value the
- * new reference reaches; and a tracked Value's inputs are tracked, all the way down (track). Then
- * every cycle runs through tracked objects only, and the collector frees it.
- *
- * A Value that holds or reaches a mutable container (a list, a dict, a closure's cell) is "open",
- * and nodes made from it are tracked from birth, since the container may later come to hold them.
- * Left alone: a container put on a Value after other nodes were made from it, which then gains one
- * of those nodes; and function globals, modules and classes, which live on anyway.
- * ---------------------------------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject **items;          /* borrowed: nothing runs Python code or allocates objects meanwhile */
-    Py_ssize_t n, cap;
-    PyObject **seen;           /* the containers walked: an open-addressing set of pointers */
-    Py_ssize_t nseen, capseen;
-    int open, found;           /* a mutable container seen; a Value seen */
-} Walk;
-
-static int walk_push(PyObject *o, void *arg) {
-    Walk *w = arg;
-    if (o == NULL || !PyObject_IS_GC(o)) return 0;
-    if (w->n == w->cap) {
-        Py_ssize_t cap = w->cap ? 2 * w->cap : 64;
-        PyObject **items = PyMem_Realloc(w->items, cap * sizeof(PyObject *));
-        if (items == NULL) return -1;
-        w->items = items, w->cap = cap;
-    }
-    w->items[w->n++] = o;
-    return 0;
-}
-
-/* 1 if o was seen before, else 0 after adding it; -1 without memory */
-static int walk_seen(Walk *w, PyObject *o) {
-    if (2 * (w->nseen + 1) > w->capseen) {
-        Py_ssize_t cap = w->capseen ? 2 * w->capseen : 64;
-        PyObject **old = w->seen, **seen = PyMem_Calloc(cap, sizeof(PyObject *));
-        if (seen == NULL) return -1;
-        Py_ssize_t oldcap = w->capseen;
-        w->seen = seen, w->capseen = cap, w->nseen = 0;
-        for (Py_ssize_t i = 0; i < oldcap; i++)
-            if (old[i]) walk_seen(w, old[i]);
-        PyMem_Free(old);
-    }
-    size_t i = ((uintptr_t)o >> 4) & (w->capseen - 1);
-    for (; w->seen[i]; i = (i + 1) & (w->capseen - 1))
-        if (w->seen[i] == o) return 1;
-    w->seen[i] = o;
-    w->nseen++;
-    return 0;
-}
-
-static void walk_free(Walk *w) {
-    PyMem_Free(w->items);
-    PyMem_Free(w->seen);
-}
-
-/* Track v and every untracked Value under it. Untracked Values hold nothing but inputs and numbers,
- * and a tracked one's inputs are tracked, so the walk follows inputs and stops at tracked Values. */
-static int track(ValueObject *v) {
-    if (PyObject_GC_IsTracked((PyObject *)v)) return 0;
-    Walk w = {0};
-    int rc = walk_push((PyObject *)v, &w);
-    while (rc == 0 && w.n) {
-        ValueObject *u = V(w.items[--w.n]);
-        if (!PyObject_TypeCheck(u, S.Value) || PyObject_GC_IsTracked((PyObject *)u)) continue;
-        PyObject_GC_Track(u);
-        for (Py_ssize_t i = 0; i < u->n && rc == 0; i++) rc = walk_push(u->prev[i], &w);
-    }
-    walk_free(&w);
-    if (rc < 0) PyErr_NoMemory();
-    return rc;
-}
-
-/* Find the Values that o reaches and whether it reaches a mutable container. Values found are
- * collected in w->items from index 0 up; a Value's own inputs are not followed (track does that). */
-static int walk_from(PyObject *o, Walk *w) {
-    Py_ssize_t values = 0; /* items[0:values] are the Values found; the rest is the stack */
-    if (walk_push(o, w) < 0) return -1;
-    while (w->n > values) {
-        PyObject *x = w->items[--w->n];
-        if (PyObject_TypeCheck(x, S.Value)) {
-            w->found = 1;
-            w->open |= V(x)->open || !IS_VALUE(x); /* a subclass has a __dict__ */
-            w->items[values++] = x;
-            continue;
-        }
-        int seen = walk_seen(w, x);
-        if (seen) {
-            if (seen < 0) return -1;
-            continue;
-        }
-        int rc = 0;
-        if (PyModule_Check(x) || PyType_Check(x)) continue;
-        if (PyFunction_Check(x)) {
-            if ((rc = walk_push(PyFunction_GET_CLOSURE(x), w)) == 0 && (rc = walk_push(PyFunction_GET_DEFAULTS(x), w)) == 0)
-                rc = walk_push(PyFunction_GET_KW_DEFAULTS(x), w);
-        } else {
-            int frozen = (PyTuple_Check(x) && Py_TYPE(x)->tp_dictoffset == 0) || Py_IS_TYPE(x, S.Op) || PyMethod_Check(x);
-            w->open |= !frozen;
-            traverseproc traverse = Py_TYPE(x)->tp_traverse;
-            if (traverse) rc = traverse(x, walk_push, w);
-        }
-        if (rc) return -1;
-    }
-    w->n = values;
-    return 0;
-}
-
-/* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
-static int hold(ValueObject *v, PyObject *o) {
-    if (o == NULL || !PyObject_IS_GC(o)) return 0;
-    /* CPython untracks a tuple only when nothing in it may be tracked (no Value), and a tuple cannot
-     * gain items; a dict or list may be untracked while empty and gain a Value later */
-    if (PyTuple_CheckExact(o) && !PyObject_GC_IsTracked(o)) return 0;
-    Walk w = {0};
-    int rc = walk_from(o, &w);
-    if (rc == 0 && (w.found || w.open)) {
-        v->open |= w.open;
-        rc = track(v);
-        for (Py_ssize_t i = 0; i < w.n && rc == 0; i++) rc = track(V(w.items[i]));
-    } else if (rc < 0) {
-        PyErr_NoMemory();
-    }
-    walk_free(&w);
-    return rc;
-}
-
-/* A new node: tracked from birth if an input is open (and then so is it). */
-static int born(ValueObject *v) {
-    for (Py_ssize_t i = 0; i < v->n; i++)
-        if (!(IS_VALUE(v->prev[i]) && !V(v->prev[i])->open) &&
-            (!PyObject_TypeCheck(v->prev[i], S.Value) || V(v->prev[i])->open)) {
-            v->open = 1;
-            return track(v);
-        }
-    return 0;
-}
-
 /* A list's (or a subclass's) or a tuple's items as a tuple of strong references (a tuple itself, with a new reference);
  * NULL without an error for anything else. A list's items are borrowed: whatever allocates an object
  * meanwhile can start a collection whose finalizers change or clear the list and free its items (on
@@ -431,7 +263,7 @@ static PyObject *items_tuple(PyObject *seq) {
 static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ValueObject *v;
     if (type == S.Value) {
-        v = fresh_node(); /* untracked until it holds something: see "The collector" */
+        v = fresh_node(); /* untracked until it holds something: see _collector.h */
         if (v == NULL) return NULL;
     } else {
         v = (ValueObject *)type->tp_alloc(type, 0);
@@ -470,7 +302,7 @@ static int set_data(ValueObject *v, PyObject *x) {
     } else {
         Py_XSETREF(v->dobj, Py_NewRef(x));
     }
-    return hold(v, x);
+    return collector_hold(v, x);
 }
 
 static int set_grad(ValueObject *v, PyObject *x) {
@@ -485,7 +317,7 @@ static int set_grad(ValueObject *v, PyObject *x) {
     }
     Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given, as the reference engine keeps it */
     v->reached = 1, v->nograd = 0;
-    return hold(v, x);
+    return collector_hold(v, x);
 }
 
 /* The tuple's allocation can run a collection whose finalizers re-initialise v: so the tuple is filled
@@ -540,7 +372,7 @@ static int add_grad_object(ValueObject *c, double d) {
     Py_DECREF(f);
     int rc = -1;
     if (sum != NULL) {
-        rc = hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
+        rc = collector_hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
         if (rc < 0)
             Py_DECREF(sum);
         else
@@ -583,7 +415,7 @@ static ValueObject *new_node(double out, PyObject *op, Py_ssize_t n, PyObject **
         for (Py_ssize_t i = 0; i < nl; i++) v->local[i] = local[i];
         v->nl = nl;
     }
-    if (born(v) < 0) {
+    if (collector_born(v) < 0) {
         Py_DECREF(v);
         return NULL;
     }
@@ -1054,7 +886,7 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
     PyObject *op = Py_NewRef(self->op), *name = PyObject_Str(op); /* str() may run Python code */
     Py_DECREF(op);
     if (name == NULL) return -1;
-    if (hold(self, closure) < 0) {
+    if (collector_hold(self, closure) < 0) {
         Py_DECREF(name);
         return -1;
     }
@@ -1090,7 +922,7 @@ static int set_op(ValueObject *v, PyObject *op, void *c) {
     }
     /* a fused node builds its _ctx from its op: kept as it is first, as the reference engine keeps it */
     if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
-    if (hold(v, op) < 0) return -1;
+    if (collector_hold(v, op) < 0) return -1;
     Py_XSETREF(v->op, Py_NewRef(op));
     return 0;
 }
@@ -1122,7 +954,7 @@ static int set_local(ValueObject *v, PyObject *local, void *c) {
         if (i == m) {
             v->lkind = L_DOUBLE;
             v->nl = m;
-        } else if ((rc = hold(v, local)) == 0) {
+        } else if ((rc = collector_hold(v, local)) == 0) {
             v->lkind = L_OBJECT;
             v->lobj = Py_NewRef(local);
         }
@@ -1141,14 +973,14 @@ static int set_label(ValueObject *v, PyObject *label, void *c) {
         return -1;
     }
     Py_XSETREF(v->label, Py_NewRef(label));
-    return hold(v, label);
+    return collector_hold(v, label);
 }
 
 static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
 
 static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
     if (ctx == NULL) ctx = Py_None;
-    if (hold(v, ctx) < 0) return -1;
+    if (collector_hold(v, ctx) < 0) return -1;
     PyObject *old = v->ctx; /* released last: its finalizer may read this node */
     v->ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
     v->ckind = ctx == Py_None ? C_NONE : C_OBJECT;
@@ -1176,7 +1008,7 @@ static int set_saved(ValueObject *v, PyObject *saved, void *c) {
         return -1;
     }
     Py_XSETREF(v->lobj, Py_NewRef(saved));
-    return hold(v, saved);
+    return collector_hold(v, saved);
 }
 
 static PyObject *get_batch_size(ValueObject *v, void *c) {
@@ -1194,11 +1026,11 @@ static PyMemberDef value_members[] = {
     {NULL},
 };
 
-/* Setting an attribute: as any object, then what the dict now holds is held (see "The collector") */
+/* Setting an attribute: as any object, then what the dict now holds is held (see _collector.h) */
 static int value_setattro(PyObject *self, PyObject *name, PyObject *x) {
     if (PyObject_GenericSetAttr(self, name, x) < 0) return -1;
     ValueObject *v = V(self);
-    return v->dict == NULL ? 0 : hold(v, v->dict);
+    return v->dict == NULL ? 0 : collector_hold(v, v->dict);
 }
 
 static PyGetSetDef value_getset[] = {
@@ -1279,7 +1111,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     self->n = n;
     self->g = 0.0, self->nograd = 0;
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
-    if ((self->born ? hold(self, children) : born(self)) < 0) goto release;
+    if ((self->born ? collector_hold(self, children) : collector_born(self)) < 0) goto release;
     self->born = 1;
     if (set_data(self, d) < 0 || set_op(self, op, NULL) < 0 || set_local(self, given_local, NULL) < 0) goto release;
     if (label != NULL) {
@@ -1560,7 +1392,7 @@ static int freeze_ctx(ValueObject *v) {
     PyObject *ctx = get_ctx(v);
     if (ctx == NULL) return -1;
     if (v->ckind == C_FUSED) { /* else a finalizer changed v while ctx was made */
-        if (hold(v, ctx) < 0) {
+        if (collector_hold(v, ctx) < 0) {
             Py_DECREF(ctx);
             return -1;
         }
@@ -1581,7 +1413,7 @@ static PyObject *make_node(PyObject *data, PyObject *prev, PyObject *local, PyOb
     for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(PyTuple_GET_ITEM(prev, i));
     v->n = n;
     v->op = Py_NewRef(op);
-    if (born(v) < 0 || hold(v, v->op) < 0 || set_data(v, data) < 0 || set_local(v, local, NULL) < 0 ||
+    if (collector_born(v) < 0 || collector_hold(v, v->op) < 0 || set_data(v, data) < 0 || set_local(v, local, NULL) < 0 ||
         set_ctx(v, ctx, NULL) < 0) {
         Py_DECREF(v);
         return NULL;
@@ -1846,7 +1678,7 @@ static PyObject *fill_fused(ValueObject *v, double out, int kind, PyObject **pre
     v->ckind = C_FUSED;
     v->aux = aux;
     v->astart = (unsigned char)bits;
-    if (born(v) < 0) {
+    if (collector_born(v) < 0) {
         Py_DECREF(v);
         return NULL;
     }
@@ -2331,6 +2163,7 @@ static PyObject *core_install(PyObject *module, PyObject *interface) {
     if ((S.Op = (PyTypeObject *)get(interface, "Op")) == NULL || !PyType_Check(S.Op) ||
         (ops = get(interface, "primitives")) == NULL || !PyTuple_Check(ops))
         goto done;
+    collector_types(S.Value, S.Op);
     if (PyTuple_GET_SIZE(ops) != N_PRIMITIVES) {
         PyErr_Format(PyExc_RuntimeError, "engine.py's table has %zd ops, the core's %d", PyTuple_GET_SIZE(ops), N_PRIMITIVES);
         goto done;
@@ -2431,6 +2264,7 @@ static int core_exec(PyObject *module) {
     }
     S.Value = (PyTypeObject *)PyType_FromSpec(&value_spec);
     if (S.Value == NULL) return -1;
+    collector_types(S.Value, NULL);
     /* __name__ set again sets the name Python's messages show ("'Value' object is not iterable") to
      * "Value", as on the reference engine, in place of the spec's dotted name */
     PyObject *name = PyUnicode_FromString("Value");
