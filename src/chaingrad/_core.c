@@ -1955,8 +1955,9 @@ general:
 }
 
 /* ------------------------------------------------------------------------------------------------
- * The optimizers' loops over their parameters (optim.py's formulas): True when done, False where a
- * parameter is not a Value holding a float with a float grad, and optim.py does the step itself.
+ * Loops over many Values: zero_grad, floats, and the optimizers' steps (their arithmetic _kernels.c's).
+ * Each gives NotImplemented, having changed nothing, where Python must do the work (a parameter that is
+ * not a Value holding a float with a float grad, a list that is not a list), as a binary operator does.
  * ---------------------------------------------------------------------------------------------- */
 
 static int simple_params(PyObject *params, Py_ssize_t *n) {
@@ -1986,32 +1987,32 @@ static int set_float(PyObject *list, Py_ssize_t i, double x) {
 #define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
 
 static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
-    if (!PyList_CheckExact(params)) Py_RETURN_FALSE;
+    if (!PyList_CheckExact(params)) Py_RETURN_NOTIMPLEMENTED;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++)
-        if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_FALSE;
+        if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_NOTIMPLEMENTED;
     /* Dropping a grad can run its finalizer, which may change the list (clear it, as the reference
      * engine's `for v in values` then stops) or free the parameter: so the length is read again at every
      * step, the parameter is held, and the grad is released after the parameter reads 0. Should an item
      * that is not a Value appear meanwhile, Python does it all again (setting 0 twice changes nothing). */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
         PyObject *item = PyList_GET_ITEM(params, i);
-        if (!IS_VALUE(item)) Py_RETURN_FALSE;
+        if (!IS_VALUE(item)) Py_RETURN_NOTIMPLEMENTED;
         ValueObject *p = (ValueObject *)Py_NewRef(item);
         PyObject *g = p->gobj;
         p->g = 0.0, p->gobj = NULL, p->nograd = 0;
         Py_XDECREF(g);
         Py_DECREF(p);
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 /* layers._batched's parameters: the data of every item of a list, packed as C doubles (bytes, for
- * numpy.frombuffer), when each is a Value holding a float; None otherwise, and Python reads them. */
+ * numpy.frombuffer), when each is a Value holding a float; NotImplemented otherwise, and Python reads them. */
 static PyObject *core_floats(PyObject *module, PyObject *values) {
-    if (!PyList_CheckExact(values)) Py_RETURN_NONE;
+    if (!PyList_CheckExact(values)) Py_RETURN_NOTIMPLEMENTED;
     Py_ssize_t n = PyList_GET_SIZE(values);
     for (Py_ssize_t i = 0; i < n; i++)
-        if (!IS_FLOAT_VALUE(PyList_GET_ITEM(values, i))) Py_RETURN_NONE;
+        if (!IS_FLOAT_VALUE(PyList_GET_ITEM(values, i))) Py_RETURN_NOTIMPLEMENTED;
     PyObject *packed = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
     if (packed == NULL) return NULL;
     char *out = PyBytes_AS_STRING(packed);
@@ -2019,14 +2020,26 @@ static PyObject *core_floats(PyObject *module, PyObject *values) {
     return packed;
 }
 
-/* SGD.step: sgd_step(params, lr, momentum, weight_decay, nesterov, buffers, steps) */
-static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
+/* 1 if a call of `name` gave its `count` arguments all by keyword (the parser then checks their names),
+ * else 0 with a TypeError */
+static int all_by_keyword(const char *name, PyObject *args, PyObject *kwds, Py_ssize_t count) {
+    if (PyTuple_GET_SIZE(args) == 0 && kwds != NULL && PyDict_GET_SIZE(kwds) == count) return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes its %zd arguments by keyword, all of them", name, count);
+    return 0;
+}
+
+/* SGD.step's loop: sgd_step(*, params, lr, momentum, weight_decay, nesterov, buffers, steps) */
+static PyObject *core_sgd_step(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"params", "lr", "momentum", "weight_decay", "nesterov", "buffers", "steps", NULL};
     PyObject *params, *buf;
     double lr, mu, wd;
     int nesterov;
     Py_ssize_t steps, n;
-    if (!PyArg_ParseTuple(args, "OdddpOn", &params, &lr, &mu, &wd, &nesterov, &buf, &steps)) return NULL;
-    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_FALSE;
+    if (!all_by_keyword("sgd_step", args, kwds, 7) ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddpOn:sgd_step", kwlist, &params, &lr, &mu, &wd, &nesterov, &buf,
+                                     &steps))
+        return NULL;
+    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_NOTIMPLEMENTED;
     SgdSettings s = {lr, mu, wd, nesterov, steps != 0};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
@@ -2036,18 +2049,24 @@ static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
         if (mu != 0.0 && set_float(buf, i, b) < 0) return NULL; /* a float: no Python code runs */
         p->d = d;
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
-/* Adam.step's loop: adam_step(params, lr, weight_decay, eps, b1, b2, m, v, step_size, bc2_sqrt, decoupled) */
-static PyObject *core_adam_step(PyObject *module, PyObject *args) {
+/* Adam.step's loop: adam_step(*, params, lr, weight_decay, eps, beta1, beta2, exp_avg, exp_avg_sq, step_size,
+ * bias_correction2_sqrt, decoupled) */
+static PyObject *core_adam_step(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"params",    "lr",         "weight_decay", "eps",       "beta1",
+                             "beta2",     "exp_avg",    "exp_avg_sq",   "step_size", "bias_correction2_sqrt",
+                             "decoupled", NULL};
     PyObject *params, *m, *v;
     double lr, wd, eps, b1, b2, step_size, bc2;
     int decoupled;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OdddddOOddp", &params, &lr, &wd, &eps, &b1, &b2, &m, &v, &step_size, &bc2, &decoupled))
+    if (!all_by_keyword("adam_step", args, kwds, 11) ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddddOOddp:adam_step", kwlist, &params, &lr, &wd, &eps, &b1, &b2, &m,
+                                     &v, &step_size, &bc2, &decoupled))
         return NULL;
-    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_FALSE;
+    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_NOTIMPLEMENTED;
     AdamSettings s = {lr, wd, eps, b1, b2, step_size, bc2, decoupled};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
@@ -2057,7 +2076,7 @@ static PyObject *core_adam_step(PyObject *module, PyObject *args) {
         if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL; /* floats: no Python code runs */
         p->d = d;
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -2248,10 +2267,12 @@ static PyMethodDef core_functions[] = {
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "node(data, prev, local, op, ctx): engine.node, for this type"},
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
     {"forked", core_forked, METH_NOARGS, "in a forked child: the walks of the parent's other threads unmarked"},
-    {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (None: not all are)"},
-    {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
-    {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
-    {"adam_step", core_adam_step, METH_VARARGS, "Adam.step's loop over the parameters"},
+    {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (NotImplemented: not all are)"},
+    {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (NotImplemented: do it in Python)"},
+    {"sgd_step", (PyCFunction)(void (*)(void))core_sgd_step, METH_VARARGS | METH_KEYWORDS,
+     "SGD.step's loop over the parameters, its arguments by keyword (NotImplemented: do it in Python)"},
+    {"adam_step", (PyCFunction)(void (*)(void))core_adam_step, METH_VARARGS | METH_KEYWORDS,
+     "Adam.step's loop over the parameters, its arguments by keyword (NotImplemented: do it in Python)"},
     {"after_collection", (PyCFunction)(void (*)(void))core_after_collection, METH_FASTCALL,
      "gc.callbacks entry: a full collection frees the nodes kept for reuse"},
     {NULL},
@@ -2278,7 +2299,7 @@ static int core_exec(PyObject *module) {
     Py_DECREF(slots);
     if (PyModule_AddObjectRef(module, "Value", (PyObject *)S.Value) < 0) return -1;
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 6) < 0) return -1; /* chaingrad._backend.INTERFACE */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 7) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
     S.s_enter = PyUnicode_InternFromString("__enter__");
     S.s_exit = PyUnicode_InternFromString("__exit__");
