@@ -36,6 +36,16 @@ enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_
 static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
                                            "softmax", "log_softmax", "cross_entropy", "affine"};
 
+/* One static state, not per-module state (PEP 573's PyModule_GetState), on purpose:
+ * - every op reads it (the Value type, the table's Op objects, the modes' flags), and most ops are called
+ *   through a number slot or a method, which is given the node but not the module: per-module state
+ *   would cost a lookup from the node's type to its module (PyType_GetModuleByDef, a walk of the MRO) on
+ *   every op, whose whole time is some tens of nanoseconds;
+ * - chaingrad installs one engine per process: the core is loaded once, by chaingrad._backend, and
+ *   core_exec refuses a second load (in another interpreter, say) rather than share this state;
+ * - its Python objects live as long as the process, as the engine they belong to.
+ * Subinterpreters that each load the core would need it per module: then S becomes the module's state
+ * and the Value type a heap type that knows its module (PyType_FromModuleAndSpec). */
 static struct {
     int ready;
     int modes_seen; /* modes.ever_on: the one field that changes later, once, from 0 to 1 */
