@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import struct
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 from twins import record
 
 import chaingrad as cg
-from chaingrad import Value
+from chaingrad import Value, engine
 from chaingrad.numerics import ACTIVATIONS
 
 # ---------------------------------------------------------------------------
@@ -204,6 +206,38 @@ def test_the_compiled_core_installs_only_beside_the_op_table_it_mirrors(table):
         assert said == "installed"
     else:
         assert said.startswith("refused:") and "core" in said, said
+
+
+def _statements(lines):
+    """The `NAME = Op(...)` statements among lines, each one string with its whitespace collapsed."""
+    found = []
+    for line in lines:
+        if re.match(r"[A-Z_]+ = Op\(", line):
+            found.append(line)
+        elif found and found[-1].count("(") > found[-1].count(")"):
+            found[-1] += line  # the statement goes on (POW's rule)
+    return [" ".join(statement.split()) for statement in found]
+
+
+def test_the_cores_op_table_quotes_engine_py_s_table_line_by_line_in_its_order():
+    # _kernels.c writes each op of the table under the line of engine.py it mirrors, then its entry: the
+    # quotes must be engine.py's lines as they are, in their order, each above the entry of its op
+    root = Path(__file__).resolve().parent.parent / "src" / "chaingrad"
+    table = (root / "engine.py").read_text().split("# fmt: off")[1].split("# fmt: on")[0]
+    kernels = (root / "_kernels.c").read_text().split("const Primitive *const PRIMITIVES")[0]  # the table
+    quotes = re.findall(r"/\* ([A-Z_]+ = Op\(.*?) \*/", kernels, re.S)
+    quoted = [" ".join(quote.replace("\n *", "\n").split()) for quote in quotes]
+    assert quoted == _statements(table.splitlines())
+    names = [quote.split(" = ")[0] for quote in quotes]
+    assert [getattr(engine, name) for name in names] == list(engine.PRIMITIVES)
+    entries = re.findall(r'const Primitive ([A-Z_]+) = \{"([^"]+)",', kernels)
+    assert entries == [(name, getattr(engine, name).name) for name in names]
+    positions = [kernels.index(f"/* {name} = Op(") for name in names]
+    entry_positions = [kernels.index(f"const Primitive {name} = {{") for name in names]
+    assert positions == sorted(positions)
+    assert all(
+        p < e < next_p for p, e, next_p in zip(positions, entry_positions, [*positions[1:], len(kernels)])
+    )
 
 
 ACTIVATION_MAPS = {
