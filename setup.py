@@ -18,7 +18,9 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             args = ["/O2", "/fp:precise"]
         else:
-            args = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-Wall"]
+            # -fvisibility=hidden: the core's C files call each other's functions (ADD, cg_div, ...) directly,
+            # and the module exports only PyInit__core
+            args = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-Wall", "-fvisibility=hidden"]
         link = []
         if os.environ.get("CHAINGRAD_SANITIZE") == "1" and self.compiler.compiler_type != "msvc":
             # CI's AddressSanitizer/UBSan build (.ci/sanitize): no free list, so that every freed node is
@@ -46,7 +48,12 @@ class BuildExt(build_ext):
             raise
 
 
+# The core's C: the CPython binding (_core.c), its support for the cyclic garbage collector (_collector.c),
+# the numeric kernels it calls (_kernels.c, pure C) and cg.compile's tapes replayed with them (_tape.c)
+SOURCES = ["src/chaingrad/_core.c", "src/chaingrad/_collector.c", "src/chaingrad/_kernels.c", "src/chaingrad/_tape.c"]
+HEADERS = ["src/chaingrad/_collector.h", "src/chaingrad/_kernels.h", "src/chaingrad/_value.h", "src/chaingrad/_tape.h"]
+
 setup(
-    ext_modules=[Extension("chaingrad._core", ["src/chaingrad/_core.c", "src/chaingrad/_kernels.c", "src/chaingrad/_tape.c"], optional=True)],
+    ext_modules=[Extension("chaingrad._core", SOURCES, depends=HEADERS, optional=True)],
     cmdclass={"build_ext": BuildExt},
 )

@@ -3,7 +3,8 @@
 `at("3c6bce4")` extracts `src/chaingrad` of that commit (with `git archive`)
 into a temporary folder and imports it as its own package, `chaingrad_3c6bce4`,
 beside today's chaingrad: its reference engine. `at("3c6bce4", compiled=True)`
-also builds that commit's `_core.c` there, with the flags of today's setup.py,
+also builds that commit's core there (its `_core.c`, and the other C files of
+the package where it has them), with the flags of today's setup.py,
 and imports it as `chaingrad_3c6bce4_compiled`: its compiled core. It needs a
 git checkout of chaingrad (and, compiled, a C compiler); without one, `at`
 raises LookupError saying so. `reference()` imports a second copy of today's
@@ -63,13 +64,15 @@ def at(commit: str, compiled: bool = False) -> ModuleType:
 
 
 def _build_core(folder: Path, name: str) -> None:
-    """Build folder/name/_core.c into folder/name, with the compiler flags of today's setup.py."""
+    """Build the core of folder/name into folder/name, with the compiler flags of today's setup.py: every C
+    file of the package, one extension (3c6bce4 has one, _core.c; later commits the kernels apart)."""
     import contextlib
 
     from setuptools import Distribution, Extension
 
-    flags = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]  # as setup.py's BuildExt gives them
-    ext = Extension(f"{name}._core", [str(folder / name / "_core.c")], extra_compile_args=flags)
+    flags = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99", "-fvisibility=hidden"]  # as setup.py's
+    sources = sorted(str(c) for c in (folder / name).glob("*.c"))
+    ext = Extension(f"{name}._core", sources, extra_compile_args=flags)
     dist = Distribution({"ext_modules": [ext], "script_name": "setup.py"})
     command = dist.get_command_obj("build_ext")
     command.build_lib, command.build_temp = str(folder), str(folder / "build")

@@ -1,21 +1,27 @@
 """The compiled core (chaingrad._core) where it differs from the reference engine in how, not what: its
-free list of nodes, the nodes it keeps out of the collector's sight, and its install beside engine.py's
-op table and layers' activations. The tests that need the core are skipped without it; the others run
-on both engines (on the reference engine they check the same promises, which it keeps without tricks)."""
+free list of nodes, the nodes it keeps out of the collector's sight (the cycles: test_collector.py), its
+install beside engine.py's op table and layers' activations, and its loops over many Values (one signal
+that Python must do the work, keyword arguments). The tests that need the core are skipped without it; the
+others run on both engines (on the reference engine they check the same promises, which it keeps without
+tricks)."""
 
 from __future__ import annotations
 
 import gc
 import os
+import re
+import struct
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
+import numpy as np
 import pytest
 from twins import record
 
 import chaingrad as cg
-from chaingrad import Value
+from chaingrad import Value, engine
 from chaingrad.numerics import ACTIVATIONS
 
 # ---------------------------------------------------------------------------
@@ -202,6 +208,38 @@ def test_the_compiled_core_installs_only_beside_the_op_table_it_mirrors(table):
         assert said.startswith("refused:") and "core" in said, said
 
 
+def _statements(lines):
+    """The `NAME = Op(...)` statements among lines, each one string with its whitespace collapsed."""
+    found = []
+    for line in lines:
+        if re.match(r"[A-Z_]+ = Op\(", line):
+            found.append(line)
+        elif found and found[-1].count("(") > found[-1].count(")"):
+            found[-1] += line  # the statement goes on (POW's rule)
+    return [" ".join(statement.split()) for statement in found]
+
+
+def test_the_cores_op_table_quotes_engine_py_s_table_line_by_line_in_its_order():
+    # _kernels.c writes each op of the table under the line of engine.py it mirrors, then its entry: the
+    # quotes must be engine.py's lines as they are, in their order, each above the entry of its op
+    root = Path(__file__).resolve().parent.parent / "src" / "chaingrad"
+    table = (root / "engine.py").read_text().split("# fmt: off")[1].split("# fmt: on")[0]
+    kernels = (root / "_kernels.c").read_text().split("const Primitive *const PRIMITIVES")[0]  # the table
+    quotes = re.findall(r"/\* ([A-Z_]+ = Op\(.*?) \*/", kernels, re.S)
+    quoted = [" ".join(quote.replace("\n *", "\n").split()) for quote in quotes]
+    assert quoted == _statements(table.splitlines())
+    names = [quote.split(" = ")[0] for quote in quotes]
+    assert [getattr(engine, name) for name in names] == list(engine.PRIMITIVES)
+    entries = re.findall(r'const Primitive ([A-Z_]+) = \{"([^"]+)",', kernels)
+    assert entries == [(name, getattr(engine, name).name) for name in names]
+    positions = [kernels.index(f"/* {name} = Op(") for name in names]
+    entry_positions = [kernels.index(f"const Primitive {name} = {{") for name in names]
+    assert positions == sorted(positions)
+    assert all(
+        p < e < next_p for p, e, next_p in zip(positions, entry_positions, [*positions[1:], len(kernels)])
+    )
+
+
 ACTIVATION_MAPS = {
     "as it is": "activations = _backend._INTERFACE.activations",
     "relu applying +": "activations = {**_backend._INTERFACE.activations, 'relu': engine.ADD}",
@@ -246,3 +284,61 @@ def test_affine_on_single_numbers_makes_the_nodes_of_dot_then_the_activation(act
     cg.sum(by_hand).backward()
     assert [record(out) for out in outs] == [record(out) for out in by_hand]
     assert [out._op for out in outs] == [activation or "dot"] * 2
+
+
+# ---------------------------------------------------------------------------
+# The loops over many Values: NotImplemented where Python must do the work, keywords for many arguments
+# ---------------------------------------------------------------------------
+
+
+def _sgd(params, buffers):
+    return dict(
+        params=params, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False, buffers=buffers, steps=1
+    )
+
+
+def _adam(params, m, v):
+    return dict(
+        params=params, lr=0.1, weight_decay=0.0, eps=1e-8, beta1=0.9, beta2=0.999, exp_avg=m, exp_avg_sq=v,
+        step_size=0.1, bias_correction2_sqrt=1.0, decoupled=False,
+    )  # fmt: skip
+
+
+def test_the_loops_give_not_implemented_and_change_nothing_where_python_must_do_the_work():
+    from chaingrad import _backend
+
+    batch = Value(1.0)
+    batch.data = np.array([1.0, 2.0])  # not a float: Python's loops take it
+    p = Value(2.0)
+    p.grad = 0.5
+    params, buffers, m, v = [p, batch], [0.25, 0.0], [0.0, 0.0], [0.0, 0.0]
+    assert _backend.sgd_step(**_sgd(params, buffers)) is NotImplemented
+    assert _backend.adam_step(**_adam(params, m, v)) is NotImplemented
+    assert _backend.floats(params) is NotImplemented
+    assert (p.data, p.grad, buffers, m, v) == (2.0, 0.5, [0.25, 0.0], [0.0, 0.0], [0.0, 0.0])
+    if cg.backend == "compiled":
+        assert _backend.core.zero_grad((p,)) is NotImplemented  # not a list
+        assert p.grad == 0.5
+        assert _backend.core.zero_grad([p]) is None and p.grad == 0.0
+        p.grad = 0.5
+        assert _backend.sgd_step(**_sgd([p], [0.25])) is None and p.data == 2.0 - 0.1 * (0.9 * 0.25 + 0.5)
+        assert _backend.floats([p, p]) == struct.pack("2d", p.data, p.data)
+
+
+@pytest.mark.skipif(cg.backend != "compiled", reason="the compiled core's functions")
+def test_the_optimizers_loops_take_their_arguments_by_keyword_only():
+    from chaingrad._backend import core
+
+    p = Value(2.0)
+    p.grad = 0.5
+    sgd = _sgd([p], [0.0])
+    with pytest.raises(TypeError, match="by keyword"):
+        core.sgd_step(*sgd.values())
+    with pytest.raises(TypeError, match="by keyword"):
+        core.sgd_step(**{k: x for k, x in sgd.items() if k != "steps"})
+    with pytest.raises(TypeError, match=r"invalid keyword|unexpected keyword"):
+        core.sgd_step(**{**{k: x for k, x in sgd.items() if k != "steps"}, "step": 1})
+    adam = _adam([p], [0.0], [0.0])
+    with pytest.raises(TypeError, match="by keyword"):
+        core.adam_step(*adam.values())
+    assert (p.data, p.grad) == (2.0, 0.5)

@@ -61,7 +61,8 @@ def test_the_sdist_carries_the_tests_examples_docs_and_license(dist):
         assert expected and expected <= files, f"{folder}: missing {sorted(expected - files)}"
     for name in ("LICENSE", "CHANGELOG.md", "README.md", "mkdocs.yml", "pyproject.toml", "setup.py"):
         assert name in files
-    assert "src/chaingrad/_core.c" in files, "the compiled core's source"
+    for name in ("_core.c", "_collector.c", "_collector.h", "_kernels.c", "_kernels.h", "_value.h"):
+        assert f"src/chaingrad/{name}" in files, "the compiled core's source"
     assert not [f for f in files if f.endswith((".so", ".pyd"))], "no built module in the sdist"
     assert not [f for f in files if f.endswith((".pyc", ".pyo"))]
 

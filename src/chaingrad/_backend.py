@@ -9,8 +9,11 @@ that Python takes from C. The rest of the package asks this module, never C:
 
 - `Value`, `Op`, `apply`, `record`, `node`: the active engine's node and how ops make nodes;
 - `twin(op, function)`: a fused op's function, done in C on single numbers where the core runs;
-- `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs;
-- `Compiled`, `trace`, `tracing`, `structure`, `tape`, `replay`, `run_step`: cg.compile's tapes (compiler.py), only where it runs.
+- `zero_grads`, `floats`, `sgd_step`, `adam_step`: loops over many Values, in C where it runs. The last
+  three return NotImplemented, having changed nothing, where Python must do the work (always, where no
+  core runs): one signal for every such function, as a binary operator's.
+- `Compiled`, `trace`, `tracing`, `structure`, `tape`, `replay`, `run_step`: cg.compile's tapes
+  (compiler.py), only where the core runs.
 
 Where the core runs, `Value` is its type: the same attributes, ops and gradients
 as engine.Value, bit for bit (tests/test_twins.py checks).
@@ -50,7 +53,7 @@ __all__ = [
     "zero_grads",
 ]
 
-INTERFACE = 6  # the version of the interface below; _core.c says which one it was built for
+INTERFACE = 7  # the version of the interface below; _core.c says which one it was built for
 
 _INTERFACE = SimpleNamespace(
     primitives=engine.PRIMITIVES,  # the op table, which the core checks its own against
@@ -124,9 +127,6 @@ Value = engine.Value if core is None else core.Value
 apply = engine.apply if core is None else core.apply
 record = engine.record if core is None else core.record
 node = engine.node if core is None else core.node
-floats = None if core is None else core.floats
-sgd_step = None if core is None else core.sgd_step
-adam_step = None if core is None else core.adam_step
 # cg.compile's tapes (compiler.py): written down while tracing, replayed as one node per call
 trace = None if core is None else core.trace
 tracing = None if core is None else core.tracing
@@ -137,6 +137,16 @@ Compiled = None if core is None else core.Compiled  # a compiled function's call
 run_step = None if core is None else core.run_step
 if core is not None:
     Value.__doc__ = engine.Value.__doc__  # help(Value) reads the same on both engines
+
+
+def _python_does_it(*args: Any, **kwargs: Any) -> Any:
+    """floats, sgd_step and adam_step where no core runs: Python does the work."""
+    return NotImplemented
+
+
+floats = _python_does_it if core is None else core.floats
+sgd_step = _python_does_it if core is None else core.sgd_step  # its arguments by keyword
+adam_step = _python_does_it if core is None else core.adam_step  # its arguments by keyword
 
 
 class Op(engine.Op):
@@ -162,7 +172,7 @@ def twin(op: engine.Op, function: Callable[..., Any]) -> Callable[..., Any]:
 
 def zero_grads(values: Sequence[Any]) -> None:
     """Set each value's grad to 0 (a model's or an optimizer's zero_grad; in C where the core runs)."""
-    if core is None or not core.zero_grad(values if type(values) is list else list(values)):
+    if core is None or core.zero_grad(values if type(values) is list else list(values)) is NotImplemented:
         for v in values:
             v.grad = 0.0
 

@@ -2,8 +2,10 @@
  *
  * The same Value, the same op table, the same backward, in C, for single numbers: each op computes its
  * value and local gradients with the formulas of engine.py's table, in the same order, so that every
- * float is bit for bit the reference engine's (compile with -ffp-contract=off). Whatever this file does
- * not handle itself (batches, custom ops, micrograd's _backward closures, a mode that is on, higher
+ * float is bit for bit the reference engine's (compile with -ffp-contract=off). The arithmetic is
+ * _kernels.c's (pure C, as libmpdec is apart from _decimal): the op table, the fused ops, the optimizers'
+ * steps. This file is the CPython binding around it: the Value type, its walks, the module's functions.
+ * Whatever this file does not handle itself (batches, custom ops, micrograd's _backward closures, a mode that is on, higher
  * derivatives, bad arguments) it hands to the reference engine's Python code, which then makes and reads
  * nodes of this type. setup() receives that code once, when chaingrad is imported.
  *
@@ -18,68 +20,39 @@
 #include <string.h>
 #include <structmember.h>
 
-/* TEMPORARY until the kernels split lands: the kernels' names kept apart from this file's enum */
-#define ADD K_ADD
-#define SUB K_SUB
-#define MUL K_MUL
-#define NEG K_NEG
-#define EXP K_EXP
-#define TANH K_TANH
-#define SIGMOID K_SIGMOID
-#define SQRT K_SQRT
-#define ABS K_ABS
-#define SIN K_SIN
-#define COS K_COS
-#define DIV K_DIV
-#define LOG K_LOG
-#define RELU K_RELU
-#define POW K_POW
-#define N_PRIMITIVES K_N_PRIMITIVES
+#include "_collector.h"
+#include "_kernels.h"
 #include "_tape.h"
-#undef ADD
-#undef SUB
-#undef MUL
-#undef NEG
-#undef EXP
-#undef TANH
-#undef SIGMOID
-#undef SQRT
-#undef ABS
-#undef SIN
-#undef COS
-#undef DIV
-#undef LOG
-#undef RELU
-#undef POW
-#undef N_PRIMITIVES
+#include "_value.h"
 
 /* ------------------------------------------------------------------------------------------------
- * The op table, in engine.py's order (install() checks it against engine.PRIMITIVES: names, arity,
- * local gradients or a rule), and what install() gives us once from chaingrad._backend's interface.
- * Written once before any use and never again (but modes_seen, which turns from 0 to 1 once), so
+ * What install() gives us once from chaingrad._backend's interface, beside the op table of _kernels.c
+ * (PRIMITIVES, which install() checks against engine.PRIMITIVES: names, arity, local gradients or a
+ * rule). Written once before any use and never again (but modes_seen, which turns from 0 to 1 once), so
  * threads and re-entrant calls cannot corrupt it.
  * ---------------------------------------------------------------------------------------------- */
 
-enum { ADD, SUB, MUL, NEG, EXP, TANH, SIGMOID, SQRT, ABS, SIN, COS, DIV, LOG, RELU, POW, N_PRIMITIVES };
-static const struct {
-    const char *name;
-    int arity, rule; /* rule: the op gives each input's share of g, not local gradients */
-} PRIMITIVE[N_PRIMITIVES] = {
-    {"+", 2, 0},   {"-", 2, 0},    {"*", 2, 0},       {"neg", 1, 0},  {"exp", 1, 0},  {"tanh", 1, 0}, {"sigmoid", 1, 0},
-    {"sqrt", 1, 0}, {"abs", 1, 0}, {"sin", 1, 0},     {"cos", 1, 0},  {"/", 2, 1},    {"log", 1, 1}, {"relu", 1, 1},
-    {"**", 2, 1},
-};
 enum { MAX_ACTIVATIONS = 8 }; /* room for layers' activations: install() refuses more */
 enum { F_SUM, F_MEAN, F_DOT, F_LSE, F_SOFTMAX, F_LOG_SOFTMAX, F_CE, F_AFFINE, N_FUSED };
 static const char *FUSED_NAMES[N_FUSED] = {"sum",     "mean",        "dot",           "logsumexp",
                                            "softmax", "log_softmax", "cross_entropy", "affine"};
 
+/* One static state, not per-module state (PEP 573's PyModule_GetState), on purpose:
+ * - every op reads it (the Value type, the table's Op objects, the modes' flags), and most ops are called
+ *   through a number slot or a method, which is given the node but not the module: per-module state
+ *   would cost a lookup from the node's type to its module (PyType_GetModuleByDef, a walk of the MRO) on
+ *   every op, whose whole time is some tens of nanoseconds;
+ * - chaingrad installs one engine per process: the core is loaded once, by chaingrad._backend, and
+ *   core_exec refuses a second load (in another interpreter, say) rather than share this state;
+ * - its Python objects live as long as the process, as the engine they belong to.
+ * Subinterpreters that each load the core would need it per module: then S becomes the module's state
+ * and the Value type a heap type that knows its module (PyType_FromModuleAndSpec). */
 static struct {
     int ready;
     int modes_seen; /* modes.ever_on: the one field that changes later, once, from 0 to 1 */
     long NO_GRAD, ANOMALY; /* the modes' flags */
     PyTypeObject *Value;
-    PyObject *op[N_PRIMITIVES]; /* the table's Op objects */
+    PyObject *op[N_PRIMITIVES]; /* the table's Op objects: S.op[k] is engine.PRIMITIVES[k], PRIMITIVES[k]'s */
     PyObject *fop[N_FUSED];     /* the fused ops' Op objects, as twin() gives them */
     PyObject *fallback[N_FUSED]; /* fused.py's and layers.py's functions: what the twins leave to Python */
     PyObject *doc[N_FUSED];      /* their docstrings */
@@ -95,110 +68,15 @@ static struct {
     PyObject *s_enter, *s_exit, *s_chain; /* method names, made once */
     PyObject *k_number, *k_value;         /* cg.compile's keys: a number, a Value */
     /* layers.affine's activations, as the interface names them: each name (None or a str) and the op of
-     * the table it applies (its index; -1: none) */
+     * the table it applies (its place k in PRIMITIVES and S.op; -1: none) */
     int n_activations;
     PyObject *activation[MAX_ACTIVATIONS];
     int activation_op[MAX_ACTIVATIONS];
 } S;
 
 /* ------------------------------------------------------------------------------------------------
- * numerics.py on floats, line for line: the same results, and the same nan where it returns math.nan.
- * ---------------------------------------------------------------------------------------------- */
-
-static const double PLUS_NAN = (double)NAN; /* math.nan: a positive quiet nan */
-
-static double c_div(double x, double y) {
-    if (y != 0.0) return x / y;
-    if (x != x || x == 0.0) return PLUS_NAN; /* 0 / 0, nan / 0 */
-    return copysign(INFINITY, x) * copysign(1.0, y);
-}
-
-static double c_log(double x) { return x > 0 ? log(x) : (x == 0 ? -INFINITY : PLUS_NAN); }
-
-static double c_sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
-    return e / (1.0 + e);
-}
-
-static double c_sqrt(double x) { return x >= 0 ? sqrt(x) : PLUS_NAN; }
-
-static double c_relu(double x) { return x < 0 ? 0.0 : x; }
-
-static double c_sin(double x) { return isinf(x) ? PLUS_NAN : sin(x); } /* math.sin raises at inf: math.nan */
-
-static double c_cos(double x) { return isinf(x) ? PLUS_NAN : cos(x); }
-
-static double c_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0); }
-
-static int odd_integer(double y) { return isfinite(y) && floor(y) == y && fabs(fmod(y, 2.0)) == 1.0; } /* y % 2 == 1 */
-
-/* numerics.power = math.pow, with IEEE results where it raises: CPython's math_pow, line for line. */
-static double c_power(double x, double y) {
-    double r;
-    if (!isfinite(x) || !isfinite(y)) {
-        if (isnan(x))
-            r = y == 0. ? 1. : x;
-        else if (isnan(y))
-            r = x == 1. ? 1. : y;
-        else if (isinf(x)) {
-            int odd_y = isfinite(y) && fmod(fabs(y), 2.0) == 1.0;
-            if (y > 0.)
-                r = odd_y ? x : fabs(x);
-            else if (y == 0.)
-                r = 1.;
-            else
-                r = odd_y ? copysign(0., x) : 0.;
-        } else {
-            if (fabs(x) == 1.0)
-                r = 1.;
-            else if (y > 0. && fabs(x) > 1.0)
-                r = y;
-            else if (y < 0. && fabs(x) < 1.0)
-                r = -y;
-            else
-                r = 0.;
-        }
-        return r;
-    }
-    r = pow(x, y);
-    if (isfinite(r)) return r;
-    /* where math.pow raises, numerics.power returns what C's pow gives, written out as it does */
-    if (isnan(r)) return x == 0 ? (odd_integer(y) ? copysign(INFINITY, x) : INFINITY) : PLUS_NAN;
-    if (x == 0) return odd_integer(y) ? copysign(INFINITY, x) : INFINITY; /* a negative power of 0 */
-    return (x < 0 && odd_integer(y)) ? -INFINITY : INFINITY;              /* overflow */
-}
-
-/* ------------------------------------------------------------------------------------------------
  * The Value type
  * ---------------------------------------------------------------------------------------------- */
-
-enum { L_DOUBLE, L_OBJECT, L_NONE };                     /* how a node keeps its local gradients */
-enum { C_NONE, C_OBJECT, C_RIGHT, C_LEFT, C_FUSED };     /* how it keeps its context */
-
-typedef struct {
-    PyObject_HEAD
-    double d, g;         /* data and grad, when dobj / gobj are NULL */
-    PyObject *dobj;      /* data that is not a float: a batch, an int someone assigned, ... */
-    PyObject *gobj;      /* a grad that is not a double: a Value, a batch, or a float whose identity counts */
-    PyObject *op;        /* an Op, or a str ("" for a leaf) */
-    PyObject *label;     /* NULL: "" */
-    PyObject *ctx;       /* with C_OBJECT: the context object */
-    PyObject **prev;     /* the n inputs */
-    double *local;       /* with L_DOUBLE: nl local gradients */
-    PyObject *lobj;      /* with L_OBJECT: the tuple of local gradients */
-    PyObject *dict;      /* attributes given to it (p.m = 0.0), as to any object; NULL until one is */
-    Py_ssize_t n, nl, aux; /* aux: a fused op's split, output index or target */
-    double cval;         /* with C_RIGHT / C_LEFT: the constant */
-    void *walk;          /* the backward that last visited this node */
-    unsigned char lkind, ckind, reached, astart;
-    unsigned char open;  /* it holds or reaches a mutable container: see "The collector" */
-    unsigned char born;  /* __init__ has run once */
-    unsigned char nograd; /* its grad is None, no gradient yet (g is 0, gobj NULL) */
-    unsigned char traced; /* cg.compile is tracing: MADE while it traces, or one of its ARGUMENTs */
-    PyObject *inline_prev[2];
-    double inline_local[2];
-} ValueObject;
 
 /* cg.compile's tracing (see "cg.compile's tapes"): how deep, on which thread (another thread's nodes
  * and reads are its own business), whether a node was made meanwhile with a mode on (a no_grad inside
@@ -208,7 +86,6 @@ static unsigned long tracing_thread;
 enum { NOT_TRACED, MADE, ARGUMENT };
 static int made_while_tracing(void);
 
-#define V(o) ((ValueObject *)(o))
 #define IS_VALUE(o) (Py_IS_TYPE((o), S.Value))
 #define IS_FLOAT_VALUE(o) (IS_VALUE(o) && V(o)->dobj == NULL)
 
@@ -384,149 +261,6 @@ static void value_dealloc(ValueObject *v) {
     Py_TRASHCAN_END
 }
 
-/* ------------------------------------------------------------------------------------------------
- * The collector. A graph by itself has no cycles: a node points only at older nodes. So a node that
- * holds nothing but its inputs, its op and numbers is left untracked by the garbage collector, as
- * CPython leaves a tuple of numbers untracked, and a collection never walks a million-node graph.
- * A cycle needs some other reference: a grad that is a Value (create_graph), a context, a closure,
- * a subclass's attributes. When a Value takes one (hold), it is tracked, and so is every Value the
- * new reference reaches; and a tracked Value's inputs are tracked, all the way down (track). Then
- * every cycle runs through tracked objects only, and the collector frees it.
- *
- * A Value that holds or reaches a mutable container (a list, a dict, a closure's cell) is "open",
- * and nodes made from it are tracked from birth, since the container may later come to hold them.
- * Left alone: a container put on a Value after other nodes were made from it, which then gains one
- * of those nodes; and function globals, modules and classes, which live on anyway.
- * ---------------------------------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject **items;          /* borrowed: nothing runs Python code or allocates objects meanwhile */
-    Py_ssize_t n, cap;
-    PyObject **seen;           /* the containers walked: an open-addressing set of pointers */
-    Py_ssize_t nseen, capseen;
-    int open, found;           /* a mutable container seen; a Value seen */
-} Walk;
-
-static int walk_push(PyObject *o, void *arg) {
-    Walk *w = arg;
-    if (o == NULL || !PyObject_IS_GC(o)) return 0;
-    if (w->n == w->cap) {
-        Py_ssize_t cap = w->cap ? 2 * w->cap : 64;
-        PyObject **items = PyMem_Realloc(w->items, cap * sizeof(PyObject *));
-        if (items == NULL) return -1;
-        w->items = items, w->cap = cap;
-    }
-    w->items[w->n++] = o;
-    return 0;
-}
-
-/* 1 if o was seen before, else 0 after adding it; -1 without memory */
-static int walk_seen(Walk *w, PyObject *o) {
-    if (2 * (w->nseen + 1) > w->capseen) {
-        Py_ssize_t cap = w->capseen ? 2 * w->capseen : 64;
-        PyObject **old = w->seen, **seen = PyMem_Calloc(cap, sizeof(PyObject *));
-        if (seen == NULL) return -1;
-        Py_ssize_t oldcap = w->capseen;
-        w->seen = seen, w->capseen = cap, w->nseen = 0;
-        for (Py_ssize_t i = 0; i < oldcap; i++)
-            if (old[i]) walk_seen(w, old[i]);
-        PyMem_Free(old);
-    }
-    size_t i = ((uintptr_t)o >> 4) & (w->capseen - 1);
-    for (; w->seen[i]; i = (i + 1) & (w->capseen - 1))
-        if (w->seen[i] == o) return 1;
-    w->seen[i] = o;
-    w->nseen++;
-    return 0;
-}
-
-static void walk_free(Walk *w) {
-    PyMem_Free(w->items);
-    PyMem_Free(w->seen);
-}
-
-/* Track v and every untracked Value under it. Untracked Values hold nothing but inputs and numbers,
- * and a tracked one's inputs are tracked, so the walk follows inputs and stops at tracked Values. */
-static int track(ValueObject *v) {
-    if (PyObject_GC_IsTracked((PyObject *)v)) return 0;
-    Walk w = {0};
-    int rc = walk_push((PyObject *)v, &w);
-    while (rc == 0 && w.n) {
-        ValueObject *u = V(w.items[--w.n]);
-        if (!PyObject_TypeCheck(u, S.Value) || PyObject_GC_IsTracked((PyObject *)u)) continue;
-        PyObject_GC_Track(u);
-        for (Py_ssize_t i = 0; i < u->n && rc == 0; i++) rc = walk_push(u->prev[i], &w);
-    }
-    walk_free(&w);
-    if (rc < 0) PyErr_NoMemory();
-    return rc;
-}
-
-/* Find the Values that o reaches and whether it reaches a mutable container. Values found are
- * collected in w->items from index 0 up; a Value's own inputs are not followed (track does that). */
-static int walk_from(PyObject *o, Walk *w) {
-    Py_ssize_t values = 0; /* items[0:values] are the Values found; the rest is the stack */
-    if (walk_push(o, w) < 0) return -1;
-    while (w->n > values) {
-        PyObject *x = w->items[--w->n];
-        if (PyObject_TypeCheck(x, S.Value)) {
-            w->found = 1;
-            w->open |= V(x)->open || !IS_VALUE(x); /* a subclass has a __dict__ */
-            w->items[values++] = x;
-            continue;
-        }
-        int seen = walk_seen(w, x);
-        if (seen) {
-            if (seen < 0) return -1;
-            continue;
-        }
-        int rc = 0;
-        if (PyModule_Check(x) || PyType_Check(x)) continue;
-        if (PyFunction_Check(x)) {
-            if ((rc = walk_push(PyFunction_GET_CLOSURE(x), w)) == 0 && (rc = walk_push(PyFunction_GET_DEFAULTS(x), w)) == 0)
-                rc = walk_push(PyFunction_GET_KW_DEFAULTS(x), w);
-        } else {
-            int frozen = (PyTuple_Check(x) && Py_TYPE(x)->tp_dictoffset == 0) || Py_IS_TYPE(x, S.Op) || PyMethod_Check(x);
-            w->open |= !frozen;
-            traverseproc traverse = Py_TYPE(x)->tp_traverse;
-            if (traverse) rc = traverse(x, walk_push, w);
-        }
-        if (rc) return -1;
-    }
-    w->n = values;
-    return 0;
-}
-
-/* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
-static int hold(ValueObject *v, PyObject *o) {
-    if (o == NULL || !PyObject_IS_GC(o)) return 0;
-    /* CPython untracks a tuple only when nothing in it may be tracked (no Value), and a tuple cannot
-     * gain items; a dict or list may be untracked while empty and gain a Value later */
-    if (PyTuple_CheckExact(o) && !PyObject_GC_IsTracked(o)) return 0;
-    Walk w = {0};
-    int rc = walk_from(o, &w);
-    if (rc == 0 && (w.found || w.open)) {
-        v->open |= w.open;
-        rc = track(v);
-        for (Py_ssize_t i = 0; i < w.n && rc == 0; i++) rc = track(V(w.items[i]));
-    } else if (rc < 0) {
-        PyErr_NoMemory();
-    }
-    walk_free(&w);
-    return rc;
-}
-
-/* A new node: tracked from birth if an input is open (and then so is it). */
-static int born(ValueObject *v) {
-    for (Py_ssize_t i = 0; i < v->n; i++)
-        if (!(IS_VALUE(v->prev[i]) && !V(v->prev[i])->open) &&
-            (!PyObject_TypeCheck(v->prev[i], S.Value) || V(v->prev[i])->open)) {
-            v->open = 1;
-            return track(v);
-        }
-    return 0;
-}
-
 /* A list's (or a subclass's) or a tuple's items as a tuple of strong references (a tuple itself, with a new reference);
  * NULL without an error for anything else. A list's items are borrowed: whatever allocates an object
  * meanwhile can start a collection whose finalizers change or clear the list and free its items (on
@@ -550,7 +284,7 @@ static PyObject *items_tuple(PyObject *seq) {
 static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     ValueObject *v;
     if (type == S.Value) {
-        v = fresh_node(); /* untracked until it holds something: see "The collector" */
+        v = fresh_node(); /* untracked until it holds something: see _collector.h */
         if (v == NULL) return NULL;
     } else {
         v = (ValueObject *)type->tp_alloc(type, 0);
@@ -590,7 +324,7 @@ static int set_data(ValueObject *v, PyObject *x) {
     } else {
         Py_XSETREF(v->dobj, Py_NewRef(x));
     }
-    return hold(v, x);
+    return collector_hold(v, x);
 }
 
 static int set_grad(ValueObject *v, PyObject *x) {
@@ -605,7 +339,7 @@ static int set_grad(ValueObject *v, PyObject *x) {
     }
     Py_XSETREF(v->gobj, Py_NewRef(x)); /* kept as given, as the reference engine keeps it */
     v->reached = 1, v->nograd = 0;
-    return hold(v, x);
+    return collector_hold(v, x);
 }
 
 /* The tuple's allocation can run a collection whose finalizers re-initialise v: so the tuple is filled
@@ -660,7 +394,7 @@ static int add_grad_object(ValueObject *c, double d) {
     Py_DECREF(f);
     int rc = -1;
     if (sum != NULL) {
-        rc = hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
+        rc = collector_hold(c, sum); /* before storing it: releasing the grad it replaces can run a finalizer */
         if (rc < 0)
             Py_DECREF(sum);
         else
@@ -703,7 +437,7 @@ static ValueObject *new_node(double out, PyObject *op, Py_ssize_t n, PyObject **
         for (Py_ssize_t i = 0; i < nl; i++) v->local[i] = local[i];
         v->nl = nl;
     }
-    if (born(v) < 0) {
+    if (collector_born(v) < 0) {
         Py_DECREF(v);
         return NULL;
     }
@@ -738,74 +472,21 @@ static PyObject *core_modes_turned_on(PyObject *module, PyObject *unused) {
 }
 
 /* ------------------------------------------------------------------------------------------------
- * The primitive ops on single numbers: engine.py's table, its formulas written out.
+ * The primitive ops on single numbers: the entries of _kernels.c's table, engine.py's formulas
  * ---------------------------------------------------------------------------------------------- */
 
-static int is_rule(int k) { return PRIMITIVE[k].rule; }
-
-/* out = op(x, y) and its local gradients (lx, ly); for rule ops only out. */
-static double binary_forward(int k, double x, double y, double *lx, double *ly) {
-    double out;
-    switch (k) {
-    case ADD:
-        out = x + y;
-        *lx = 1.0, *ly = 1.0;
-        return out;
-    case SUB:
-        out = x - y;
-        *lx = 1.0, *ly = -1.0;
-        return out;
-    case MUL:
-        out = x * y;
-        *lx = y, *ly = x;
-        return out;
-    case DIV:
-        return c_div(x, y);
-    default: /* POW */
-        return c_power(x, y);
-    }
+/* The place of the table's entry p in PRIMITIVES, which is its Op object's in S.op */
+static int place(const Primitive *p) {
+    int k = 0;
+    while (k < N_PRIMITIVES - 1 && PRIMITIVES[k] != p) k++;
+    return k;
 }
 
-static double unary_forward(int k, double x, double *lx) {
-    double out;
-    switch (k) {
-    case NEG:
-        out = -x;
-        *lx = -1.0;
-        return out;
-    case EXP:
-        out = exp(x);
-        *lx = out;
-        return out;
-    case TANH:
-        out = tanh(x);
-        *lx = 1.0 - out * out;
-        return out;
-    case SIGMOID:
-        out = c_sigmoid(x);
-        *lx = out * (1.0 - out);
-        return out;
-    case SQRT:
-        out = c_sqrt(x);
-        *lx = c_div(0.5, out);
-        return out;
-    case ABS:
-        out = fabs(x);
-        *lx = c_sign(x);
-        return out;
-    case SIN:
-        out = c_sin(x);
-        *lx = c_cos(x);
-        return out;
-    case COS:
-        out = c_cos(x);
-        *lx = -c_sin(x);
-        return out;
-    case LOG:
-        return c_log(x);
-    default: /* RELU */
-        return c_relu(x);
-    }
+/* out = p(x, y), and its local gradients in local[0], local[1] where p has them (else not written) */
+static inline double forward(const Primitive *p, double x, double y, double local[2]) {
+    double out = p->forward(x, y);
+    if (p->local != NULL) p->local(x, y, out, &local[0], &local[1]);
+    return out;
 }
 
 /* A number an op can take as a constant on the fast path: an exact float, or an exact int. */
@@ -824,17 +505,16 @@ static int constant_of(PyObject *o, double *x) {
 /* x op y for the number slots: the forward method when a is a Value, else the reflected one. As the
  * methods opgen.py writes: the fast path for a Value and a Value (exactly this type, both floats), or a
  * Value and an exact float or int; anything else goes to engine._operator. */
-static PyObject *binary(int k, PyObject *a, PyObject *b) {
-    int forward = PyObject_TypeCheck(a, S.Value);
-    PyObject *self = forward ? a : b, *other = forward ? b : a;
-    PyObject *op = S.op[k];
-    int rule = is_rule(k), off;
+static PyObject *binary(const Primitive *p, PyObject *op, PyObject *a, PyObject *b) {
+    int is_forward = PyObject_TypeCheck(a, S.Value);
+    PyObject *self = is_forward ? a : b, *other = is_forward ? b : a;
+    int rule = p->rule != NULL, off;
     if (V(self)->dobj != NULL) goto general;
-    if (forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
+    if (is_forward && IS_FLOAT_VALUE(other)) { /* Value op Value */
         if ((off = modes_off()) < 0) return NULL;
         if (!off) goto general;
-        double local[2], x = V(self)->d, y = V(other)->d;
-        double out = binary_forward(k, x, y, &local[0], &local[1]);
+        double local[2] = {0.0, 0.0}, x = V(self)->d, y = V(other)->d;
+        double out = forward(p, x, y, local);
         PyObject *prev[2] = {self, other};
         ValueObject *v = new_node(out, op, 2, prev, 2, local, rule ? L_NONE : L_DOUBLE);
         if (v && rule) v->local[0] = x, v->local[1] = y; /* saved for the rule, as engine.record's _saved */
@@ -843,15 +523,15 @@ static PyObject *binary(int k, PyObject *a, PyObject *b) {
     if (PyFloat_CheckExact(other) || PyLong_CheckExact(other)) { /* Value op number, number op Value */
         if ((off = modes_off()) < 0) return NULL;
         if (!off) goto general;
-        double c = 0.0, lx, ly;
+        double c = 0.0, local[2] = {0.0, 0.0};
         if (constant_of(other, &c) < 0) return NULL;
-        double out = forward ? binary_forward(k, V(self)->d, c, &lx, &ly) : binary_forward(k, c, V(self)->d, &lx, &ly);
-        double local = forward ? lx : ly;
-        ValueObject *v = new_node(out, op, 1, &self, 1, &local, rule ? L_NONE : L_DOUBLE);
+        double x = is_forward ? V(self)->d : c, y = is_forward ? c : V(self)->d;
+        double out = forward(p, x, y, local);
+        ValueObject *v = new_node(out, op, 1, &self, 1, &local[is_forward ? 0 : 1], rule ? L_NONE : L_DOUBLE);
         if (v) {
-            v->ckind = forward ? C_RIGHT : C_LEFT;
+            v->ckind = is_forward ? C_RIGHT : C_LEFT;
             v->cval = c;
-            if (rule) v->local[0] = forward ? V(self)->d : c, v->local[1] = forward ? c : V(self)->d; /* x, y saved */
+            if (rule) v->local[0] = x, v->local[1] = y; /* saved for the rule */
         }
         return (PyObject *)v;
     }
@@ -866,19 +546,19 @@ general:
     return apply_op(op, ab, 2);
 }
 
-static PyObject *unary(int k, PyObject *self) {
+static PyObject *unary(const Primitive *p, PyObject *op, PyObject *self) {
     if (V(self)->dobj == NULL) {
         int off = modes_off();
         if (off < 0) return NULL;
         if (off) {
-            double local = 0.0, x = V(self)->d; /* a rule op gives no local gradient */
-            double out = unary_forward(k, x, &local);
-            ValueObject *v = new_node(out, S.op[k], 1, &self, 1, &local, is_rule(k) ? L_NONE : L_DOUBLE);
-            if (v && is_rule(k)) v->local[0] = x; /* saved for the rule */
+            double local[2] = {0.0, 0.0}, x = V(self)->d; /* a rule op gives no local gradient */
+            double out = forward(p, x, 0.0, local);
+            ValueObject *v = new_node(out, op, 1, &self, 1, local, p->rule ? L_NONE : L_DOUBLE);
+            if (v && p->rule) v->local[0] = x, v->local[1] = 0.0; /* saved for the rule (y: none) */
             return (PyObject *)v;
         }
     }
-    return apply_op(S.op[k], &self, 1);
+    return apply_op(op, &self, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -899,64 +579,51 @@ static int grad_as_double(ValueObject *v, double *g) {
     return 0;
 }
 
+/* The table's entry for op if it is one of the table's ops with a rule (/, log, relu, **), else NULL */
+static const Primitive *rule_of(PyObject *op) {
+    for (int k = N_PRIMITIVES - 1; k >= 0; k--) /* from the end, where engine.py's table has its rules */
+        if (S.op[k] == op) return PRIMITIVES[k]->rule != NULL ? PRIMITIVES[k] : NULL;
+    return NULL;
+}
+
 /* The data a rule node of the table saved at its forward (x and y in local[0] and local[1]; the value is
- * computed again from them, the same bits), or 0 where the node was recorded by engine.record (its _saved
- * is an object, in lobj), or is not one of those. engine.Op.chain is its Python twin. */
-static int saved_data(ValueObject *v, double *x, double *y, double *out) {
-    PyObject *op = v->op;
-    if (v->dobj || v->lobj || v->lkind != L_NONE) return 0;
+ * computed again from them, the same bits) and the table's entry for it, or NULL where the node was
+ * recorded by engine.record (its _saved is an object, in lobj), or is not one of those.
+ * engine.Op.chain is its Python twin. */
+static const Primitive *saved_data(ValueObject *v, double *x, double *y, double *out) {
+    if (v->dobj || v->lobj || v->lkind != L_NONE) return NULL;
+    const Primitive *p = rule_of(v->op);
+    if (p == NULL || (p->arity == 1 && !(v->n == 1 && v->ckind == C_NONE))) return NULL;
     *x = v->local[0], *y = v->local[1];
-    if (op == S.op[DIV]) *out = c_div(*x, *y);
-    else if (op == S.op[POW]) *out = c_power(*x, *y);
-    else if (op == S.op[LOG] && v->n == 1 && v->ckind == C_NONE) *out = c_log(*x);
-    else if (op == S.op[RELU] && v->n == 1 && v->ckind == C_NONE) *out = c_relu(*x);
-    else return 0;
-    return 1;
+    *out = p->forward(*x, *y);
+    return p;
 }
 
-/* The shares of g of a node of / or ** on single numbers, x, y and out as its forward saw them */
-static int rule_shares(ValueObject *v, double g, ValueObject *X, ValueObject *Y, double x, double y, double out) {
-    PyObject *op = v->op;
-    if (op == S.op[DIV]) {
-        if (X && add_grad(X, c_div(g, y)) < 0) return -1;
-        if (Y && add_grad(Y, -g * c_div(out, y)) < 0) return -1;
-        return 1;
-    }
-    if (op == S.op[POW]) {
-        if (X && add_grad(X, y == 0 ? 0.0 : g * (y * c_power(x, y - 1.0))) < 0) return -1;
-        if (Y && add_grad(Y, g * ((x == 0) & (y >= 0) ? 0.0 : out * c_log(x))) < 0) return -1;
-        return 1;
-    }
-    return 0;
-}
-
-/* One of the table's rules (/, **, log, relu) on single numbers, at the forward's data (so a .data changed
+/* One of the table's rules (/, log, relu, **) on single numbers, at the forward's data (so a .data changed
  * since does not mix two points); 0 if Python must take this node. */
 static int rule_step(ValueObject *v, double g) {
-    PyObject *op = v->op;
-    double x, y, out;
+    double x, y, out, sx = 0.0, sy = 0.0;
     ValueObject *X = NULL, *Y = NULL;
-    if (!saved_data(v, &x, &y, &out)) return 0;
-    if (v->ckind == C_NONE && v->n == 2) {
+    const Primitive *p = saved_data(v, &x, &y, &out);
+    if (p == NULL) return 0;
+    if (p->arity == 1) { /* log, relu: saved_data checked that v has one input and no constant */
+        X = V(v->prev[0]);
+    } else if (v->ckind == C_NONE && v->n == 2) {
         X = V(v->prev[0]), Y = V(v->prev[1]);
     } else if (v->ckind == C_RIGHT && v->n == 1) {
         X = V(v->prev[0]);
     } else if (v->ckind == C_LEFT && v->n == 1) {
         Y = V(v->prev[0]);
-    } else if (v->ckind == C_NONE && v->n == 1) { /* log, relu */
-        double share = op == S.op[LOG] ? c_div(g, x) : (out <= 0 ? 0.0 : g);
-        X = (ValueObject *)Py_NewRef(v->prev[0]); /* its grad's __iadd__ may re-initialise v: held */
-        int rc = add_grad(X, share);
-        Py_DECREF(X);
-        return rc < 0 ? -1 : 1;
     } else {
         return 0;
     }
+    p->rule(g, x, y, out, &sx, &sy);
     /* X's grad may be an object whose __iadd__ re-initialises v, which drops Y: both are held meanwhile */
     Py_XINCREF(X), Py_XINCREF(Y);
-    int done = rule_shares(v, g, X, Y, x, y, out);
+    int rc = X ? add_grad(X, sx) : 0;
+    if (rc == 0 && Y) rc = add_grad(Y, sy);
     Py_XDECREF(X), Py_XDECREF(Y);
-    return done;
+    return rc < 0 ? -1 : 1;
 }
 
 /* The rest of v's step from input i on, where some input's grad is an object (its __iadd__ Python
@@ -996,7 +663,7 @@ static int step(ValueObject *v, PyObject **quiet) {
             return 0;
         }
         if (is_run_node(v)) return run_step(v, g); /* a cg.compile'd call */
-        if (v->lkind == L_NONE && Py_IS_TYPE(v->op, Py_TYPE(S.op[DIV]))) {
+        if (v->lkind == L_NONE && Py_IS_TYPE(v->op, S.Op)) {
             int done = rule_step(v, g);
             if (done) return done < 0 ? -1 : 0;
         }
@@ -1245,7 +912,7 @@ static int set_backward(ValueObject *self, PyObject *closure, void *c) {
     PyObject *op = Py_NewRef(self->op), *name = PyObject_Str(op); /* str() may run Python code */
     Py_DECREF(op);
     if (name == NULL) return -1;
-    if (hold(self, closure) < 0) {
+    if (collector_hold(self, closure) < 0) {
         Py_DECREF(name);
         return -1;
     }
@@ -1285,7 +952,7 @@ static int set_op(ValueObject *v, PyObject *op, void *c) {
     }
     /* a fused node builds its _ctx from its op: kept as it is first, as the reference engine keeps it */
     if (v->ckind == C_FUSED && freeze_ctx(v) < 0) return -1;
-    if (hold(v, op) < 0) return -1;
+    if (collector_hold(v, op) < 0) return -1;
     Py_XSETREF(v->op, Py_NewRef(op));
     return 0;
 }
@@ -1317,7 +984,7 @@ static int set_local(ValueObject *v, PyObject *local, void *c) {
         if (i == m) {
             v->lkind = L_DOUBLE;
             v->nl = m;
-        } else if ((rc = hold(v, local)) == 0) {
+        } else if ((rc = collector_hold(v, local)) == 0) {
             v->lkind = L_OBJECT;
             v->lobj = Py_NewRef(local);
         }
@@ -1336,14 +1003,14 @@ static int set_label(ValueObject *v, PyObject *label, void *c) {
         return -1;
     }
     Py_XSETREF(v->label, Py_NewRef(label));
-    return hold(v, label);
+    return collector_hold(v, label);
 }
 
 static PyObject *get_ctx_attr(ValueObject *v, void *c) { return get_ctx(v); }
 
 static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
     if (ctx == NULL) ctx = Py_None;
-    if (hold(v, ctx) < 0) return -1;
+    if (collector_hold(v, ctx) < 0) return -1;
     PyObject *old = v->ctx; /* released last: its finalizer may read this node */
     v->ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
     v->ckind = ctx == Py_None ? C_NONE : C_OBJECT;
@@ -1355,8 +1022,9 @@ static int set_ctx(ValueObject *v, PyObject *ctx, void *c) {
 static PyObject *get_saved(ValueObject *v, void *c) {
     double x, y, out;
     if (v->lkind == L_NONE && v->lobj != NULL) return Py_NewRef(v->lobj); /* what engine.record kept */
-    if (!saved_data(v, &x, &y, &out)) Py_RETURN_NONE;
-    if (v->n == 1 && v->ckind == C_NONE) return Py_BuildValue("(dd)", x, out); /* log, relu */
+    const Primitive *p = saved_data(v, &x, &y, &out);
+    if (p == NULL) Py_RETURN_NONE;
+    if (p->arity == 1) return Py_BuildValue("(dd)", x, out); /* log, relu */
     return Py_BuildValue("(ddd)", x, y, out);
 }
 
@@ -1370,7 +1038,7 @@ static int set_saved(ValueObject *v, PyObject *saved, void *c) {
         return -1;
     }
     Py_XSETREF(v->lobj, Py_NewRef(saved));
-    return hold(v, saved);
+    return collector_hold(v, saved);
 }
 
 static PyObject *get_batch_size(ValueObject *v, void *c) {
@@ -1388,11 +1056,11 @@ static PyMemberDef value_members[] = {
     {NULL},
 };
 
-/* Setting an attribute: as any object, then what the dict now holds is held (see "The collector") */
+/* Setting an attribute: as any object, then what the dict now holds is held (see _collector.h) */
 static int value_setattro(PyObject *self, PyObject *name, PyObject *x) {
     if (PyObject_GenericSetAttr(self, name, x) < 0) return -1;
     ValueObject *v = V(self);
-    return v->dict == NULL ? 0 : hold(v, v->dict);
+    return v->dict == NULL ? 0 : collector_hold(v, v->dict);
 }
 
 static PyGetSetDef value_getset[] = {
@@ -1473,7 +1141,7 @@ static int value_init(ValueObject *self, PyObject *args, PyObject *kwds) {
     self->n = n;
     self->g = 0.0, self->nograd = 0;
     /* the first time, its inputs are older than it; __init__ again may give it newer ones */
-    if ((self->born ? hold(self, children) : born(self)) < 0) goto release;
+    if ((self->born ? collector_hold(self, children) : collector_born(self)) < 0) goto release;
     self->born = 1;
     if (set_data(self, d) < 0 || set_op(self, op, NULL) < 0 || set_local(self, given_local, NULL) < 0) goto release;
     if (label != NULL) {
@@ -1560,31 +1228,43 @@ static PyObject *value_richcompare(PyObject *a, PyObject *b, int op) {
     return r;
 }
 
-#define BINARY_SLOT(name, k) \
-    static PyObject *name(PyObject *a, PyObject *b) { return binary(k, a, b); }
+/* The number slots and methods of the table's ops: each calls binary() or unary() with its entry of the
+ * table and that entry's Op object, S.op[k], whose place k it finds at its first call and keeps (a search
+ * of PRIMITIVES on every op would cost a few percent of its time) */
+#define OP_OF(entry) (k >= 0 ? S.op[k] : S.op[k = place(&entry)])
+#define BINARY_SLOT(name, entry)                                    \
+    static PyObject *name(PyObject *a, PyObject *b) {               \
+        static int k = -1;                                          \
+        return binary(&entry, OP_OF(entry), a, b);                  \
+    }
+#define UNARY_METHOD(name, entry)                                   \
+    static PyObject *name(PyObject *self, PyObject *unused) {       \
+        static int k = -1;                                          \
+        return unary(&entry, OP_OF(entry), self);                   \
+    }
 BINARY_SLOT(value_add, ADD)
 BINARY_SLOT(value_sub, SUB)
 BINARY_SLOT(value_mul, MUL)
 BINARY_SLOT(value_truediv, DIV)
+BINARY_SLOT(value_pow, POW)
 
 static PyObject *value_power(PyObject *a, PyObject *b, PyObject *m) {
     if (m != Py_None) Py_RETURN_NOTIMPLEMENTED;
-    return binary(POW, a, b);
+    return value_pow(a, b);
 }
 
-#define UNARY_METHOD(name, k) \
-    static PyObject *name(PyObject *self, PyObject *unused) { return unary(k, self); }
+UNARY_METHOD(value_neg_m, NEG)
 UNARY_METHOD(value_exp, EXP)
-UNARY_METHOD(value_log, LOG)
 UNARY_METHOD(value_tanh, TANH)
 UNARY_METHOD(value_sigmoid, SIGMOID)
-UNARY_METHOD(value_relu, RELU)
 UNARY_METHOD(value_sqrt, SQRT)
 UNARY_METHOD(value_abs_m, ABS)
 UNARY_METHOD(value_sin, SIN)
 UNARY_METHOD(value_cos, COS)
-static PyObject *value_neg(PyObject *self) { return unary(NEG, self); }
-static PyObject *value_abs(PyObject *self) { return unary(ABS, self); }
+UNARY_METHOD(value_log, LOG)
+UNARY_METHOD(value_relu, RELU)
+static PyObject *value_neg(PyObject *self) { return value_neg_m(self, NULL); }
+static PyObject *value_abs(PyObject *self) { return value_abs_m(self, NULL); }
 
 static PyMethodDef value_methods[] = {
     {"backward", (PyCFunction)(void (*)(void))value_backward, METH_VARARGS | METH_KEYWORDS,
@@ -1750,7 +1430,7 @@ static int freeze_ctx(ValueObject *v) {
     PyObject *ctx = get_ctx(v);
     if (ctx == NULL) return -1;
     if (v->ckind == C_FUSED) { /* else a finalizer changed v while ctx was made */
-        if (hold(v, ctx) < 0) {
+        if (collector_hold(v, ctx) < 0) {
             Py_DECREF(ctx);
             return -1;
         }
@@ -1771,7 +1451,7 @@ static PyObject *make_node(PyObject *data, PyObject *prev, PyObject *local, PyOb
     for (Py_ssize_t i = 0; i < n; i++) v->prev[i] = Py_NewRef(PyTuple_GET_ITEM(prev, i));
     v->n = n;
     v->op = Py_NewRef(op);
-    if (born(v) < 0 || hold(v, v->op) < 0 || set_data(v, data) < 0 || set_local(v, local, NULL) < 0 ||
+    if (collector_born(v) < 0 || collector_hold(v, v->op) < 0 || set_data(v, data) < 0 || set_local(v, local, NULL) < 0 ||
         set_ctx(v, ctx, NULL) < 0) {
         Py_DECREF(v);
         return NULL;
@@ -2036,7 +1716,7 @@ static PyObject *fill_fused(ValueObject *v, double out, int kind, PyObject **pre
     v->ckind = C_FUSED;
     v->aux = aux;
     v->astart = (unsigned char)bits;
-    if (born(v) < 0) {
+    if (collector_born(v) < 0) {
         Py_DECREF(v);
         return NULL;
     }
@@ -2086,24 +1766,28 @@ static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t na
         if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
         PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *)), *r = NULL; /* PyMem: no collection */
-        double *x = PyMem_Malloc((2 * na + n + 1) * sizeof(double)), *y = x + na, *local = y + na;
+        double *x = PyMem_Malloc((4 * na + 1) * sizeof(double));
         if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
             Py_DECREF(v);
-        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, y) < 0) {
+        } else if (numbers_of(a, na, x) < 0 || numbers_of(b, nb, x + na) < 0) {
             Py_DECREF(v);
         } else {
-            double out = x[0] * y[0];
-            for (Py_ssize_t i = 1; i < na; i++) out = out + x[i] * y[i];
+            double *y = x + na, *local = y + na;
+            /* cg_dot's locals are b's values (a's locals), a's (b's), then 1.0 (the start's): the node's are
+             * those of its inputs, the sides that are Values and the start */
+            double start = ks ? V(args[2])->d : 0.0;
+            double out = cg_dot(x, y, na, ks ? &start : NULL, local);
             Py_ssize_t k = 0;
             if (ka == 1)
-                for (Py_ssize_t i = 0; i < na; i++) prev[k] = a[i], local[k++] = y[i];
+                for (Py_ssize_t i = 0; i < na; i++) prev[k++] = a[i];
             if (kb == 1)
-                for (Py_ssize_t i = 0; i < nb; i++) prev[k] = b[i], local[k++] = x[i];
-            if (ks) {
-                out = out + V(args[2])->d; /* the start (a neuron's bias) added after the products */
-                prev[k] = args[2], local[k++] = 1.0;
-            }
+                for (Py_ssize_t i = 0; i < nb; i++) prev[k++] = b[i];
+            if (ks) prev[k++] = args[2];
+            if (ka == 2) /* a's numbers are constants: the node's locals start at b's */
+                local += na;
+            else if (kb == 2 && ks) /* b's numbers are constants: the start's local follows a's */
+                local[na] = local[2 * na];
             r = fill_fused(v, out, F_DOT, prev, n, local, na,
                            (ks ? S_START : 0) | (ka == 2 ? S_A_CONST : 0) | (kb == 2 ? S_B_CONST : 0));
         }
@@ -2138,33 +1822,26 @@ static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, Py
         if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
         Py_ssize_t m = n + ks;
         PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *)), *r = NULL;
-        double *local = PyMem_Malloc((m + 1) * sizeof(double)), out;
-        if (prev == NULL || local == NULL) {
+        double *x = PyMem_Malloc(2 * (m + 1) * sizeof(double)), out;
+        if (prev == NULL || x == NULL) {
             PyErr_NoMemory();
             Py_DECREF(v);
         } else {
-            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i];
+            double *local = x + m + 1;
+            for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i], x[i] = V(xs[i])->d;
+            if (ks) prev[n] = args[1], x[n] = V(args[1])->d; /* sum's start, added last */
             if (kind == F_LSE) {
-                double top = V(xs[0])->d;
-                for (Py_ssize_t i = 1; i < n; i++)
-                    if (V(xs[i])->d > top) top = V(xs[i])->d;
-                if (!(-INFINITY < top && top < INFINITY)) top = 0.0; /* logsumexp([inf, 1]) = inf, as PyTorch */
-                double total = exp(V(xs[0])->d - top);
-                for (Py_ssize_t i = 1; i < n; i++) total = total + exp(V(xs[i])->d - top);
-                out = top + c_log(total);
-                for (Py_ssize_t i = 0; i < n; i++) local[i] = exp(V(xs[i])->d - out);
+                out = cg_logsumexp(x, n, local);
+            } else if (kind == F_MEAN) {
+                out = cg_mean(x, n, local);
             } else {
-                out = V(xs[0])->d;
-                for (Py_ssize_t i = 1; i < n; i++) out = out + V(xs[i])->d;
-                if (ks) out = out + V(args[1])->d, prev[n] = args[1];
-                double each = kind == F_MEAN ? c_div(1.0, (double)n) : 1.0;
-                if (kind == F_MEAN) out = c_div(out, (double)n);
-                for (Py_ssize_t i = 0; i < m; i++) local[i] = each;
+                out = cg_total(x, m);
+                for (Py_ssize_t i = 0; i < m; i++) local[i] = 1.0;
             }
             r = fill_fused(v, out, kind, prev, m, local, 0, ks ? S_START : 0);
         }
         PyMem_Free(prev);
-        PyMem_Free(local);
+        PyMem_Free(x);
         return r;
     }
 general:
@@ -2176,17 +1853,9 @@ static PyObject *core_sum(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObjec
 static PyObject *core_mean(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_MEAN, a, n, k); }
 static PyObject *core_logsumexp(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k) { return reduce_op(F_LSE, a, n, k); }
 
-/* the shared part of softmax, log_softmax and cross_entropy: x = the data, m = max, e = exp(x - m),
- * their total; every double read here, before any node is allocated */
-static void softmax_parts(PyObject **xs, Py_ssize_t n, double *x, double *e, double *top, double *total) {
+/* The data of n Values of floats */
+static void data_of_values(PyObject **xs, Py_ssize_t n, double *x) {
     for (Py_ssize_t i = 0; i < n; i++) x[i] = V(xs[i])->d;
-    double m = x[0];
-    for (Py_ssize_t i = 1; i < n; i++)
-        if (x[i] > m) m = x[i];
-    for (Py_ssize_t i = 0; i < n; i++) e[i] = exp(x[i] - m);
-    double t = e[0];
-    for (Py_ssize_t i = 1; i < n; i++) t = t + e[i];
-    *top = m, *total = t;
 }
 
 static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -2200,30 +1869,22 @@ static PyObject *softmax_op(int kind, PyObject *const *args, Py_ssize_t nargs, P
     if (!off) goto general;
     {
         /* each output node is allocated in turn, and any allocation may run finalizers: the inputs are
-         * held by t, and their data read once, first */
-        double *x = PyMem_Malloc(4 * n * sizeof(double)), *e = x + n, *s = e + n, *row = s + n, m, total;
+         * held by t, and their data read once, first. The local gradients are n rows of n. */
+        double *x = n < PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double) / (n + 2) ? PyMem_Malloc((n + 2) * n * sizeof(double)) : NULL;
         if (x == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        softmax_parts(xs, n, x, e, &m, &total);
+        double *out = x + n, *local = out + n;
+        data_of_values(xs, n, x);
+        (kind == F_SOFTMAX ? cg_softmax : cg_log_softmax)(x, n, out, local);
         outs = PyList_New(n);
         if (outs == NULL) {
             PyMem_Free(x);
             goto done;
         }
-        for (Py_ssize_t j = 0; j < n; j++) s[j] = c_div(e[j], total);
-        double lse = c_log(total);
         for (Py_ssize_t i = 0; i < n; i++) {
-            double out;
-            if (kind == F_SOFTMAX) {
-                out = s[i];
-                for (Py_ssize_t j = 0; j < n; j++) row[j] = s[i] * ((double)(i == j) - s[j]);
-            } else {
-                out = (x[i] - m) - lse;
-                for (Py_ssize_t j = 0; j < n; j++) row[j] = (double)(i == j) - s[j];
-            }
-            PyObject *node = fused_node(out, kind, xs, n, row, i, 0);
+            PyObject *node = fused_node(out[i], kind, xs, n, local + i * n, i, 0);
             if (node == NULL) {
                 Py_CLEAR(outs);
                 break;
@@ -2298,14 +1959,14 @@ static PyObject *core_cross_entropy(PyObject *module, PyObject *const *args, Py_
         }
         if (items_kind(args[0], &xs, &n) != 1) goto general;
         if (t < 0 || t >= n) goto general; /* fused.py says what is wrong */
-        double *x = PyMem_Malloc(3 * n * sizeof(double)), *e = x + n, *local = e + n, m, total;
+        double *x = PyMem_Malloc(2 * n * sizeof(double));
         if (x == NULL) {
             Py_DECREF(v);
             return PyErr_NoMemory();
         }
-        softmax_parts(xs, n, x, e, &m, &total);
-        double out = c_log(total) - (x[t] - m);
-        for (Py_ssize_t j = 0; j < n; j++) local[j] = c_div(e[j], total) - (double)(t == j); /* softmax - onehot */
+        double *local = x + n;
+        data_of_values(xs, n, x);
+        double out = cg_cross_entropy(x, n, t, local);
         PyObject *r = fill_fused(v, out, F_CE, xs, n, local, t, 0);
         PyMem_Free(x);
         if (r != NULL && traced_target != NULL && traced_from(r, traced_target) < 0) Py_CLEAR(r);
@@ -2325,7 +1986,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *biases = nargs > 2 ? args[2] : Py_None, *activation = nargs > 3 ? args[3] : Py_None;
     PyObject **xs, **bs = NULL, *trows = NULL, *txs = NULL, *tbs = NULL, *outs = NULL;
     Py_ssize_t nrows, nx, nb = 0;
-    int act = -2, kx, off; /* act: the index of the activation's op, -1 for none, -2 for a name not known */
+    int act = -2, kx, off; /* act: the place of the activation's op in the table, -1 for none, -2 for a name not known */
     if (kwnames != NULL || nargs < 2 || nargs > 4) goto general;
     for (int i = 0; i < S.n_activations; i++)
         if (activation == S.activation[i] || (PyUnicode_Check(S.activation[i]) && PyUnicode_Check(activation) &&
@@ -2348,7 +2009,7 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject *dargs[3] = {PyTuple_GET_ITEM(trows, r), txs, bs ? bs[r] : NULL};
         PyObject *z = core_dot(module, dargs, bs ? 3 : 2, NULL);
-        if (z != NULL && act >= 0) Py_SETREF(z, unary(act, z));
+        if (z != NULL && act >= 0) Py_SETREF(z, unary(PRIMITIVES[act], S.op[act], z));
         if (z == NULL) {
             Py_CLEAR(outs);
             break;
@@ -2364,8 +2025,9 @@ general:
 }
 
 /* ------------------------------------------------------------------------------------------------
- * The optimizers' loops over their parameters (optim.py's formulas): True when done, False where a
- * parameter is not a Value holding a float with a float grad, and optim.py does the step itself.
+ * Loops over many Values: zero_grad, floats, and the optimizers' steps (their arithmetic _kernels.c's).
+ * Each gives NotImplemented, having changed nothing, where Python must do the work (a parameter that is
+ * not a Value holding a float with a float grad, a list that is not a list), as a binary operator does.
  * ---------------------------------------------------------------------------------------------- */
 
 static int simple_params(PyObject *params, Py_ssize_t *n) {
@@ -2395,32 +2057,32 @@ static int set_float(PyObject *list, Py_ssize_t i, double x) {
 #define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
 
 static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
-    if (!PyList_CheckExact(params)) Py_RETURN_FALSE;
+    if (!PyList_CheckExact(params)) Py_RETURN_NOTIMPLEMENTED;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++)
-        if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_FALSE;
+        if (!IS_VALUE(PyList_GET_ITEM(params, i))) Py_RETURN_NOTIMPLEMENTED;
     /* Dropping a grad can run its finalizer, which may change the list (clear it, as the reference
      * engine's `for v in values` then stops) or free the parameter: so the length is read again at every
      * step, the parameter is held, and the grad is released after the parameter reads 0. Should an item
      * that is not a Value appear meanwhile, Python does it all again (setting 0 twice changes nothing). */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
         PyObject *item = PyList_GET_ITEM(params, i);
-        if (!IS_VALUE(item)) Py_RETURN_FALSE;
+        if (!IS_VALUE(item)) Py_RETURN_NOTIMPLEMENTED;
         ValueObject *p = (ValueObject *)Py_NewRef(item);
         PyObject *g = p->gobj;
         p->g = 0.0, p->gobj = NULL, p->nograd = 0;
         Py_XDECREF(g);
         Py_DECREF(p);
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 /* layers._batched's parameters: the data of every item of a list, packed as C doubles (bytes, for
- * numpy.frombuffer), when each is a Value holding a float; None otherwise, and Python reads them. */
+ * numpy.frombuffer), when each is a Value holding a float; NotImplemented otherwise, and Python reads them. */
 static PyObject *core_floats(PyObject *module, PyObject *values) {
-    if (!PyList_CheckExact(values)) Py_RETURN_NONE;
+    if (!PyList_CheckExact(values)) Py_RETURN_NOTIMPLEMENTED;
     Py_ssize_t n = PyList_GET_SIZE(values);
     for (Py_ssize_t i = 0; i < n; i++)
-        if (!IS_FLOAT_VALUE(PyList_GET_ITEM(values, i))) Py_RETURN_NONE;
+        if (!IS_FLOAT_VALUE(PyList_GET_ITEM(values, i))) Py_RETURN_NOTIMPLEMENTED;
     PyObject *packed = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
     if (packed == NULL) return NULL;
     char *out = PyBytes_AS_STRING(packed);
@@ -2428,52 +2090,63 @@ static PyObject *core_floats(PyObject *module, PyObject *values) {
     return packed;
 }
 
-/* SGD.step: sgd_step(params, lr, momentum, weight_decay, nesterov, buffers, steps) */
-static PyObject *core_sgd_step(PyObject *module, PyObject *args) {
+/* 1 if a call of `name` gave its `count` arguments all by keyword (the parser then checks their names),
+ * else 0 with a TypeError */
+static int all_by_keyword(const char *name, PyObject *args, PyObject *kwds, Py_ssize_t count) {
+    if (PyTuple_GET_SIZE(args) == 0 && kwds != NULL && PyDict_GET_SIZE(kwds) == count) return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes its %zd arguments by keyword, all of them", name, count);
+    return 0;
+}
+
+/* SGD.step's loop: sgd_step(*, params, lr, momentum, weight_decay, nesterov, buffers, steps) */
+static PyObject *core_sgd_step(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"params", "lr", "momentum", "weight_decay", "nesterov", "buffers", "steps", NULL};
     PyObject *params, *buf;
     double lr, mu, wd;
     int nesterov;
     Py_ssize_t steps, n;
-    if (!PyArg_ParseTuple(args, "OdddpOn", &params, &lr, &mu, &wd, &nesterov, &buf, &steps)) return NULL;
-    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_FALSE;
+    if (!all_by_keyword("sgd_step", args, kwds, 7) ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddpOn:sgd_step", kwlist, &params, &lr, &mu, &wd, &nesterov, &buf,
+                                     &steps))
+        return NULL;
+    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_NOTIMPLEMENTED;
+    SgdSettings s = {lr, mu, wd, nesterov, steps != 0};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0;
+        double g = 0.0, b = ITEM(buf, i);
         grad_as_double(p, &g);
-        if (wd != 0.0) g = g + wd * p->d;
-        if (mu != 0.0) {
-            double b = steps ? mu * ITEM(buf, i) + g : g; /* PyTorch starts the buffer at g */
-            if (set_float(buf, i, b) < 0) return NULL;
-            g = nesterov ? g + mu * b : b;
-        }
-        p->d = p->d - lr * g;
+        double d = cg_sgd(&s, p->d, g, &b);
+        if (mu != 0.0 && set_float(buf, i, b) < 0) return NULL; /* a float: no Python code runs */
+        p->d = d;
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
-/* Adam.step's loop: adam_step(params, lr, weight_decay, eps, b1, b2, m, v, step_size, bc2_sqrt, decoupled) */
-static PyObject *core_adam_step(PyObject *module, PyObject *args) {
+/* Adam.step's loop: adam_step(*, params, lr, weight_decay, eps, beta1, beta2, exp_avg, exp_avg_sq, step_size,
+ * bias_correction2_sqrt, decoupled) */
+static PyObject *core_adam_step(PyObject *module, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"params",    "lr",         "weight_decay", "eps",       "beta1",
+                             "beta2",     "exp_avg",    "exp_avg_sq",   "step_size", "bias_correction2_sqrt",
+                             "decoupled", NULL};
     PyObject *params, *m, *v;
     double lr, wd, eps, b1, b2, step_size, bc2;
     int decoupled;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OdddddOOddp", &params, &lr, &wd, &eps, &b1, &b2, &m, &v, &step_size, &bc2, &decoupled))
+    if (!all_by_keyword("adam_step", args, kwds, 11) ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddddOOddp:adam_step", kwlist, &params, &lr, &wd, &eps, &b1, &b2, &m,
+                                     &v, &step_size, &bc2, &decoupled))
         return NULL;
-    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_FALSE;
+    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_NOTIMPLEMENTED;
+    AdamSettings s = {lr, wd, eps, b1, b2, step_size, bc2, decoupled};
     for (Py_ssize_t i = 0; i < n; i++) {
         ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0;
+        double g = 0.0, mi = ITEM(m, i), vi = ITEM(v, i);
         grad_as_double(p, &g);
-        if (decoupled)
-            p->d = p->d * (1 - lr * wd);
-        else if (wd != 0.0)
-            g = g + wd * p->d;
-        double mi = b1 * ITEM(m, i) + (1 - b1) * g;
-        double vi = b2 * ITEM(v, i) + (1 - b2) * g * g;
-        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL;
-        p->d = p->d - c_div(step_size * mi, sqrt(vi) / bc2 + eps);
+        double d = cg_adam(&s, p->d, g, &mi, &vi);
+        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL; /* floats: no Python code runs */
+        p->d = d;
     }
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -2504,22 +2177,29 @@ static Py_ssize_t arity(PyObject *op) {
     return n;
 }
 
-/* The table's op k against engine.PRIMITIVES[k]: its name, arity, and whether it has a rule */
+/* The table's entry k (_kernels.c) against engine.PRIMITIVES[k]: its name, arity, and whether it has a
+ * rule (the entry: either local gradients or a rule) */
 static int check_primitive(int k, PyObject *op) {
-    if (!PyObject_TypeCheck(op, S.Op) || PyUnicode_CompareWithASCIIString(op, PRIMITIVE[k].name) != 0) {
-        PyErr_Format(PyExc_RuntimeError, "op %d of engine.py's table is %R, the core's is %s", k, op, PRIMITIVE[k].name);
+    const Primitive *p = PRIMITIVES[k];
+    if (p == NULL || p->forward == NULL || (p->local == NULL) == (p->rule == NULL)) {
+        PyErr_Format(PyExc_RuntimeError, "op %d of the core's table has no forward, or not one of local gradients "
+                     "and a rule", k);
+        return -1;
+    }
+    if (!PyObject_TypeCheck(op, S.Op) || PyUnicode_CompareWithASCIIString(op, p->name) != 0) {
+        PyErr_Format(PyExc_RuntimeError, "op %d of engine.py's table is %R, the core's is %s", k, op, p->name);
         return -1;
     }
     PyObject *rule = PyObject_GetAttrString(op, "rule");
     if (rule == NULL) return -1;
-    int has_rule = rule != Py_None;
+    int has_rule = rule != Py_None, core_rule = p->rule != NULL;
     Py_DECREF(rule);
     Py_ssize_t n = arity(op);
     if (n < 0 && PyErr_Occurred()) return -1;
-    if (has_rule != PRIMITIVE[k].rule || n != PRIMITIVE[k].arity) {
+    if (has_rule != core_rule || n != p->arity) {
         PyErr_Format(PyExc_RuntimeError, "the op %s takes %zd inputs and %s in engine.py's table, %d and %s in the core's",
-                     PRIMITIVE[k].name, n, has_rule ? "a rule" : "local gradients", PRIMITIVE[k].arity,
-                     PRIMITIVE[k].rule ? "a rule" : "local gradients");
+                     p->name, n, has_rule ? "a rule" : "local gradients", p->arity,
+                     core_rule ? "a rule" : "local gradients");
         return -1;
     }
     return 0;
@@ -2551,7 +2231,7 @@ static int get_activations(PyObject *interface) {
     while (PyDict_Next(activations, &pos, &name, &op)) {
         int k = op == Py_None ? -1 : 0;
         while (k >= 0 && k < N_PRIMITIVES && S.op[k] != op) k++;
-        if ((name != Py_None && !PyUnicode_CheckExact(name)) || k == N_PRIMITIVES || (k >= 0 && PRIMITIVE[k].arity != 1)) {
+        if ((name != Py_None && !PyUnicode_CheckExact(name)) || k == N_PRIMITIVES || (k >= 0 && PRIMITIVES[k]->arity != 1)) {
             PyErr_Format(PyExc_RuntimeError, "the activation %R applies %R (%s), not None or an op of one input of engine.py's table",
                          name, op, Py_TYPE(op)->tp_name);
             goto done;
@@ -2572,6 +2252,7 @@ static PyObject *core_install(PyObject *module, PyObject *interface) {
     if ((S.Op = (PyTypeObject *)get(interface, "Op")) == NULL || !PyType_Check(S.Op) ||
         (ops = get(interface, "primitives")) == NULL || !PyTuple_Check(ops))
         goto done;
+    collector_types(S.Value, S.Op);
     if (PyTuple_GET_SIZE(ops) != N_PRIMITIVES) {
         PyErr_Format(PyExc_RuntimeError, "engine.py's table has %zd ops, the core's %d", PyTuple_GET_SIZE(ops), N_PRIMITIVES);
         goto done;
@@ -3413,7 +3094,7 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     run = NULL;
     /* the op: compiler.TapeOp, a str without a __dict__, holds nothing a cycle could go through */
     int plain = PyUnicode_Check(op) && Py_TYPE(op)->tp_dictoffset == 0;
-    if (born(v) == 0 && (plain || hold(v, v->op) == 0)) made = (PyObject *)Py_NewRef(v);
+    if (collector_born(v) == 0 && (plain || collector_hold(v, v->op) == 0)) made = (PyObject *)Py_NewRef(v);
 done:
     Py_XDECREF(run);
     Py_XDECREF(v);
@@ -3684,10 +3365,12 @@ static PyMethodDef core_functions[] = {
     {"node", (PyCFunction)(void (*)(void))core_node, METH_FASTCALL, "node(data, prev, local, op, ctx): engine.node, for this type"},
     {"modes_turned_on", core_modes_turned_on, METH_NOARGS, "modes.when_first_on calls it, once"},
     {"forked", core_forked, METH_NOARGS, "in a forked child: the walks of the parent's other threads unmarked"},
-    {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (None: not all are)"},
-    {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (False: do it in Python)"},
-    {"sgd_step", core_sgd_step, METH_VARARGS, "SGD.step's loop over the parameters"},
-    {"adam_step", core_adam_step, METH_VARARGS, "Adam.step's loop over the parameters"},
+    {"floats", core_floats, METH_O, "the data of a list of float Values as packed doubles (NotImplemented: not all are)"},
+    {"zero_grad", core_zero_grad, METH_O, "every parameter's grad set to 0 (NotImplemented: do it in Python)"},
+    {"sgd_step", (PyCFunction)(void (*)(void))core_sgd_step, METH_VARARGS | METH_KEYWORDS,
+     "SGD.step's loop over the parameters, its arguments by keyword (NotImplemented: do it in Python)"},
+    {"adam_step", (PyCFunction)(void (*)(void))core_adam_step, METH_VARARGS | METH_KEYWORDS,
+     "Adam.step's loop over the parameters, its arguments by keyword (NotImplemented: do it in Python)"},
     {"after_collection", (PyCFunction)(void (*)(void))core_after_collection, METH_FASTCALL,
      "gc.callbacks entry: a full collection frees the nodes kept for reuse"},
     {NULL},
@@ -3700,6 +3383,7 @@ static int core_exec(PyObject *module) {
     }
     S.Value = (PyTypeObject *)PyType_FromSpec(&value_spec);
     if (S.Value == NULL) return -1;
+    collector_types(S.Value, NULL);
     /* __name__ set again sets the name Python's messages show ("'Value' object is not iterable") to
      * "Value", as on the reference engine, in place of the spec's dotted name */
     PyObject *name = PyUnicode_FromString("Value");
@@ -3720,7 +3404,7 @@ static int core_exec(PyObject *module) {
         return -1;
     }
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 6) < 0) return -1; /* chaingrad._backend.INTERFACE */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 7) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
     S.s_enter = PyUnicode_InternFromString("__enter__");
     S.s_exit = PyUnicode_InternFromString("__exit__");

@@ -59,4 +59,29 @@ void cg_log_softmax(const double *x, ptrdiff_t n, double *out, double *local);
 /* cross_entropy: log(total) - (x[target] - m), 0 <= target < n; locals (n) s_j - 1[j=target] */
 double cg_cross_entropy(const double *x, ptrdiff_t n, ptrdiff_t target, double *local);
 
+/* ------------------------------------------------------------------------------------------------
+ * The optimizers (optim.py): one parameter's step, given its data and grad (a float each); the new
+ * data. The loop over the parameters, and the buffers' storage, are the caller's.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    double lr, momentum, weight_decay;
+    int nesterov;
+    int started; /* steps were taken before: the momentum buffer holds one (else it starts at g) */
+} SgdSettings;
+
+/* SGD.step: g + weight_decay * p (where weight_decay is not 0), through the momentum buffer *buf (read
+ * when started, written, where momentum is not 0; else not touched), then p - lr * g */
+double cg_sgd(const SgdSettings *s, double p, double g, double *buf);
+
+typedef struct {
+    double lr, weight_decay, eps, beta1, beta2;
+    double step_size;             /* lr / (1 - beta1 ** t) */
+    double bias_correction2_sqrt; /* sqrt(1 - beta2 ** t) */
+    int decoupled;                /* AdamW: p *= 1 - lr * weight_decay, in place of g + weight_decay * p */
+} AdamSettings;
+
+/* Adam.step: the running means *m and *v updated (read and written), then the new data */
+double cg_adam(const AdamSettings *s, double p, double g, double *m, double *v);
+
 #endif

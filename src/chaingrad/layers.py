@@ -105,10 +105,8 @@ def _matrix(xs: tuple[Any, ...], datas: list[Any]) -> Any:
 def _parameters(params: list[Any]) -> tuple[Any, tuple[bool, ...]]:
     """The weights' and biases' data as one float64 array, and which of them are Values."""
     np = numpy()
-    packed = (
-        None if _backend.floats is None else _backend.floats(params)
-    )  # a model's: float Values, read in C
-    if packed is not None:
+    packed = _backend.floats(params)  # a model's: float Values, read in C where the core runs
+    if packed is not NotImplemented:
         return np.frombuffer(packed), (True,) * len(params)
     try:
         P = np.array([data(p) for p in params], dtype=float)

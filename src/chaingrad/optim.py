@@ -259,9 +259,17 @@ class SGD(Optimizer):
         if self.nesterov and not mu:
             raise ValueError("nesterov=True needs a momentum > 0; the momentum was set to 0")
         if (
-            _backend.sgd_step is not None
-            and self.param_steps is None
-            and _backend.sgd_step(self.params, lr, mu, wd, self.nesterov, buf, self.steps)
+            self.param_steps is None
+            and _backend.sgd_step(
+                params=self.params,
+                lr=lr,
+                momentum=mu,
+                weight_decay=wd,
+                nesterov=self.nesterov,
+                buffers=buf,
+                steps=self.steps,
+            )
+            is not NotImplemented
         ):
             self.steps += 1  # the compiled core's loop, this one's twin, did it
             return
@@ -337,8 +345,20 @@ class Adam(Optimizer):
         if self.param_steps is None:
             step_size = lr / (1 - b1**t)
             bias_correction2_sqrt = math.sqrt(1 - b2**t)
-            args = (self.params, lr, wd, eps, b1, b2, m, v, step_size, bias_correction2_sqrt, self._decoupled)
-            if _backend.adam_step is not None and _backend.adam_step(*args):
+            done = _backend.adam_step(
+                params=self.params,
+                lr=lr,
+                weight_decay=wd,
+                eps=eps,
+                beta1=b1,
+                beta2=b2,
+                exp_avg=m,
+                exp_avg_sq=v,
+                step_size=step_size,
+                bias_correction2_sqrt=bias_correction2_sqrt,
+                decoupled=self._decoupled,
+            )
+            if done is not NotImplemented:
                 self.steps = t  # the compiled core's loop, this one's twin, did it
                 return
         grads = _grads(self.params)
