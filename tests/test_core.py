@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -311,17 +312,27 @@ def test_the_loops_give_not_implemented_and_change_nothing_where_python_must_do_
     batch.data = np.array([1.0, 2.0])  # not a float: Python's loops take it
     p = Value(2.0)
     p.grad = 0.5
-    params, buffers, m, v = [p, batch], [0.25, 0.0], [0.0, 0.0], [0.0, 0.0]
+    params, buffers = [p, batch], array("d", [0.25, 0.0])
+    m, v = array("d", [0.0, 0.0]), array("d", [0.0, 0.0])
     assert _backend.sgd_step(**_sgd(params, buffers)) is NotImplemented
     assert _backend.adam_step(**_adam(params, m, v)) is NotImplemented
     assert _backend.floats(params) is NotImplemented
-    assert (p.data, p.grad, buffers, m, v) == (2.0, 0.5, [0.25, 0.0], [0.0, 0.0], [0.0, 0.0])
+    assert (p.data, p.grad) == (2.0, 0.5)
+    assert (list(buffers), list(m), list(v)) == ([0.25, 0.0], [0.0, 0.0], [0.0, 0.0])
+    for not_doubles in ([0.0], array("f", [0.0]), array("d", [0.0, 0.0]), b"\0" * 8):  # a list, floats, size
+        assert _backend.sgd_step(**_sgd([p], not_doubles)) is NotImplemented
+        assert _backend.adam_step(**_adam([p], not_doubles, array("d", [0.0]))) is NotImplemented
+    same = array("d", [0.0])
+    assert _backend.adam_step(**_adam([p], same, same)) is NotImplemented  # one buffer for both
+    assert (p.data, p.grad) == (2.0, 0.5)
     if cg.backend == "compiled":
         assert _backend.core.zero_grad((p,)) is NotImplemented  # not a list
         assert p.grad == 0.5
         assert _backend.core.zero_grad([p]) is None and p.grad == 0.0
         p.grad = 0.5
-        assert _backend.sgd_step(**_sgd([p], [0.25])) is None and p.data == 2.0 - 0.1 * (0.9 * 0.25 + 0.5)
+        buffer = array("d", [0.25])
+        assert _backend.sgd_step(**_sgd([p], buffer)) is None and p.data == 2.0 - 0.1 * (0.9 * 0.25 + 0.5)
+        assert buffer[0] == 0.9 * 0.25 + 0.5
         assert _backend.floats([p, p]) == struct.pack("2d", p.data, p.data)
 
 

@@ -2041,20 +2041,19 @@ static int simple_params(PyObject *params, Py_ssize_t *n) {
     return 1;
 }
 
-static int float_list(PyObject *xs, Py_ssize_t n) {
-    if (!PyList_CheckExact(xs) || PyList_GET_SIZE(xs) != n) return 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!PyFloat_CheckExact(PyList_GET_ITEM(xs, i))) return 0;
-    return 1;
+/* An optimizer's per-parameter buffer: n doubles, writable in place (an array('d')), viewed; 0 if it
+ * is anything else (Python's loop then does the work). Viewed, an array cannot change its size. */
+static int doubles_view(PyObject *xs, Py_ssize_t n, Py_buffer *view) {
+    if (PyObject_GetBuffer(xs, view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (view->itemsize == sizeof(double) && view->format && strcmp(view->format, "d") == 0 &&
+        view->len == n * (Py_ssize_t)sizeof(double))
+        return 1;
+    PyBuffer_Release(view);
+    return 0;
 }
-
-static int set_float(PyObject *list, Py_ssize_t i, double x) {
-    PyObject *f = PyFloat_FromDouble(x);
-    if (f == NULL) return -1;
-    return PyList_SetItem(list, i, f);
-}
-
-#define ITEM(list, i) PyFloat_AS_DOUBLE(PyList_GET_ITEM(list, i))
 
 static PyObject *core_zero_grad(PyObject *module, PyObject *params) {
     if (!PyList_CheckExact(params)) Py_RETURN_NOTIMPLEMENTED;
@@ -2109,16 +2108,17 @@ static PyObject *core_sgd_step(PyObject *module, PyObject *args, PyObject *kwds)
         !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddpOn:sgd_step", kwlist, &params, &lr, &mu, &wd, &nesterov, &buf,
                                      &steps))
         return NULL;
-    if (!simple_params(params, &n) || !float_list(buf, n)) Py_RETURN_NOTIMPLEMENTED;
+    Py_buffer b;
+    if (!simple_params(params, &n) || !doubles_view(buf, n, &b)) Py_RETURN_NOTIMPLEMENTED;
     SgdSettings s = {lr, mu, wd, nesterov, steps != 0};
-    for (Py_ssize_t i = 0; i < n; i++) {
+    double *bs = b.buf;
+    for (Py_ssize_t i = 0; i < n; i++) { /* doubles: no Python code runs */
         ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0, b = ITEM(buf, i);
+        double g = 0.0;
         grad_as_double(p, &g);
-        double d = cg_sgd(&s, p->d, g, &b);
-        if (mu != 0.0 && set_float(buf, i, b) < 0) return NULL; /* a float: no Python code runs */
-        p->d = d;
+        p->d = cg_sgd(&s, p->d, g, &bs[i]);
     }
+    PyBuffer_Release(&b);
     Py_RETURN_NONE;
 }
 
@@ -2136,16 +2136,22 @@ static PyObject *core_adam_step(PyObject *module, PyObject *args, PyObject *kwds
         !PyArg_ParseTupleAndKeywords(args, kwds, "|$OdddddOOddp:adam_step", kwlist, &params, &lr, &wd, &eps, &b1, &b2, &m,
                                      &v, &step_size, &bc2, &decoupled))
         return NULL;
-    if (!simple_params(params, &n) || !float_list(m, n) || !float_list(v, n)) Py_RETURN_NOTIMPLEMENTED;
-    AdamSettings s = {lr, wd, eps, b1, b2, step_size, bc2, decoupled};
-    for (Py_ssize_t i = 0; i < n; i++) {
-        ValueObject *p = V(PyList_GET_ITEM(params, i));
-        double g = 0.0, mi = ITEM(m, i), vi = ITEM(v, i);
-        grad_as_double(p, &g);
-        double d = cg_adam(&s, p->d, g, &mi, &vi);
-        if (set_float(m, i, mi) < 0 || set_float(v, i, vi) < 0) return NULL; /* floats: no Python code runs */
-        p->d = d;
+    Py_buffer mb, vb;
+    if (!simple_params(params, &n) || !doubles_view(m, n, &mb)) Py_RETURN_NOTIMPLEMENTED;
+    if (!doubles_view(v, n, &vb) || vb.buf == mb.buf) { /* two buffers, or one given twice */
+        if (vb.buf == mb.buf) PyBuffer_Release(&vb);
+        PyBuffer_Release(&mb);
+        Py_RETURN_NOTIMPLEMENTED;
     }
+    AdamSettings s = {lr, wd, eps, b1, b2, step_size, bc2, decoupled};
+    double *ms = mb.buf, *vs = vb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) { /* doubles: no Python code runs */
+        ValueObject *p = V(PyList_GET_ITEM(params, i));
+        double g = 0.0;
+        grad_as_double(p, &g);
+        p->d = cg_adam(&s, p->d, g, &ms[i], &vs[i]);
+    }
+    PyBuffer_Release(&mb), PyBuffer_Release(&vb);
     Py_RETURN_NONE;
 }
 

@@ -10,6 +10,7 @@ leaves the parameters plain numbers.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
 from numbers import Complex, Real
 from typing import Any
@@ -77,6 +78,11 @@ def _is_module(params: Any) -> bool:
     return callable(getattr(params, "parameters", None)) and not isinstance(params, (list, tuple))
 
 
+
+def _zeros(n: int) -> array:
+    """A per-parameter buffer: n doubles, 0.0 each (an array, which the compiled core updates in place)."""
+    return array("d", bytes(8 * n))
+
 class Optimizer:
     """Holds the parameters and the learning rate; subclasses define `step()`.
 
@@ -86,7 +92,7 @@ class Optimizer:
     """
 
     lr = _validated("lr", "The learning rate: a float >= 0, checked whenever it is set.")
-    _buffers: tuple[str, ...] = ()  # the names of the per-parameter lists state_dict() holds
+    _buffers: tuple[str, ...] = ()  # the names of the per-parameter buffers (array('d')) state_dict() holds
 
     def __init__(self, params: Iterable[Value], lr: float):
         if isinstance(params, Value):
@@ -210,7 +216,7 @@ class Optimizer:
             setattr(self, k, getattr(trial, k))
         self.steps, self.param_steps = steps, param_steps
         for name, values in buffers.items():
-            getattr(self, name)[:] = values
+            getattr(self, name)[:] = array("d", values)
 
     def _check_settings(self, trial: Any) -> None:
         """Checks between settings (nesterov needs momentum), on an object holding them."""
@@ -236,7 +242,7 @@ class SGD(Optimizer):
         self.weight_decay = weight_decay
         self.nesterov = bool(nesterov)
         self._check_settings(self)
-        self.momentum_buffer = [0.0] * len(self.params)
+        self.momentum_buffer = _zeros(len(self.params))
 
     def _check_settings(self, trial: Any) -> None:
         if not isinstance(trial.nesterov, bool):
@@ -312,8 +318,8 @@ class Adam(Optimizer):
         self.betas = betas
         self.eps = eps
         self.weight_decay = weight_decay
-        self.exp_avg = [0.0] * len(self.params)
-        self.exp_avg_sq = [0.0] * len(self.params)
+        self.exp_avg = _zeros(len(self.params))
+        self.exp_avg_sq = _zeros(len(self.params))
 
     @property
     def betas(self) -> tuple[float, float]:
