@@ -50,8 +50,18 @@ class BuildExt(build_ext):
 
 # The core's C: the CPython binding (_core.c), its support for the cyclic garbage collector (_collector.c),
 # the numeric kernels it calls (_kernels.c, pure C) and cg.compile's tapes replayed with them (_tape.c)
-SOURCES = ["src/chaingrad/_core.c", "src/chaingrad/_collector.c", "src/chaingrad/_kernels.c", "src/chaingrad/_tape.c"]
-HEADERS = ["src/chaingrad/_collector.h", "src/chaingrad/_kernels.h", "src/chaingrad/_value.h", "src/chaingrad/_tape.h"]
+SOURCES = [
+    "src/chaingrad/_core.c",
+    "src/chaingrad/_collector.c",
+    "src/chaingrad/_kernels.c",
+    "src/chaingrad/_tape.c",
+]
+HEADERS = [
+    "src/chaingrad/_collector.h",
+    "src/chaingrad/_kernels.h",
+    "src/chaingrad/_value.h",
+    "src/chaingrad/_tape.h",
+]
 
 setup(
     ext_modules=[Extension("chaingrad._core", SOURCES, depends=HEADERS, optional=True)],

@@ -80,7 +80,9 @@ class Chaingrad:
         # cg.compile: "sample" compiles the per-sample loss (a call per sample, their mean as usual),
         # "step" the whole step's data loss (one call per step); both the same ops as hinge() runs
         model = self.model
-        self.sample_loss = cg.compile(lambda x, y: cg.relu(1 - y * model(x))) if compiled == "sample" else None
+        self.sample_loss = (
+            cg.compile(lambda x, y: cg.relu(1 - y * model(x))) if compiled == "sample" else None
+        )
         self.data_loss = (
             cg.compile(lambda X, y: cg.mean([cg.relu(1 - yi * model(x)) for x, yi in zip(X, y)]))
             if compiled == "step"

@@ -50,10 +50,20 @@ def random_program(rng: random.Random, n_ops: int) -> list[tuple]:
         elif kind == "binary":
             steps.append(("binary", rng.choice(BINARY), pick(), pick()))
         elif kind == "const":
-            steps.append(("const", rng.choice(BINARY), pick(), rng.choice([2.0, -0.5, 3, 0.0]), rng.random() < 0.5))
+            steps.append(
+                ("const", rng.choice(BINARY), pick(), rng.choice([2.0, -0.5, 3, 0.0]), rng.random() < 0.5)
+            )
         else:
             n = rng.randint(1, 4)
-            steps.append(("fused", rng.choice(FUSED), [pick() for _ in range(n)], [pick() for _ in range(n)], rng.randrange(n)))
+            steps.append(
+                (
+                    "fused",
+                    rng.choice(FUSED),
+                    [pick() for _ in range(n)],
+                    [pick() for _ in range(n)],
+                    rng.randrange(n),
+                )
+            )
     return steps
 
 
@@ -68,7 +78,13 @@ def run_program(steps, p, q, x, y):
             b = pool[s[3]] if s[0] == "binary" else s[3]
             if s[0] == "const" and s[4]:
                 a, b = b, a
-            out = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b, "**": lambda: a**b}[s[1]]()
+            out = {
+                "+": lambda: a + b,
+                "-": lambda: a - b,
+                "*": lambda: a * b,
+                "/": lambda: a / b,
+                "**": lambda: a**b,
+            }[s[1]]()
         else:
             xs, ys, i = [pool[j] for j in s[2]], [pool[j] for j in s[3]], s[4]
             name = s[1]
@@ -217,7 +233,9 @@ def test_values_given_in_several_places_or_also_closed_over_add_their_shares_in_
     params = [cg.Value(rng.uniform(-1, 1)) for _ in range(4)]
 
     def f(xs):
-        return cg.sum([(x * params[i % 4]).tanh() * params[(i + 1) % 4] for i, x in enumerate(xs)]) * params[0]
+        return (
+            cg.sum([(x * params[i % 4]).tanh() * params[(i + 1) % 4] for i, x in enumerate(xs)]) * params[0]
+        )
 
     compiled = cg.compile(f)
     others = [cg.Value(rng.uniform(-1, 1)) for _ in range(3)]
@@ -234,7 +252,10 @@ def test_the_node_has_the_inputs_it_read_and_its_op_names_the_function():
         return w * x
 
     out = cg.compile(scaled)(cg.Value(2.0))
-    assert out._op == "compiled test_the_node_has_the_inputs_it_read_and_its_op_names_the_function.<locals>.scaled"
+    assert (
+        out._op
+        == "compiled test_the_node_has_the_inputs_it_read_and_its_op_names_the_function.<locals>.scaled"
+    )
     assert len(out._prev) == 2 and w in out._prev
 
 
@@ -260,7 +281,9 @@ def test_a_branch_on_a_traced_value_is_refused_naming_the_line(body, what):
 
 @compiled_core
 def test_ops_without_a_kernel_are_refused():
-    softplus = cg.Op("softplus_compile_test", lambda x: cg.log(1 + cg.exp(x)), lambda x, out: (cg.sigmoid(x),))
+    softplus = cg.Op(
+        "softplus_compile_test", lambda x: cg.log(1 + cg.exp(x)), lambda x, out: (cg.sigmoid(x),)
+    )
     with pytest.raises(TypeError, match="cannot replay a node of op 'softplus_compile_test'"):
         cg.compile(lambda x: softplus(x) * 2)(1.0)
 

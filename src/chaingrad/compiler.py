@@ -35,6 +35,7 @@ from ._backend import Value
 
 __all__ = ["compile"]
 
+
 class TapeOp(str):
     """The op of a compiled function's nodes: its name ("compiled f"), and its step of backward."""
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from . import serialization
 from ._backend import Value, zero_grads
 from .checks import number, positive_int
-from .compiler import compile
+from .compiler import compile  # noqa: A004 - cg.compile, as torch.compile
 from .fused import cross_entropy, dot, mean, softmax
 from .layers import affine, affine_layers
 from .memory import check_fits
@@ -696,7 +696,9 @@ class GPT(Module):
         """The logits after `token` at position `pos`, given the earlier positions' keys and values."""
         return self._step_from(self.wte(token), pos, caches)
 
-    def _step_from(self, embedded: list[Value], pos: int, caches: list[tuple[list[Any], list[Any]]]) -> list[Value]:
+    def _step_from(
+        self, embedded: list[Value], pos: int, caches: list[tuple[list[Any], list[Any]]]
+    ) -> list[Value]:
         """The logits after the token whose embedding is `embedded`, at position `pos`."""
         x = self.norm([t + p for t, p in zip(embedded, self.wpe(pos))])
         for block, cache in zip(self.layers, caches):

@@ -78,10 +78,10 @@ def _is_module(params: Any) -> bool:
     return callable(getattr(params, "parameters", None)) and not isinstance(params, (list, tuple))
 
 
-
 def _zeros(n: int) -> array:
     """A per-parameter buffer: n doubles, 0.0 each (an array, which the compiled core updates in place)."""
     return array("d", bytes(8 * n))
+
 
 class Optimizer:
     """Holds the parameters and the learning rate; subclasses define `step()`.
