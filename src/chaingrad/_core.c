@@ -2404,56 +2404,53 @@ static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t 
 static PyObject *core_tracing(PyObject *module, PyObject *unused) { return PyBool_FromLong(tracing > 0); }
 
 /* A map from a node's address to a number, by open addressing: writing a tape looks up every input of
- * every node, and a dict of ints made for each costs ten times as much */
+ * every node, and a dict of ints made for each costs ten times as much. Each key is held while in it. */
 typedef struct {
-    PyObject **keys;
-    ptrdiff_t *values;
+    struct MapItem {
+        PyObject *key; /* NULL: free */
+        ptrdiff_t value;
+    } *items;
     Py_ssize_t cap, n; /* cap: a power of 2, at least twice n */
 } Map;
 
-static Py_ssize_t map_slot(const Map *m, PyObject *key) {
+static struct MapItem *map_item(const Map *m, PyObject *key) {
     /* Fibonacci hashing: the product's high bits (its low ones repeat the address's alignment) */
     uint64_t h = (uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ull;
     size_t mask = (size_t)m->cap - 1, i = (size_t)(h >> 32) & mask;
     for (;; i = (i + 1) & mask)
-        if (m->keys[i] == key || m->keys[i] == NULL) return (Py_ssize_t)i;
+        if (m->items[i].key == key || m->items[i].key == NULL) return &m->items[i];
 }
 
 /* key's number, or -1 when it has none */
 static ptrdiff_t map_get(const Map *m, PyObject *key) {
     if (m->cap == 0) return -1;
-    Py_ssize_t i = map_slot(m, key);
-    return m->keys[i] == key ? m->values[i] : -1;
+    const struct MapItem *item = map_item(m, key);
+    return item->key == key ? item->value : -1;
 }
 
 /* key -> value (a new key is held until map_free) */
 static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
     if (2 * (m->n + 1) > m->cap) {
-        Map grown = {PyMem_Calloc(m->cap ? 2 * m->cap : 256, sizeof(PyObject *)), NULL, m->cap ? 2 * m->cap : 256, m->n};
-        grown.values = PyMem_Malloc(grown.cap * sizeof(ptrdiff_t));
-        if (grown.keys == NULL || grown.values == NULL) {
-            PyMem_Free(grown.keys), PyMem_Free(grown.values);
+        Map grown = {PyMem_Calloc(m->cap ? 2 * m->cap : 1024, sizeof(struct MapItem)), m->cap ? 2 * m->cap : 1024, m->n};
+        if (grown.items == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         for (Py_ssize_t i = 0; i < m->cap; i++)
-            if (m->keys[i] != NULL) {
-                Py_ssize_t j = map_slot(&grown, m->keys[i]);
-                grown.keys[j] = m->keys[i], grown.values[j] = m->values[i];
-            }
-        PyMem_Free(m->keys), PyMem_Free(m->values);
+            if (m->items[i].key != NULL) *map_item(&grown, m->items[i].key) = m->items[i];
+        PyMem_Free(m->items);
         *m = grown;
     }
-    Py_ssize_t i = map_slot(m, key);
-    if (m->keys[i] == NULL) m->keys[i] = Py_NewRef(key), m->n++;
-    m->values[i] = value;
+    struct MapItem *item = map_item(m, key);
+    if (item->key == NULL) item->key = Py_NewRef(key), m->n++;
+    item->value = value;
     return 0;
 }
 
 static void map_free(Map *m) {
-    for (Py_ssize_t i = 0; i < m->cap; i++) Py_XDECREF(m->keys[i]);
-    PyMem_Free(m->keys), PyMem_Free(m->values);
-    m->keys = NULL, m->values = NULL, m->cap = m->n = 0;
+    for (Py_ssize_t i = 0; i < m->cap; i++) Py_XDECREF(m->items[i].key);
+    PyMem_Free(m->items);
+    m->items = NULL, m->cap = m->n = 0;
 }
 
 /* A node's place while the tape is written: what kind of slot it is and its number among them */
@@ -2506,7 +2503,7 @@ static void tape_free(Tape *t) {
 static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     for (Py_ssize_t i = 0; self->held && i < self->t.n_values; i++) Py_VISIT(self->held[i]);
-    for (Py_ssize_t i = 0; i < self->held_at.cap; i++) Py_VISIT(self->held_at.keys[i]);
+    for (Py_ssize_t i = 0; i < self->held_at.cap; i++) Py_VISIT(self->held_at.items[i].key);
     return 0;
 }
 
