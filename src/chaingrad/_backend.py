@@ -53,7 +53,7 @@ __all__ = [
     "zero_grads",
 ]
 
-INTERFACE = 7  # the version of the interface below; _core.c says which one it was built for
+INTERFACE = 8  # the version of the interface below; _core.c says which one it was built for
 
 _INTERFACE = SimpleNamespace(
     primitives=engine.PRIMITIVES,  # the op table, which the core checks its own against

@@ -3408,7 +3408,7 @@ static int core_exec(PyObject *module) {
         return -1;
     }
     /* chaingrad._backend uses this module only if the numbers agree: bump both when the interface changes */
-    if (PyModule_AddIntConstant(module, "INTERFACE", 7) < 0) return -1; /* chaingrad._backend.INTERFACE */
+    if (PyModule_AddIntConstant(module, "INTERFACE", 8) < 0) return -1; /* chaingrad._backend.INTERFACE */
     S.empty = PyUnicode_FromString("");
     S.s_enter = PyUnicode_InternFromString("__enter__");
     S.s_exit = PyUnicode_InternFromString("__exit__");
