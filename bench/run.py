@@ -27,6 +27,7 @@ WORKLOADS = [
     "gpt",
     "moons",
     "microgpt",
+    "compile",
 ]
 
 RATIO = "ratio: how many times better chaingrad is (costs: baseline / chaingrad; rates: chaingrad / baseline)"

@@ -255,3 +255,30 @@ def test_microgpt_check_catches_a_difference(monkeypatch):
     monkeypatch.setattr(microgpt.MicroValue, "log", lambda self: log(self) * 1.000001)
     with pytest.raises(Mismatch, match="microgpt"):
         microgpt.run(steps=2, turns=1)
+
+
+# -- cg.compile ------------------------------------------------------------------
+
+
+def test_compile_rows_check_the_results_and_are_well_formed():
+    from bench import compile as compile_bench
+
+    rows = compile_bench.run(n=20, repeats=1)
+    if cg.backend != "compiled":
+        assert rows == []  # cg.compile runs the function as it is: nothing to compare
+        return
+    assert_well_formed(rows, "compile")
+    assert [r.target for r in rows] == [">= 3x", "", ">= 0.333x", "", ">= 0.333x", ""]
+    assert (
+        abs(compile_bench.readme_graph(cg.Value(-4.0), cg.Value(2.0)).data - 24.7041) < 1e-4
+    )  # its README's
+
+
+def test_compile_bench_catches_a_compiled_result_that_differs(monkeypatch):
+    from bench import compile as compile_bench
+
+    if cg.backend != "compiled":
+        pytest.skip("cg.compile runs the function as it is")
+    monkeypatch.setattr(compile_bench.cg, "compile", lambda f: lambda a, b: f(a, b) * 1.0000001)
+    with pytest.raises(Mismatch, match="README graph: compiled"):
+        compile_bench.run(n=5, repeats=1)

@@ -2575,8 +2575,12 @@ static PyObject *run_reduce(RunObject *self, PyObject *unused) {
 }
 
 static PyMethodDef run_methods[] = {{"__reduce__", (PyCFunction)run_reduce, METH_NOARGS, NULL}, {NULL}};
+static PyMemberDef run_members[] = {
+    {"tape", T_OBJECT, offsetof(RunObject, tape), READONLY, "the tape this call replayed"},
+    {NULL},
+};
 static PyType_Slot run_slots[] = {
-    {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods},
+    {Py_tp_dealloc, run_dealloc}, {Py_tp_methods, run_methods}, {Py_tp_members, run_members},
     {Py_tp_doc, "One call of a cg.compile'd function: what its backward needs"}, {0, NULL},
 };
 static PyType_Spec run_spec = {"chaingrad._core.Run", offsetof(RunObject, doubles), sizeof(double), Py_TPFLAGS_DEFAULT, run_slots};
