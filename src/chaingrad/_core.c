@@ -3076,7 +3076,7 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     run->tape = (TapeObject *)Py_NewRef(tape);
     run->data = run->doubles;
     run->locals = run->data + slots;
-    memcpy(run->data + t->n_values, numbers, n_numbers * sizeof(double));
+    if (n_numbers) memcpy(run->data + t->n_values, numbers, n_numbers * sizeof(double)); /* numbers: NULL if none */
     /* with nothing run or allocated in between, every Value input read and held */
     for (Py_ssize_t i = 0; i < t->n_values; i++) {
         Py_ssize_t a = tape->argument[i];
