@@ -2,7 +2,7 @@
 
     @cg.compile
     def loss(x, y):                  # Values and numbers in, one Value out
-        return (model(x)[0] - y) ** 2
+        return (model(x) - y) ** 2      # model = cg.nn.MLP(2, [16, 1]): its output, a Value
 
     l = loss([0.5, -1.0], 1.0)       # first call: runs loss, writes its graph down as a tape
     l = loss([0.2, 0.3], -1.0)       # later calls: the tape replayed in C, no Python per op
