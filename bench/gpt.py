@@ -17,13 +17,14 @@ from typing import Any
 
 import chaingrad as cg
 
-from . import naive
+from . import earlier, naive
 from .common import CLOCK, Mismatch, Row, count_nodes, faster, size, whole_runs
 
 N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE = 16, 4, 1, 16
 LR, BETAS, EPS = 0.01, (0.85, 0.99), 1e-8
 SEED = 42
 BASELINE = "naive engine (a node per + and *)"
+BEFORE_COMMIT = "3c6bce4"  # before the reference engine was written as code (issue 22's baseline)
 
 
 def _matrices(n_layer: int) -> dict[str, str]:
@@ -167,6 +168,20 @@ class UncompiledGPT(FusedGPT):
         return loss.data
 
 
+class EarlierGPT(FusedGPT):
+    """The same GPT and Adam on the compiled core as it was at 3c6bce4 (issue 22's baseline), its loss op
+    by op: the model built there and given these weights."""
+
+    def __init__(self, model: cg.nn.GPT) -> None:
+        before = earlier.at(BEFORE_COMMIT, compiled=True)
+        a = model.architecture()
+        twin = before.nn.GPT(a["vocab_size"], a["n_embd"], a["n_head"], a["n_layer"], a["block_size"])
+        for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+            theirs.data = mine.data
+        self.model = twin
+        self.opt = before.optim.Adam(twin.parameters(), lr=LR, betas=BETAS, eps=EPS)
+
+
 class TorchGPT:
     """The same model in PyTorch eager (model.to_torch(), float64, one thread), torch.optim.Adam."""
 
@@ -213,6 +228,7 @@ def train_both(steps: int, repeats: int = 1) -> tuple[dict[str, list[float]], di
     sides = {
         "chaingrad": side(FusedGPT),  # GPT.loss: cg.compile's tape per length
         "uncompiled": side(UncompiledGPT),
+        "before": side(EarlierGPT),
         "pytorch": side(TorchGPT),
         "naive": side(NaiveGPT.like),
     }
@@ -245,6 +261,8 @@ def rows(losses: dict[str, list[float]], seconds: dict[str, float], nodes: dict[
     gap = check_same(losses)
     if losses["uncompiled"] != losses["chaingrad"]:
         raise Mismatch("gpt: the compiled loss differs from the uncompiled one (they must agree bit for bit)")
+    if losses["before"] != losses["uncompiled"]:
+        raise Mismatch(f"gpt: the core at {BEFORE_COMMIT} gives other losses than today's, op by op")
     torch_gap = max(abs(a - b) for a, b in zip(losses["chaingrad"], losses["pytorch"]))
     if not torch_gap <= 1e-9:
         raise Mismatch(f"gpt: chaingrad and PyTorch losses differ by {torch_gap:.3g}")
@@ -258,6 +276,14 @@ def rows(losses: dict[str, list[float]], seconds: dict[str, float], nodes: dict[
             seconds["pytorch"],
             "PyTorch 2.13 eager, float64, 1 thread",
             target=">= 3x" if compiled else "",
+        ),
+        faster(
+            "gpt",
+            f"train, s per run of {steps} steps, op by op (GPT.loss without cg.compile)",
+            seconds["uncompiled"],
+            seconds["before"],
+            f"the compiled core at {BEFORE_COMMIT}",
+            target=">= 0.9x" if compiled else "",  # issue 22: as fast as it was, within 10%
         ),
         faster(
             "gpt",

@@ -110,11 +110,14 @@ def train(Value: Callable[..., Any], steps: int, seed: int = 42) -> tuple[list[f
     return history, CLOCK() - start
 
 
+BEFORE = "the compiled core at 3c6bce4"  # before the reference engine was written as code (issue 22)
 SIDES: dict[str, Callable[..., Any]] = {
     "its own Value": MicroValue,
     "chaingrad": chaingrad.Value,
     "chaingrad reference": earlier.reference().Value,
 }
+if chaingrad.backend == "compiled":
+    SIDES[BEFORE] = earlier.at("3c6bce4", compiled=True).Value
 
 
 def run(quick: bool = False, steps: int | None = None, turns: int | None = None) -> list[Row]:
@@ -153,6 +156,16 @@ def run(quick: bool = False, steps: int | None = None, turns: int | None = None)
                 per_step["its own Value"],
                 "microgpt's own Value class",
                 target=">= 5x",
+            )
+        )
+        rows.append(
+            faster(
+                "microgpt",
+                f"s per step ({steps} steps x {turns}), compiled core",
+                per_step["chaingrad"],
+                per_step[BEFORE],
+                BEFORE,
+                target=">= 0.9x",  # issue 22: as fast as it was, within 10%
             )
         )
     return rows
