@@ -272,6 +272,37 @@ def test_backward_by_hand_node_by_node_equals_backward():
     assert_close([n.grad for n in _nodes(manual)], [n.grad for n in _nodes(auto)])
 
 
+def test_backward_steps_the_nodes_in_the_order_of_the_lectures_recursive_sort_reversed():
+    """On random graphs (shared nodes, an input given twice): the steps come in the reverse of micrograd's
+    recursive build_topo, each once; the sums into a shared grad, so the bits, depend on it."""
+    rng = random.Random(7)
+    for _ in range(200):
+        nodes = [Value(rng.random()) for _ in range(4)]
+        stepped: list[Value] = []
+        for k in range(rng.randint(1, 30)):
+            node = Value(1.0, tuple(rng.choice(nodes) for _ in range(rng.randint(1, 3))), f"n{k}")
+
+            def step(node: Value = node) -> None:
+                stepped.append(node)
+                for child in node._prev:
+                    child.grad += node.grad
+
+            node._backward = step
+            nodes.append(node)
+        topo, visited = [], set()
+
+        def build_topo(v: Value) -> None:
+            if v not in visited:
+                visited.add(v)
+                for child in v._prev:
+                    build_topo(child)
+                topo.append(v)
+
+        build_topo(nodes[-1])
+        nodes[-1].backward()
+        assert [id(v) for v in stepped] == [id(v) for v in reversed(topo) if v._prev]  # (== compares data)
+
+
 def test_a_node_used_many_times_gets_every_contribution():
     x = Value(1.5)
     y = x * x * x + x - x / x  # x^3 + x - 1

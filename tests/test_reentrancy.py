@@ -407,3 +407,188 @@ def test_ctrl_c_stops_a_long_backward_and_leaves_the_engine_consistent() -> None
     assert done.wait(10), "the backward lock was left held"
     y.backward()
     assert x.grad == 1.0
+
+
+# ---------------------------------------------------------------------------
+# The first Python code of a walk after steps on single numbers. On the compiled core a walk of steps on
+# single numbers runs no Python code, and holds its nodes by borrowed pointers until the first step,
+# grad or signal handler that does: these cases put such a step after a prefix of steps on single
+# numbers, and make it free nodes of the graph, walked already and still to walk, then backpropagate a
+# new graph (which, on the compiled core, reuses the freed nodes' memory: a walk that still stepped
+# them gave that graph's leaf a second gradient, as in the issue's example).
+# ---------------------------------------------------------------------------
+
+
+def new_graph_backpropagated(seen: list[Value]) -> None:
+    """A new chain, as long as the ones the callers free, backpropagated; its leaf and its root kept in
+    seen (alive: a walk that went on over the freed nodes would step its nodes again)."""
+    a = Value(2.0)
+    root = chain(a, 120)
+    root.backward()
+    seen += [a, root]
+
+
+def test_a_closure_after_steps_on_single_numbers_frees_nodes_walked_and_still_to_walk() -> None:
+    seen: list[Value] = []
+    x = Value(1.0)
+    low = chain(x, 120)  # still to walk when the closure runs
+    to_walk = low._prev[0]._prev[0]
+    node = Value(low.data, (low,), "c")
+    high = chain(node, 60)  # walked before the closure, on single numbers
+    walked = high._prev[0]._prev[0]
+    top = chain(high, 60)
+
+    def bw() -> None:
+        walked.__init__(0.5)  # frees the nodes between it and this node, stepped already
+        to_walk.__init__(0.25)  # frees the chain under it, down to x
+        new_graph_backpropagated(seen)
+
+    node._backward = bw
+    del low, high
+    top.backward()
+    assert seen[0].grad == 1.0
+    assert (x.grad, to_walk.grad, to_walk._prev, walked._prev) == (0.0, 0.0, (), ())
+    top.backward()  # the walk's marks are gone: walked is a leaf now, and gets its gradient
+    assert (x.grad, walked.grad) == (0.0, 1.0)
+
+
+def test_a_grad_finalizer_frees_the_graph_before_the_first_step() -> None:
+    """backward resets every intermediate grad, then releases the old ones: a finalizer among them
+    re-initialises the root, freeing the graph under it, and backpropagates a new graph."""
+    seen: list[Value] = []
+    x = Value(1.0)
+    a = chain(x, 120)
+    top = a * 1.0
+
+    class Dropped:
+        def __del__(self) -> None:
+            top.__init__(0.5)
+            new_graph_backpropagated(seen)
+
+    a.grad = Dropped()
+    del a
+    top.backward()
+    assert seen[0].grad == 1.0
+    assert (x.grad, top.grad, top._prev) == (0.0, 1.0, ())
+
+
+# the node whose step adds to w's grad: (w, y) -> a node of y and w, stepped before y's subgraph
+STEPS_INTO_AN_OBJECT_GRAD = {
+    "y * w": lambda y, w: y * w,
+    "y / w": lambda y, w: y / w,
+    "2.0 / w": lambda y, w: y * 1.0 + 2.0 / w,
+    "w ** 2.0": lambda y, w: y * 1.0 + w**2.0,
+    "w.log()": lambda y, w: y * 1.0 + w.log(),
+    "w.relu()": lambda y, w: y * 1.0 + w.relu(),
+    "a cg.compile'd call": lambda y, w: y * 1.0 + cg.compile(lambda v: (v * 2.0).tanh())(w),
+}
+
+
+@pytest.mark.parametrize("op", list(STEPS_INTO_AN_OBJECT_GRAD))
+def test_a_grad_iadd_after_steps_on_single_numbers_frees_nodes_still_to_walk(op: str) -> None:
+    """w's grad is an object: adding to it (`w.grad += share`, its __iadd__, inside a step of the table's
+    locals or rules) re-initialises y, freeing the chain under y, which the walk reaches after."""
+    seen: list[Value] = []
+    x, w = Value(1.0), Value(3.0)
+    y = chain(x, 120)
+
+    class Grad:
+        def __iadd__(self, share: float) -> Grad:
+            if not seen:
+                y.__init__(0.5)
+                new_graph_backpropagated(seen)
+            return self
+
+    w.grad = Grad()
+    top = chain(STEPS_INTO_AN_OBJECT_GRAD[op](y, w), 60)
+    top.backward()
+    assert seen and seen[0].grad == 1.0
+    assert type(w.grad) is Grad
+    assert (x.grad, y._prev) == (0.0, ())
+
+
+def test_a_backward_inside_a_closure_over_nodes_the_outer_walk_has_marked() -> None:
+    """A closure's backward walks nodes that the outer walk (of the same thread) is walking: it goes on,
+    then gives them back to the outer walk, which still holds them against other threads' walks (one
+    started meanwhile waits for the outer walk's end); at the end no node is left marked."""
+    steps: list[str] = []
+    x = Value(1.0)
+    first = Value(x.data, (x,), "logged")  # its step records which walk took it
+
+    def logged() -> None:
+        steps.append(threading.current_thread().name)
+        x.grad += first.grad
+
+    first._backward = logged
+    low = chain(first, 40)
+    node = Value(low.data, (low,), "c")
+    top = chain(node * 2.0, 40)
+    other = threading.Thread(target=low.backward, name="other", daemon=True)
+    this = threading.current_thread().name
+
+    def bw() -> None:
+        low.backward()  # low's subgraph, marked by the outer walk: each grad under low becomes 1.0
+        if other.ident is None:
+            other.start()
+            other.join(0.5)  # it waits for the outer walk, which holds low's subgraph still
+        low.grad += node.grad  # then the closure's own step: 1.0 + 2.0
+
+    node._backward = bw
+    top.backward()
+    other.join(10)
+    assert not other.is_alive()
+    # this thread's inner walk, its outer walk (which adds to the grads the inner one left: 3.0 + 1.0,
+    # ..., 3.0 + 40 * 1.0), then the other thread's
+    assert steps == [this, this, "other"]
+    assert (low.grad, first.grad, x.grad) == (1.0, 1.0, 45.0)
+    done = threading.Event()
+
+    def again() -> None:
+        top.backward()
+        done.set()
+
+    threading.Thread(target=again, name="again", daemon=True).start()
+    assert done.wait(10), "a node was left marked by a walk that had ended"
+    assert steps == [this, this, "other", "again", "again"]  # its inner and outer walks
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread")
+def test_a_signal_handler_frees_the_graph_during_a_walk_on_single_numbers() -> None:
+    """A handler that runs during backward (the compiled core checks for signals in its loop over
+    steps on single numbers) re-initialises a node in the middle of the chain, freeing the half under
+    it, and backpropagates a new graph. The walk goes on over what it holds: x's gradient arrives
+    whole (the node was stepped before the handler) or not at all (it was not)."""
+    n = 400_000 if COMPILED else 40_000
+    x = Value(1.0)
+    middle = chain(x, n // 2)
+    top = chain(middle, n // 2)
+    seen: list[Value] = []
+    state = {"walking": False, "armed": False, "during": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["armed"] and state["walking"]:
+            state["armed"] = False
+            state["during"] = True
+            middle.__init__(0.5)
+            new_graph_backpropagated(seen)
+
+    gc.collect()
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    try:
+        for _ in range(20):  # until the signal arrives during a walk
+            x.grad = 0.0
+            state["armed"] = True
+            state["walking"] = True
+            top.backward()
+            state["walking"] = False
+            if state["during"]:
+                break
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)
+    if not state["during"]:
+        pytest.skip("no signal arrived during a walk")
+    assert seen[0].grad == 1.0
+    assert x.grad in (0.0, 1.0)
+    assert middle._prev == ()

@@ -109,7 +109,7 @@ static PyObject *apply_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 #define KEEP_FREED 65536
 #endif
 static struct {
-    ValueObject *top; /* linked through walk */
+    ValueObject *top; /* linked through ctx */
     Py_ssize_t n;
 } freed;
 
@@ -117,7 +117,7 @@ static struct {
 static ValueObject *fresh_node(void) {
     ValueObject *v = freed.top;
     if (v != NULL) {
-        freed.top = v->walk, freed.n--;
+        freed.top = (ValueObject *)v->ctx, freed.n--;
         PyObject_Init((PyObject *)v, S.Value);
     } else if ((v = PyObject_GC_New(ValueObject, S.Value)) == NULL) {
         return NULL;
@@ -126,7 +126,7 @@ static ValueObject *fresh_node(void) {
     v->dobj = v->gobj = v->label = v->ctx = v->lobj = v->dict = NULL;
     v->op = NULL;
     v->n = v->nl = v->aux = 0;
-    v->walk = NULL;
+    v->walk = 0;
     v->lkind = L_DOUBLE;
     v->ckind = C_NONE;
     v->reached = v->astart = v->open = v->born = v->nograd = 0;
@@ -140,7 +140,7 @@ static ValueObject *fresh_node(void) {
 static void free_kept(void) {
     while (freed.top != NULL) {
         ValueObject *v = freed.top;
-        freed.top = v->walk, freed.n--;
+        freed.top = (ValueObject *)v->ctx, freed.n--;
         PyObject_GC_Del(v);
     }
 }
@@ -253,7 +253,7 @@ static void value_dealloc(ValueObject *v) {
     if (v->local != v->inline_local) PyMem_Free(v->local);
 #ifndef Py_GIL_DISABLED
     if (type == S.Value && freed.n < KEEP_FREED) {
-        v->walk = freed.top, freed.top = v, freed.n++;
+        v->ctx = (PyObject *)freed.top, freed.top = v, freed.n++;
     } else
 #endif
         type->tp_free((PyObject *)v);
@@ -649,35 +649,95 @@ static int careful_step(ValueObject *v, Py_ssize_t i, Py_ssize_t m, double g) {
 static int is_run_node(ValueObject *v);
 static int run_step(ValueObject *v, double g);
 
-/* One node's step: as engine.chain. `quiet` is entered on the first step that calls Python. */
-static int step(ValueObject *v, PyObject **quiet) {
+typedef struct {
+    ValueObject **items;
+    Py_ssize_t len, cap;
+} Stack;
+
+/* A backward under way: the thread walking, and its order, whose nodes are marked with its serial number
+ * (their `walk`), which no other walk has. A walk waits for another thread's walk that shares a node with
+ * it (which, holding the GIL but while it runs Python code, may be under way), and for nothing else; a
+ * walk inside a walk of the same thread goes on. The walks under way are linked (`walkers`): a node is
+ * marked only while the walk whose number it carries is in that list, so a walk's marks end with it,
+ * without a pass over its nodes, and in a forked child, whose other threads are gone, with an empty
+ * list (forked()). engine._Walks is the reference engine's twin.
+ *
+ * The order's nodes are borrowed until the walk first runs Python code: a step in Python (a closure, a
+ * custom rule, a batch), a grad's __iadd__, a finalizer of a grad it releases, a signal handler. Until
+ * then nothing can drop a node, and a walk made of steps on single numbers never runs any. Before the
+ * first Python code, hold_order() makes every node of the order a strong reference (`held`), since that
+ * code may drop the graph or re-initialise any node of it; release_order() gives them back. A walk that
+ * runs none (the common case) so touches no reference count: two passes over memory fewer. */
+typedef struct Walker {
+    uint64_t serial; /* its nodes' mark */
+    unsigned long thread;
+    Stack *order;
+    Stack *was;      /* (node, the outer walk of this thread that had marked it) in pairs */
+    int held;        /* the order's nodes are strong references */
+    PyObject *quiet; /* numerics.quiet(), entered at the first step Python takes; NULL until then */
+    struct Walker *prev, *next;
+} Walker;
+static Walker *walkers = NULL;
+static uint64_t last_serial = 0; /* 2**64 walks do not happen */
+
+/* Every node of the order held, before the walk runs Python code (see Walker) */
+static void hold_order(Walker *me) {
+    if (me->held) return;
+    for (Py_ssize_t i = 0; i < me->order->len; i++) Py_INCREF(me->order->items[i]);
+    me->held = 1;
+}
+
+/* Whether adding to the grads of v's first k inputs can run Python code: a grad that is an object (its
+ * __iadd__); on a double or a float it runs nothing */
+static int grads_run_python(ValueObject *v, Py_ssize_t k) {
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *g = V(v->prev[i])->gobj;
+        if (g != NULL && !PyFloat_CheckExact(g)) return 1;
+    }
+    return 0;
+}
+
+/* One node's step: as engine.chain. On single numbers it runs no Python code; where it must (a grad's
+ * __iadd__, the step in Python), the walk `me` is held first, and `quiet` entered before the first step
+ * in Python. me is NULL when Python calls the step itself (_chain). */
+static int step(ValueObject *v, Walker *me) {
     double g;
     if (grad_as_double(v, &g)) {
         if (v->lkind == L_DOUBLE) {
             Py_ssize_t m = v->n < v->nl ? v->n : v->nl;
             for (Py_ssize_t i = 0; i < m; i++) {
                 ValueObject *c = V(v->prev[i]);
-                if (c->gobj != NULL && !PyFloat_CheckExact(c->gobj)) return careful_step(v, i, m, g);
+                if (c->gobj != NULL && !PyFloat_CheckExact(c->gobj)) {
+                    if (me) hold_order(me);
+                    return careful_step(v, i, m, g);
+                }
                 add_grad(c, v->local[i] * g); /* a double added to a double: runs nothing, cannot fail */
             }
             return 0;
         }
-        if (is_run_node(v)) return run_step(v, g); /* a cg.compile'd call */
+        if (is_run_node(v)) { /* a cg.compile'd call */
+            if (me && grads_run_python(v, v->n)) hold_order(me);
+            return run_step(v, g);
+        }
         if (v->lkind == L_NONE && Py_IS_TYPE(v->op, S.Op)) {
+            if (me && grads_run_python(v, v->n < 2 ? v->n : 2)) hold_order(me); /* rule_step adds to 0 and 1 */
             int done = rule_step(v, g);
             if (done) return done < 0 ? -1 : 0;
         }
     }
-    if (quiet != NULL && *quiet == NULL) {
-        PyObject *q = PyObject_CallNoArgs(S.quiet);
-        if (q == NULL) return -1;
-        PyObject *r = PyObject_CallMethodNoArgs(q, S.s_enter);
-        if (r == NULL) {
-            Py_DECREF(q);
-            return -1;
+    if (me != NULL) {
+        hold_order(me);
+        if (me->quiet == NULL) {
+            PyObject *q = PyObject_CallNoArgs(S.quiet);
+            if (q == NULL) return -1;
+            PyObject *r = PyObject_CallMethodNoArgs(q, S.s_enter);
+            if (r == NULL) {
+                Py_DECREF(q);
+                return -1;
+            }
+            Py_DECREF(r);
+            me->quiet = q;
         }
-        Py_DECREF(r);
-        *quiet = q;
     }
     PyObject *r = PyObject_CallOneArg(S.chain, (PyObject *)v);
     if (r == NULL) return -1;
@@ -685,134 +745,128 @@ static int step(ValueObject *v, PyObject **quiet) {
     return 0;
 }
 
-typedef struct {
-    ValueObject **items;
-    Py_ssize_t len, cap;
-} Stack;
-
-static int push(Stack *s, ValueObject *v) {
-    if (s->len == s->cap) {
-        Py_ssize_t cap = s->cap ? 2 * s->cap : 256;
-        ValueObject **items = PyMem_Realloc(s->items, cap * sizeof(ValueObject *));
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        s->items = items, s->cap = cap;
+/* s made room for k more items, its capacity doubled as often as needed; -1 without memory (no exception
+ * set: the caller sets it once it is safe to) */
+static int stack_grow(Stack *s, Py_ssize_t k) {
+    Py_ssize_t cap = s->cap ? s->cap : 256;
+    while (cap - s->len < k) {
+        if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(ValueObject *)) return -1;
+        cap *= 2;
     }
+    ValueObject **items = PyMem_Realloc(s->items, cap * sizeof(ValueObject *));
+    if (items == NULL) return -1;
+    s->items = items, s->cap = cap;
+    return 0;
+}
+
+/* Room for k more items on s; -1 without memory (no exception set) */
+static inline int reserve(Stack *s, Py_ssize_t k) { return s->cap - s->len >= k ? 0 : stack_grow(s, k); }
+
+/* v pushed on s; -1 without memory (no exception set) */
+static inline int push(Stack *s, ValueObject *v) {
+    if (s->len == s->cap && stack_grow(s, 1) < 0) return -1;
     s->items[s->len++] = v;
     return 0;
 }
 
-typedef struct {
-    ValueObject *node;
-    Py_ssize_t next; /* the input to look at next */
-    void *was;       /* what the node was marked with before this walk: nothing, or this thread's outer walk */
-} Frame;
-
-/* A backward under way: the thread walking, and its order, whose nodes point here (their `walk`) until its
- * end. A walk waits for another thread's walk that shares a node with it (which, holding the GIL but
- * while it runs Python code, may be under way), and for nothing else; a walk inside a walk of the same
- * thread goes on. The walks under way are linked, so that a forked child, whose other threads are
- * gone, can unmark their nodes (forked()). engine._Walks is the reference engine's twin. */
-typedef struct Walker {
-    unsigned long thread;
-    Stack *order;
-    Stack *was; /* (node, its mark before) in pairs, for the nodes of order an outer walk had marked */
-    struct Walker *prev, *next;
-} Walker;
-static Walker *walkers = NULL;
+/* The walk under way whose mark v carries, if any (not: v is unmarked, or its walk has ended) */
+static Walker *marked_by(ValueObject *v) {
+    if (v->walk == 0) return NULL;
+    for (Walker *w = walkers; w != NULL; w = w->next)
+        if (w->serial == v->walk) return w;
+    return NULL;
+}
 
 /* Whether v is marked by another thread's walk */
 static int walked_elsewhere(ValueObject *v, Walker *me) {
-    return v->walk != NULL && v->walk != (void *)me && ((Walker *)v->walk)->thread != me->thread;
+    Walker *w = v->walk == me->serial ? NULL : marked_by(v);
+    return w != NULL && w->thread != me->thread;
 }
 
 /* forked(): in a forked child, the walks of the parent's other threads are not there: their marks go */
 static PyObject *core_forked(PyObject *module, PyObject *unused) {
-    for (Walker *w = walkers; w != NULL; w = w->next)
-        for (Py_ssize_t i = 0; i < w->order->len; i++) w->order->items[i]->walk = NULL;
     walkers = NULL;
     Py_RETURN_NONE;
 }
 
-/* engine.topological_order, leaves left out: the nodes that lead to root, each after all of its inputs,
- * depth first with the inputs in the order of _prev (micrograd's build_topo), without recursion. Each is
- * marked with this walk's token and its grad set to None (no gradient yet).
- * Each node put in `order` is a strong reference (the caller releases them): backward runs Python code
- * between steps (closures, rules, a grad's __iadd__, signal handlers), which may drop the graph or
- * re-initialise any node of it. The walk itself runs no Python code: the grads it resets are moved to
- * `dropped` rather than released, since releasing one can run its finalizer, while `stack` holds
- * borrowed pointers. On failure every node marked and not in `order` is unmarked. */
-static int topo(ValueObject *root, Walker *me, Stack *order, Stack *dropped) {
-    Frame *stack = NULL;
-    Py_ssize_t len = 0, cap = 0;
-    if (root->n == 0) return 0;
-    if (walked_elsewhere(root, me)) return 1;
-    for (ValueObject *next = root; next != NULL || len;) {
-        if (next != NULL) { /* visit it: its inputs come first */
-            if (len == cap) {
-                Py_ssize_t c = cap ? 2 * cap : 256;
-                Frame *grown = PyMem_Realloc(stack, c * sizeof(Frame));
-                if (grown == NULL) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-                stack = grown, cap = c;
-            }
-            if (next->gobj != NULL) {
-                if (push(dropped, (ValueObject *)next->gobj) < 0) goto fail; /* any object */
-                next->gobj = NULL;
-            }
-            next->g = 0.0, next->nograd = 1;
-            next->reached = 0;
-            stack[len++] = (Frame){next, 0, next->walk};
-            next->walk = me;
-            next = NULL;
-        }
-        Frame *top = &stack[len - 1];
-        if (top->next < top->node->n) {
-            ValueObject *c = V(top->node->prev[top->next++]);
-            if (c->n && walked_elsewhere(c, me)) { /* another thread is walking it: wait, then again */
-                for (Py_ssize_t i = len - 1; i >= 0; i--) stack[i].node->walk = stack[i].was;
-                PyMem_Free(stack);
-                return 1;
-            }
-            if (c->n && c->walk != me) next = c;
-        } else { /* every input is in the order: the node comes next */
-            if (top->was != NULL && (push(me->was, top->node) < 0 || push(me->was, (ValueObject *)top->was) < 0))
-                goto fail; /* it is still on the stack, where fail unmarks it (and release_order again) */
-            if (push(order, top->node) < 0) goto fail;
-            Py_INCREF(top->node);
-            len--;
-        }
-    }
-    PyMem_Free(stack);
-    return 0;
-fail:
-    for (Py_ssize_t i = len - 1; i >= 0; i--) stack[i].node->walk = stack[i].was; /* marked, not in order */
-    PyMem_Free(stack);
-    return -1;
-}
-
-/* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read
- * unless a signal came, and 4096 steps take a few microseconds */
-#define SIGNAL_EVERY 4096
-
-/* The order's nodes unmarked and released, in one pass from the root's end (a release may free nodes and
- * run a finalizer that starts another backward: deeper in the stack, so with another Walker, which
- * takes our remaining marks for this thread's and restores them), then the nodes an outer walk of this
- * thread had marked given their marks back (that walk holds them). */
+/* The end of a walk, unlinked from `walkers` (so its marks are no more): the nodes an outer walk of this
+ * thread had marked get that walk's mark back, then the order's nodes are released, if held. A release
+ * may free nodes and run a finalizer that starts another backward, which finds them unmarked. */
 static void release_order(Walker *me) {
     Stack *order = me->order, *was = me->was;
-    for (Py_ssize_t i = order->len - 1; i >= 0; i--) {
-        ValueObject *node = order->items[i];
-        node->walk = NULL;
-        Py_DECREF(node);
+    for (Py_ssize_t i = 0; i + 1 < was->len; i += 2) was->items[i]->walk = ((Walker *)was->items[i + 1])->serial;
+    was->len = 0;
+    if (me->held) {
+        me->held = 0;
+        for (Py_ssize_t i = 0; i < order->len; i++) Py_DECREF(order->items[i]);
     }
-    for (Py_ssize_t i = 0; i + 1 < was->len; i += 2) was->items[i]->walk = (void *)was->items[i + 1];
-    order->len = was->len = 0;
+    order->len = 0;
 }
+
+/* On topo's stack, a node tagged FINISH (its low bit set) is one whose inputs come next (above it): once
+ * they are done, it goes into the order. Untagged: an input still to visit. */
+#define FINISH ((uintptr_t)1)
+#define IS_FINISH(v) ((uintptr_t)(v) & FINISH)
+#define UNTAG(v) ((ValueObject *)((uintptr_t)(v) & ~FINISH))
+
+/* engine.topological_order, leaves left out, into me->order: the nodes that lead to root, each after all
+ * of its inputs, depth first with the inputs in the order of _prev (micrograd's build_topo), without
+ * recursion. Each is marked with this walk's new serial number and its grad set to None (no gradient
+ * yet). No Python code runs here, nothing is allocated but memory, and nothing is released: the grads it
+ * resets are moved to `dropped` (releasing one can run its finalizer), for the caller to release.
+ * 0: done. 1: another thread's walk holds a node of the graph; -1: no memory. On 1 and -1 the order is
+ * empty, and the marks it made are no more (the walk is not linked, and takes a new number to try again). */
+static int topo(ValueObject *root, Walker *me, Stack *dropped) {
+    Stack stack = {NULL, 0, 0}, *order = me->order;
+    int rc = -1, alone = walkers == NULL; /* alone: every mark is of a walk that has ended */
+    uint64_t mark = me->serial = ++last_serial;
+    if (root->n == 0) return 0;
+    if (!alone && walked_elsewhere(root, me)) return 1;
+    if (push(&stack, root) < 0) goto fail;
+    while (stack.len) {
+        ValueObject *node = stack.items[--stack.len];
+        if (IS_FINISH(node)) { /* every input of it is in the order: it comes next */
+            if (push(order, UNTAG(node)) < 0) goto fail;
+            continue;
+        }
+        if (node->walk == mark) continue; /* visited meanwhile, through another of its outputs */
+        if (reserve(&stack, node->n + 1) < 0) goto fail;
+        if (!alone) { /* marked by an outer walk of this thread (another thread's stopped us at its output)? */
+            Walker *was = marked_by(node);
+            if (was != NULL && (push(me->was, node) < 0 || push(me->was, (ValueObject *)was) < 0)) goto fail;
+        }
+        if (node->gobj != NULL) {
+            if (push(dropped, (ValueObject *)node->gobj) < 0) goto fail; /* any object */
+            node->gobj = NULL;
+        }
+        node->g = 0.0, node->nograd = 1;
+        node->reached = 0;
+        node->walk = mark;
+        stack.items[stack.len++] = (ValueObject *)((uintptr_t)node | FINISH);
+        for (Py_ssize_t i = node->n - 1; i >= 0; i--) { /* pushed last to first: the first comes out first */
+            ValueObject *c = V(node->prev[i]);
+            if (c->n == 0 || c->walk == mark) continue; /* a leaf, or visited */
+            if (!alone && walked_elsewhere(c, me)) {   /* another thread is walking it: wait, then again */
+                rc = 1;
+                goto fail;
+            }
+            stack.items[stack.len++] = c;
+        }
+    }
+    PyMem_Free(stack.items);
+    return 0;
+fail: /* the marks of an outer walk this one took are given back */
+    PyMem_Free(stack.items);
+    release_order(me);
+    if (rc < 0) PyErr_NoMemory(); /* now: making the error may collect, and run a finalizer */
+    return rc;
+}
+
+/* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read unless
+ * a signal came, but it may run a handler, Python code, so the walk is held before the first one. 65536
+ * steps on single numbers take about half a millisecond: a walk of fewer nodes is never held for it, and
+ * Ctrl-C still stops a longer one at once. */
+#define SIGNAL_EVERY 65536
 
 static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"create_graph", NULL};
@@ -823,13 +877,11 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     if (create_graph || (flags & S.ANOMALY) || self->dobj != NULL) /* higher order, anomaly mode, a batch */
         return PyObject_CallFunctionObjArgs(S.backward, self, create_graph ? Py_True : Py_False, NULL);
     Stack order = {NULL, 0, 0}, was = {NULL, 0, 0}, dropped = {NULL, 0, 0};
-    Walker me = {PyThread_get_thread_ident(), &order, &was, NULL, NULL}; /* its nodes point here */
-    PyObject *quiet = NULL;
+    Walker me = {0, PyThread_get_thread_ident(), &order, &was, 0, NULL, NULL, NULL};
     int failed, rc;
-    while ((rc = topo(self, &me, &order, &dropped)) == 1) {
+    while ((rc = topo(self, &me, &dropped)) == 1) {
         /* another thread's walk shares a node with this one, and runs Python code meanwhile: wait for it,
          * the GIL let go, then walk again */
-        release_order(&me);
         PyObject *r = PyObject_CallOneArg(S.wait, S.wait_time);
         if (r == NULL) break;
         Py_DECREF(r);
@@ -840,15 +892,19 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
         if (walkers) walkers->prev = &me;
         walkers = &me;
     }
-    /* the grads the walk reset, released now that order holds its nodes (their finalizers may run) */
+    /* the grads the walk reset, released now (their finalizers may run) */
+    if (dropped.len) hold_order(&me);
     for (Py_ssize_t i = 0; i < dropped.len; i++) Py_DECREF(dropped.items[i]);
     PyMem_Free(dropped.items);
     if (!failed) {
         if (order.len) {
-            PyObject *g = self->gobj;
+            PyObject *g = self->gobj; /* set again by such a finalizer, if at all */
             self->g = 1.0, self->reached = 1, self->nograd = 0;
             self->gobj = NULL;
-            Py_XDECREF(g); /* self is held by our caller */
+            if (g != NULL) {
+                hold_order(&me);
+                Py_DECREF(g); /* self is held by our caller */
+            }
         } else {
             failed = add_grad(self, 1.0) < 0; /* a leaf accumulates d(self)/d(self) too */
         }
@@ -856,12 +912,15 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     int countdown = SIGNAL_EVERY;
     for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
         ValueObject *node = order.items[i];
-        if (node->reached) failed = step(node, &quiet) < 0; /* else no gradient reached it */
+        if (node->reached) failed = step(node, &me) < 0; /* else no gradient reached it */
         /* Ctrl-C stops a long backward here (KeyboardInterrupt, or what a handler raises), with every
          * node stepped so far complete, and the cleanup below run as for any other error */
         if (--countdown == 0) {
             countdown = SIGNAL_EVERY;
-            if (!failed) failed = PyErr_CheckSignals() < 0;
+            if (!failed) {
+                hold_order(&me);
+                failed = PyErr_CheckSignals() < 0;
+            }
         }
     }
     PyObject *type, *value, *tb;
@@ -874,10 +933,10 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     release_order(&me);
     PyMem_Free(order.items);
     PyMem_Free(was.items);
-    if (quiet) {
-        PyObject *x = PyObject_CallMethodObjArgs(quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
+    if (me.quiet) {
+        PyObject *x = PyObject_CallMethodObjArgs(me.quiet, S.s_exit, Py_None, Py_None, Py_None, NULL);
         Py_XDECREF(x);
-        Py_DECREF(quiet);
+        Py_DECREF(me.quiet);
     }
     if (type) {
         PyErr_Restore(type, value, tb); /* the first error wins */

@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #endif
 #include <Python.h>
+#include <stdint.h>
 
 enum { L_DOUBLE, L_OBJECT, L_NONE };                     /* how a node keeps its local gradients */
 enum { C_NONE, C_OBJECT, C_RIGHT, C_LEFT, C_FUSED };     /* how it keeps its context */
@@ -27,7 +28,7 @@ typedef struct {
     PyObject *dict;      /* attributes given to it (p.m = 0.0), as to any object; NULL until one is */
     Py_ssize_t n, nl, aux; /* aux: a fused op's split, output index or target */
     double cval;         /* with C_RIGHT / C_LEFT: the constant */
-    void *walk;          /* the backward that last visited this node */
+    uint64_t walk;       /* the serial number of the backward that last visited this node (see Walker) */
     unsigned char lkind, ckind, reached, astart;
     unsigned char open;  /* it holds or reaches a mutable container: see _collector.h */
     unsigned char born;  /* __init__ has run once */
