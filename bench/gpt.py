@@ -261,8 +261,9 @@ def rows(losses: dict[str, list[float]], seconds: dict[str, float], nodes: dict[
     gap = check_same(losses)
     if losses["uncompiled"] != losses["chaingrad"]:
         raise Mismatch("gpt: the compiled loss differs from the uncompiled one (they must agree bit for bit)")
-    if losses["before"] != losses["uncompiled"]:
-        raise Mismatch(f"gpt: the core at {BEFORE_COMMIT} gives other losses than today's, op by op")
+    before_gap = max(abs(a - b) for a, b in zip(losses["before"], losses["uncompiled"]))
+    if not before_gap <= 1e-9:  # the same model; the last bit may differ (Adam's loop was rewritten since)
+        raise Mismatch(f"gpt: the core at {BEFORE_COMMIT} gives losses {before_gap:.3g} away from today's")
     torch_gap = max(abs(a - b) for a, b in zip(losses["chaingrad"], losses["pytorch"]))
     if not torch_gap <= 1e-9:
         raise Mismatch(f"gpt: chaingrad and PyTorch losses differ by {torch_gap:.3g}")

@@ -174,7 +174,8 @@ def test_gpt_sides_train_alike_and_rows_are_well_formed():
     assert all(len(s) == 2 for s in losses.values()) and all(s > 0 for s in seconds.values())
     assert 2.0 < losses["naive"][0] < 5.0  # about log(27) before any training
     assert_well_formed(gpt.rows(losses, seconds, gpt.graph_sizes([0, 1, 2, 0], 3)), "gpt")
-    assert losses["uncompiled"] == losses["chaingrad"] == losses["before"]  # bit for bit
+    assert losses["uncompiled"] == losses["chaingrad"]  # GPT.loss under cg.compile: bit for bit
+    assert max(abs(a - b) for a, b in zip(losses["before"], losses["uncompiled"])) < 1e-9
     assert max(abs(a - b) for a, b in zip(losses["chaingrad"], losses["pytorch"])) < 1e-9
     warm = gpt.steady(2)
     assert set(warm) == {"chaingrad", "pytorch"} and all(s > 0 for s in warm.values())
