@@ -862,6 +862,20 @@ fail: /* the marks of an outer walk this one took are given back */
     return rc;
 }
 
+/* The step loop asks for the memory of the node it will step PREFETCH_AHEAD nodes later: a graph larger
+ * than the cache comes from memory node by node, each a few cache lines, and the order says which comes
+ * next long before the step gets there. A hint, which the CPU may ignore; it reads nothing. */
+#define PREFETCH_AHEAD 8
+#if defined(__GNUC__) || defined(__clang__)
+static inline void prefetch_node(const ValueObject *v) {
+    const char *p = (const char *)v;
+    __builtin_prefetch(p), __builtin_prefetch(p + 64), __builtin_prefetch(p + 128);
+    __builtin_prefetch(p + sizeof(ValueObject) - 1);
+}
+#else
+static inline void prefetch_node(const ValueObject *v) { (void)v; }
+#endif
+
 /* How many nodes backward steps between two checks for signals (Ctrl-C): a check is an atomic read unless
  * a signal came, but it may run a handler, Python code, so the walk is held before the first one. 65536
  * steps on single numbers take about half a millisecond: a walk of fewer nodes is never held for it, and
@@ -912,6 +926,7 @@ static PyObject *value_backward(ValueObject *self, PyObject *args, PyObject *kwd
     int countdown = SIGNAL_EVERY;
     for (Py_ssize_t i = order.len - 1; !failed && i >= 0; i--) {
         ValueObject *node = order.items[i];
+        if (i >= PREFETCH_AHEAD) prefetch_node(order.items[i - PREFETCH_AHEAD]);
         if (node->reached) failed = step(node, &me) < 0; /* else no gradient reached it */
         /* Ctrl-C stops a long backward here (KeyboardInterrupt, or what a handler raises), with every
          * node stepped so far complete, and the cleanup below run as for any other error */
