@@ -10,10 +10,11 @@ must agree across sides (to 1e-9), or the timings mean nothing.
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 
-from bench.common import Mismatch, faster, size, whole_runs
+from bench.common import CLOCK, Mismatch, faster, size, whole_runs
 
 STEPS = 100  # the demo's schedule length, for the learning rate
 BEFORE_COMMIT = "3c6bce4"  # before the reference engine was written as code (issue 21's baseline)
@@ -179,6 +180,24 @@ def train(steps: int, repeats: int, micrograd_repeats: int) -> dict[str, tuple[l
     return results
 
 
+def steady(steps: int) -> dict[str, float]:
+    """CPU seconds a step once a run is under way: each side's first `steps` steps (the first of which
+    traces a compiled loss, and runs on micrograd's int biases until the optimizer writes floats), then
+    `steps` more, timed."""
+    makers = sides()
+    out = {}
+    for name in ("chaingrad", "compiled per sample", "compiled per step", "pytorch"):
+        step = makers[name]()
+        for k in range(steps):
+            step(k)
+        gc.collect()
+        t0 = CLOCK()
+        for k in range(steps):
+            step(k)
+        out[name] = (CLOCK() - t0) / steps
+    return out
+
+
 def run(quick: bool = False, steps: int | None = None, repeats: int | None = None) -> list:
     """Rows: the CPU time of a whole training run, chaingrad (per sample and batched) against
     micrograd and PyTorch."""
@@ -192,7 +211,15 @@ def run(quick: bool = False, steps: int | None = None, repeats: int | None = Non
     target = ">= 0.9x" if chaingrad.backend == "compiled" else ">= 0.67x"  # issue 21: 10%, 1.5x slower
     before = f"{engine} at {BEFORE_COMMIT}"
     compiled = chaingrad.backend == "compiled"  # issue 27's targets (cg.compile runs as it is without it)
+    warm = steady(steps)
+    later = "s per step once under way"
     return [
+        faster("moons", f"{later}, cg.compile per sample", warm["compiled per sample"], warm["chaingrad"],
+               "chaingrad per sample, uncompiled", target=">= 10x" if compiled else ""),
+        faster("moons", f"{later}, cg.compile per step", warm["compiled per step"], warm["chaingrad"],
+               "chaingrad per sample, uncompiled", target=">= 10x" if compiled else ""),
+        faster("moons", f"{later}, cg.compile per step", warm["compiled per step"], warm["pytorch"],
+               "PyTorch 2.13 eager, 1 thread, batch", target=">= 1x" if compiled else ""),
         faster("moons", f"{note}, cg.compile per sample", t["compiled per sample"], t["chaingrad"],
                "chaingrad per sample, uncompiled", target=">= 10x" if compiled else ""),
         faster("moons", f"{note}, cg.compile per sample", t["compiled per sample"], t["pytorch"],

@@ -211,7 +211,8 @@ def test_moons_sides_agree_step_by_step():
     rows = moons.run(steps=2, repeats=1)
     same = ">= 0.9x" if cg.backend == "compiled" else ">= 0.67x"  # issue 21: at most 10%, or 1.5x slower
     compiled = cg.backend == "compiled"  # micrograd's and PyTorch's targets are the compiled core's
-    compile_targets = [">= 10x" * compiled, ">= 1x" * compiled] * 2  # issue 27's
+    compile_targets = [">= 10x" * compiled, ">= 10x" * compiled, ">= 1x" * compiled]  # issue 27's, under way
+    compile_targets += [">= 10x" * compiled, ">= 1x" * compiled] * 2  # and in whole runs
     assert [r.target for r in rows] == [
         *compile_targets,
         same,

@@ -3045,8 +3045,8 @@ static int add_number(Arguments *a, double x) {
 }
 
 /* The structure of (args, kwargs), walked depth first, left to right: a Value, a number (a float, an int
- * that is no bool, or what `other` turns into a float) or a list or tuple of them (as its type and
- * length, then its items), kwargs as their names and then their values; anything else is part of the
+ * that is no bool, or what `other` turns into a float) or a list or tuple of them (its type, its
+ * length, then its items: no other mark is a type or an int), kwargs as their names and then their values; anything else is part of the
  * key as other(x) gives it. Lists are read through tuple copies of their items (see items_tuple). */
 static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Arguments *a) {
     typedef struct {
@@ -3083,9 +3083,13 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
             double d = PyLong_AsDouble(x);
             r = d == -1.0 && PyErr_Occurred() ? -1 : add_number(a, d);
         } else if ((items = items_tuple(x)) != NULL) { /* a list (or subclass) or a tuple */
-            PyObject *shape = Py_BuildValue("(On)", (PyObject *)Py_TYPE(x), PyTuple_GET_SIZE(items));
-            r = shape == NULL || PyList_Append(a->key, shape) < 0 || grow((void **)&stack, &cap, len + 1, sizeof(Level)) < 0 ? -1 : 0;
-            Py_XDECREF(shape);
+            /* its type, then its length: two marks of the key (a small int is CPython's own, made once) */
+            PyObject *length = PyLong_FromSsize_t(PyTuple_GET_SIZE(items));
+            r = length == NULL || PyList_Append(a->key, (PyObject *)Py_TYPE(x)) < 0 || PyList_Append(a->key, length) < 0 ||
+                        grow((void **)&stack, &cap, len + 1, sizeof(Level)) < 0
+                    ? -1
+                    : 0;
+            Py_XDECREF(length);
             if (r == 0) stack[len++] = (Level){Py_NewRef(items), 0};
             Py_DECREF(items);
         } else if (PyErr_Occurred()) {
