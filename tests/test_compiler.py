@@ -311,6 +311,19 @@ def test_what_is_not_a_value_or_structure_is_refused():
 
 
 @compiled_core
+def test_a_list_that_holds_itself_is_refused_not_walked_forever():
+    loop: list = [1.0]
+    loop.append(loop)
+    with pytest.raises(ValueError, match="nest lists more than 100 deep"):
+        cg.compile(lambda xs: cg.Value(1.0) * 2)(loop)
+    deep: list = [2.0]
+    for _ in range(90):  # deep, but a structure: fine
+        deep = [deep]
+    f = cg.compile(lambda xs: cg.Value(1.0) * 2)
+    assert f(deep).data == 2.0 and f(deep).data == 2.0 and len(f.tapes) == 1
+
+
+@compiled_core
 def test_higher_derivatives_and_pickling_say_what_to_do():
     out = cg.compile(lambda x: x * x)(cg.Value(3.0))
     with pytest.raises(NotImplementedError, match=r"create_graph=True.*__wrapped__"):

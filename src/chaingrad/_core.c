@@ -3048,6 +3048,8 @@ static int add_number(Arguments *a, double x) {
  * that is no bool, or what `other` turns into a float) or a list or tuple of them (its type, its
  * length, then its items: no other mark is a type or an int), kwargs as their names and then their values; anything else is part of the
  * key as other(x) gives it. Lists are read through tuple copies of their items (see items_tuple). */
+enum { MAX_NESTING = 100 }; /* lists in lists: deeper is a list that holds itself, not a call's arguments */
+
 static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Arguments *a) {
     typedef struct {
         PyObject *items; /* a tuple, held */
@@ -3084,7 +3086,10 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
             r = d == -1.0 && PyErr_Occurred() ? -1 : add_number(a, d);
         } else if ((items = items_tuple(x)) != NULL) { /* a list (or subclass) or a tuple */
             /* its type, then its length: two marks of the key (a small int is CPython's own, made once) */
-            PyObject *length = PyLong_FromSsize_t(PyTuple_GET_SIZE(items));
+            PyObject *length = len < MAX_NESTING ? PyLong_FromSsize_t(PyTuple_GET_SIZE(items)) : NULL;
+            if (len >= MAX_NESTING)
+                PyErr_Format(PyExc_ValueError, "cg.compile: the arguments nest lists more than %d deep (a list "
+                                               "that holds itself?)", MAX_NESTING);
             r = length == NULL || PyList_Append(a->key, (PyObject *)Py_TYPE(x)) < 0 || PyList_Append(a->key, length) < 0 ||
                         grow((void **)&stack, &cap, len + 1, sizeof(Level)) < 0
                     ? -1
