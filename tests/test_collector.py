@@ -217,6 +217,9 @@ def test_nodes_of_numbers_are_not_tracked():
     nodes = _nodes(y) + outs
     assert len(nodes) > 10
     assert not [v for v in nodes if gc.is_tracked(v)]
+    f = cg.compile(lambda a, b: (a * b).tanh())
+    calls = [f(x, Value(float(i))) for i in range(3)]  # a compiled call's node: its op, a bare str
+    assert not [v for v in [*calls, cg.mean(calls)] if gc.is_tracked(v)]
 
 
 @compiled_only

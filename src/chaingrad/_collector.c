@@ -130,8 +130,15 @@ static int walk_from(PyObject *o, Walk *w) {
 }
 
 /* v now holds o (besides its inputs): track what a cycle through it could need tracked. */
+/* A str of a subclass with neither a __dict__ nor slots of its own (cg.compile's ops, compiler.TapeOp):
+ * it holds nothing but its type */
+static int bare_str(PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    return PyUnicode_Check(o) && t->tp_dictoffset == 0 && t->tp_basicsize == PyUnicode_Type.tp_basicsize;
+}
+
 int collector_hold(ValueObject *v, PyObject *o) {
-    if (o == NULL || !PyObject_IS_GC(o)) return 0;
+    if (o == NULL || !PyObject_IS_GC(o) || bare_str(o)) return 0;
     /* CPython untracks a tuple only when nothing in it may be tracked (no Value), and a tuple cannot
      * gain items; a dict or list may be untracked while empty and gain a Value later */
     if (PyTuple_CheckExact(o) && !PyObject_GC_IsTracked(o)) return 0;

@@ -2598,10 +2598,21 @@ static void tape_dealloc(TapeObject *self) {
     Py_DECREF(type);
 }
 
+/* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
+ * tracked by the collector: it holds only its tape, which holds no node. */
+typedef struct {
+    PyObject_VAR_HEAD
+    TapeObject *tape;
+    double *data, *locals; /* data: every slot's value; locals: the entries' local gradients, then scratch */
+    double doubles[1];     /* where both are (ob_size of them) */
+} RunObject;
+
 static PyObject *tape_get_entries(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_entries); }
 static PyObject *tape_get_inputs(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_values); }
+static Py_ssize_t run_doubles(const Tape *t) { return tape_slots(t) + t->n_locals + 2 * t->widest + 1; }
+
 static PyObject *tape_get_run_bytes(TapeObject *self, void *c) {
-    return PyLong_FromSsize_t((tape_slots(&self->t) + self->t.n_locals) * (Py_ssize_t)sizeof(double));
+    return PyLong_FromSsize_t(offsetof(RunObject, doubles) + run_doubles(&self->t) * (Py_ssize_t)sizeof(double));
 }
 static PyObject *tape_get_bytes(TapeObject *self, void *c) {
     const Tape *t = &self->t;
@@ -2627,14 +2638,6 @@ static PyType_Slot tape_slots_[] = {
 static PyType_Spec tape_spec = {"chaingrad._core.Tape", sizeof(TapeObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tape_slots_};
 static PyTypeObject *TapeType;
 
-/* A call's run: its tape, and the values and local gradients of its entries, kept for its backward. Not
- * tracked by the collector: it holds only its tape, which holds no node. */
-typedef struct {
-    PyObject_VAR_HEAD
-    TapeObject *tape;
-    double *data, *locals; /* data: every slot's value; locals: the entries' local gradients, then scratch */
-    double doubles[1];     /* where both are (ob_size of them) */
-} RunObject;
 
 static void run_dealloc(RunObject *self) {
     PyTypeObject *type = Py_TYPE(self);
@@ -2811,17 +2814,8 @@ static int write_entry(Writer *w, ValueObject *v) {
             if (input_ref(w, v->prev[0]) < 0) return -1;
             if (v->ckind == C_RIGHT && add_input(w, constant_ref(w, v->cval)) < 0) return -1;
         } else if (v->ckind == C_OBJECT && PyTuple_Check(v->ctx) && PyTuple_GET_SIZE(v->ctx) == op->arity) {
-            PyObject *ctx = Py_NewRef(v->ctx); /* a constant's conversion allocates nothing, but be plain */
-            int rc = 0;
-            for (Py_ssize_t i = 0; i < op->arity && rc == 0; i++) {
-                PyObject *a = PyTuple_GET_ITEM(ctx, i);
-                if (PyObject_TypeCheck(a, S.Value))
-                    rc = input_ref(w, a);
-                else if (PyFloat_CheckExact(a))
-                    rc = add_input(w, constant_ref(w, PyFloat_AS_DOUBLE(a)));
-                else
-                    rc = refuse_node(v, "an argument that is neither a Value nor a float");
-            }
+            PyObject *ctx = Py_NewRef(v->ctx); /* held: writing allocates */
+            Py_ssize_t rc = context_inputs(w, v, ctx); /* engine.record's arguments, constants in place */
             Py_DECREF(ctx);
             if (rc < 0) return -1;
         } else {
@@ -2902,6 +2896,7 @@ static int write_entries(Writer *w, ValueObject *out) {
         if (top->next < top->node->n) {
             PyObject *c = top->node->prev[top->next++];
             if (ref_of(w, c) != -1) continue; /* met before */
+            Py_INCREF(c); /* held while its place is made (writing allocates) */
             if (!PyObject_TypeCheck(c, S.Value)) {
                 PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
                 rc = -1;
@@ -2911,11 +2906,10 @@ static int write_entries(Writer *w, ValueObject *out) {
                     rc = set_ref(w, c, R_PENDING);
                 }
             } else {
-                Py_INCREF(c); /* held while its ref is made */
                 ptrdiff_t ref = leaf_ref(w, V(c));
                 rc = ref < 0 ? -1 : set_ref(w, c, ref);
-                Py_DECREF(c);
             }
+            Py_DECREF(c);
         } else {
             rc = write_entry(w, top->node);
             Py_DECREF(top->node);
@@ -3152,9 +3146,9 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     if (n_numbers != t->n_numbers) return PyErr_Format(PyExc_SystemError, "a tape of %zd numbers given %zd", t->n_numbers, n_numbers);
     Py_INCREF(tape), Py_INCREF(values), Py_INCREF(op); /* held: allocating may run finalizers */
     PyObject *made = NULL;
-    Py_ssize_t slots = tape_slots(t), scratch = 2 * t->widest + 1;
+    Py_ssize_t slots = tape_slots(t);
     ValueObject *v = alloc_node(t->n_values);
-    RunObject *run = v ? PyObject_NewVar(RunObject, RunType, slots + t->n_locals + scratch) : NULL;
+    RunObject *run = v ? PyObject_NewVar(RunObject, RunType, run_doubles(t)) : NULL;
     if (run == NULL) goto done;
     run->tape = (TapeObject *)Py_NewRef(tape);
     run->data = run->doubles;
@@ -3183,9 +3177,7 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
     v->lkind = L_NONE;
     v->ctx = (PyObject *)run, v->ckind = C_OBJECT;
     run = NULL;
-    /* the op: compiler.TapeOp, a str without a __dict__, holds nothing a cycle could go through */
-    int plain = PyUnicode_Check(op) && Py_TYPE(op)->tp_dictoffset == 0;
-    if (collector_born(v) == 0 && (plain || collector_hold(v, v->op) == 0)) made = (PyObject *)Py_NewRef(v);
+    if (collector_born(v) == 0 && collector_hold(v, v->op) == 0) made = (PyObject *)Py_NewRef(v);
 done:
     Py_XDECREF(run);
     Py_XDECREF(v);
@@ -3321,33 +3313,18 @@ static int pointer_order(const void *a, const void *b) {
 }
 
 static int alias_inputs(const TapeObject *tape, PyObject *const *prev, ptrdiff_t *alias) {
-    Py_ssize_t n = tape->t.n_values, k = tape->n_arguments;
-    for (Py_ssize_t i = 0; i < n; i++) alias[i] = i;
-    if (k == 0) return 0;
-    if (k <= 8) { /* a few arguments: each against those before it */
-        for (Py_ssize_t j = 0; j < k; j++) {
-            Py_ssize_t slot = tape->arguments[j];
-            ptrdiff_t held = map_get(&tape->held_at, prev[slot]);
-            if (held >= 0) {
-                alias[slot] = held;
-                continue;
-            }
-            for (Py_ssize_t b = 0; b < j; b++)
-                if (prev[tape->arguments[b]] == prev[slot]) {
-                    alias[slot] = alias[tape->arguments[b]];
-                    break;
-                }
-        }
-        return 0;
-    }
+    enum { ON_STACK = 16 };
     struct Place {
         PyObject *value;
         Py_ssize_t slot;
-    } *places = PyMem_Malloc(k * sizeof(struct Place));
-    if (places == NULL) {
+    } stack_places[ON_STACK], *places = stack_places;
+    Py_ssize_t n = tape->t.n_values, k = tape->n_arguments;
+    for (Py_ssize_t i = 0; i < n; i++) alias[i] = i;
+    if (k > ON_STACK && (places = PyMem_Malloc(k * sizeof(struct Place))) == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    /* the arguments by address (a Value in two places side by side), each given its Value's first slot */
     for (Py_ssize_t j = 0; j < k; j++) places[j] = (struct Place){prev[tape->arguments[j]], tape->arguments[j]};
     qsort(places, k, sizeof(struct Place), pointer_order);
     for (Py_ssize_t j = 0; j < k; j++) {
@@ -3357,7 +3334,7 @@ static int alias_inputs(const TapeObject *tape, PyObject *const *prev, ptrdiff_t
         else if (j > 0 && places[j].value == places[j - 1].value)
             alias[places[j].slot] = alias[places[j - 1].slot];
     }
-    PyMem_Free(places);
+    if (places != stack_places) PyMem_Free(places);
     return 0;
 }
 
