@@ -82,6 +82,8 @@ static struct {
  * and reads are its own business), whether a node was made meanwhile with a mode on (a no_grad inside
  * the function: its nodes would be constants in the tape), and what a node's `traced` says */
 static int tracing, traced_with_a_mode;
+static Py_ssize_t traced_made, traced_inputs; /* how many nodes the trace made, with room for how many inputs
+                                               * in all: what the tape's writer makes room for */
 static unsigned long tracing_thread;
 enum { NOT_TRACED, MADE, ARGUMENT };
 static int made_while_tracing(void);
@@ -158,6 +160,7 @@ static PyObject *core_after_collection(PyObject *module, PyObject *const *args, 
 static ValueObject *alloc_node(Py_ssize_t n) {
     ValueObject *v = fresh_node();
     if (v == NULL) return NULL;
+    if (v->traced == MADE) traced_inputs += n;
     if (n > 2) {
         v->prev = PyMem_Malloc(n * sizeof(PyObject *));
         v->local = PyMem_Malloc(n * sizeof(double));
@@ -2425,6 +2428,7 @@ static int made_while_tracing(void) {
     long flags = mode_flags();
     if (flags < 0) PyErr_Clear(); /* unknown: taken as on */
     if (flags != 0) traced_with_a_mode = 1;
+    traced_made++;
     return 1;
 }
 
@@ -2466,7 +2470,7 @@ static PyObject *core_trace(PyObject *module, PyObject *const *args, Py_ssize_t 
     int on = args[0] == Py_True;
     if (on && tracing && PyThread_get_thread_ident() != tracing_thread)
         return PyErr_Format(PyExc_RuntimeError, "cg.compile traces on one thread at a time");
-    if (on && !tracing) tracing_thread = PyThread_get_thread_ident(), traced_with_a_mode = 0;
+    if (on && !tracing) tracing_thread = PyThread_get_thread_ident(), traced_with_a_mode = 0, traced_made = traced_inputs = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
         PyObject *a = PyTuple_GET_ITEM(args[1], i);
         if (PyObject_TypeCheck(a, S.Value)) V(a)->traced = on ? ARGUMENT : NOT_TRACED;
@@ -2504,6 +2508,18 @@ static ptrdiff_t map_get(const Map *m, PyObject *key) {
 }
 
 /* key -> value (a new key is held until map_free) */
+/* An empty map with room for about `expected` keys, so that filling it grows it seldom if ever */
+static int map_init(Map *m, Py_ssize_t expected) {
+    Py_ssize_t cap = 1024;
+    while (cap < 2 * expected) cap *= 2;
+    if ((m->items = PyMem_Calloc(cap, sizeof(struct MapItem))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    m->cap = cap, m->n = 0;
+    return 0;
+}
+
 static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
     if (2 * (m->n + 1) > m->cap) {
         Map grown = {PyMem_Calloc(m->cap ? 2 * m->cap : 1024, sizeof(struct MapItem)), m->cap ? 2 * m->cap : 1024, m->n};
@@ -2571,8 +2587,8 @@ typedef struct {
 } TapeObject;
 
 static void tape_free(Tape *t) {
-    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs), PyMem_Free(t->sinks);
-    t->constants = NULL, t->entries = NULL, t->inputs = NULL, t->sinks = NULL;
+    PyMem_Free(t->constants), PyMem_Free(t->entries), PyMem_Free(t->inputs);
+    t->constants = NULL, t->entries = NULL, t->inputs = NULL;
 }
 
 static int tape_traverse(TapeObject *self, visitproc visit, void *arg) {
@@ -2619,7 +2635,8 @@ static PyObject *tape_get_bytes(TapeObject *self, void *c) {
     Py_ssize_t n_inputs = 0;
     for (Py_ssize_t k = 0; k < t->n_entries; k++) n_inputs += t->entries[k].n;
     return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(ptrdiff_t) +
-                              t->n_constants * sizeof(double) + t->n_values * (sizeof(Py_ssize_t) + sizeof(PyObject *)));
+                              t->n_constants * sizeof(double) + t->n_values * (2 * sizeof(Py_ssize_t) + sizeof(PyObject *)) +
+                              self->held_at.cap * sizeof(struct MapItem));
 }
 
 static PyGetSetDef tape_getset[] = {
@@ -2727,7 +2744,8 @@ static int fused_index(PyObject *op) {
 
 static int add_input(Writer *w, ptrdiff_t ref) {
     if (ref < 0) return -1;
-    if (grow((void **)&w->inputs, &w->cap_inputs, w->n_inputs + 1, sizeof(ptrdiff_t)) < 0) return -1;
+    if (w->n_inputs == w->cap_inputs && grow((void **)&w->inputs, &w->cap_inputs, w->n_inputs + 1, sizeof(ptrdiff_t)) < 0)
+        return -1;
     w->inputs[w->n_inputs++] = ref;
     return 0;
 }
@@ -2797,8 +2815,9 @@ static int fused_from_context(Writer *w, ValueObject *v, int f, PyObject *ctx, E
     }
 }
 
-/* The entry for node v, whose inputs all have refs: its op, and its inputs with constants in place */
-static int write_entry(Writer *w, ValueObject *v) {
+/* The entry for node v, whose inputs all have refs (prev_refs[i]: v->prev[i]'s): its op, and its inputs
+ * with constants in place */
+static int write_entry(Writer *w, ValueObject *v, const ptrdiff_t *prev_refs) {
     Entry e = {0};
     e.in = w->n_inputs, e.target_slot = -1, e.first = -1;
     int k = primitive_index(v->op), f = k < 0 ? fused_index(v->op) : -1;
@@ -2808,10 +2827,10 @@ static int write_entry(Writer *w, ValueObject *v) {
         e.kind = T_PRIMITIVE, e.op = op, e.n = op->arity;
         if (v->ckind == C_NONE && v->n == op->arity) {
             for (Py_ssize_t i = 0; i < v->n; i++)
-                if (input_ref(w, v->prev[i]) < 0) return -1;
+                if (add_input(w, prev_refs[i]) < 0) return -1;
         } else if ((v->ckind == C_RIGHT || v->ckind == C_LEFT) && v->n == 1 && op->arity == 2) {
             if (v->ckind == C_LEFT && add_input(w, constant_ref(w, v->cval)) < 0) return -1;
-            if (input_ref(w, v->prev[0]) < 0) return -1;
+            if (add_input(w, prev_refs[0]) < 0) return -1;
             if (v->ckind == C_RIGHT && add_input(w, constant_ref(w, v->cval)) < 0) return -1;
         } else if (v->ckind == C_OBJECT && PyTuple_Check(v->ctx) && PyTuple_GET_SIZE(v->ctx) == op->arity) {
             PyObject *ctx = Py_NewRef(v->ctx); /* held: writing allocates */
@@ -2831,19 +2850,19 @@ static int write_entry(Writer *w, ValueObject *v) {
             if (v->lkind != L_DOUBLE || n != (a_const || b_const ? na : 2 * na) + e.start)
                 return refuse_node(v, "its structure was changed");
             for (Py_ssize_t i = 0; i < na; i++) /* a: inputs, or constants kept as b's local gradients */
-                if ((a_const ? add_input(w, constant_ref(w, v->local[i])) : input_ref(w, v->prev[i])) < 0) return -1;
+                if ((a_const ? add_input(w, constant_ref(w, v->local[i])) : add_input(w, prev_refs[i])) < 0) return -1;
             for (Py_ssize_t i = 0; i < na; i++) {
                 Py_ssize_t j = a_const ? i : na + i;
-                if ((b_const ? add_input(w, constant_ref(w, v->local[i])) : input_ref(w, v->prev[j])) < 0) return -1;
+                if ((b_const ? add_input(w, constant_ref(w, v->local[i])) : add_input(w, prev_refs[j])) < 0) return -1;
             }
-            if (e.start && input_ref(w, v->prev[n - 1]) < 0) return -1;
+            if (e.start && add_input(w, prev_refs[n - 1]) < 0) return -1;
         } else {
             e.n = n, e.aux = v->aux;
             e.kind = f == F_SUM ? T_SUM : f == F_MEAN ? T_MEAN : f == F_LSE ? T_LOGSUMEXP : f == F_SOFTMAX ? T_SOFTMAX
                    : f == F_LOG_SOFTMAX ? T_LOG_SOFTMAX : f == F_CE ? T_CROSS_ENTROPY : -1;
             if (e.kind < 0) return refuse_node(v, "no kernel replays it");
             for (Py_ssize_t i = 0; i < n; i++)
-                if (input_ref(w, v->prev[i]) < 0) return -1;
+                if (add_input(w, prev_refs[i]) < 0) return -1;
         }
     } else if (f >= 0 && f != F_AFFINE && v->ckind == C_OBJECT && PyTuple_Check(v->ctx)) {
         PyObject *ctx = Py_NewRef(v->ctx); /* held: writing allocates, and so may run finalizers */
@@ -2880,44 +2899,65 @@ static int write_entry(Writer *w, ValueObject *v) {
 
 typedef struct {
     ValueObject *node; /* a strong reference: writing allocates, which may run finalizers */
-    Py_ssize_t next;
+    Py_ssize_t n, next; /* its number of inputs when met, and the next to visit */
+    Py_ssize_t refs;    /* where its inputs' refs go in the walk's array of refs (n of them) */
+    Py_ssize_t dest;    /* where its own ref goes there once written: its place among its user's inputs */
 } WriteFrame;
 
-/* The entries of the nodes that lead to `out`, each after its inputs: backward's order (topo above) */
+/* The entries of the nodes that lead to `out`, each after its inputs: backward's order (topo above).
+ * Each input is looked up once, as the walk meets it, and its ref kept there for its user's entry. */
 static int write_entries(Writer *w, ValueObject *out) {
     WriteFrame *stack = NULL;
-    Py_ssize_t len = 0, cap = 0;
+    ptrdiff_t *refs = NULL;
+    Py_ssize_t len = 0, cap = 0, n_refs = 1 + out->n, cap_refs = 0; /* refs[0]: out's own */
     int rc = 0;
-    if (grow((void **)&stack, &cap, 1, sizeof(WriteFrame)) < 0) return -1;
-    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(out), 0};
+    if (grow((void **)&stack, &cap, 1, sizeof(WriteFrame)) < 0 || grow((void **)&refs, &cap_refs, n_refs, sizeof(ptrdiff_t)) < 0) {
+        PyMem_Free(stack);
+        return -1;
+    }
+    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(out), out->n, 0, 1, 0};
     if (set_ref(w, (PyObject *)out, R_PENDING) < 0) rc = -1;
     while (rc == 0 && len) {
         WriteFrame *top = &stack[len - 1];
-        if (top->next < top->node->n) {
-            PyObject *c = top->node->prev[top->next++];
-            if (ref_of(w, c) != -1) continue; /* met before */
-            Py_INCREF(c); /* held while its place is made (writing allocates) */
-            if (!PyObject_TypeCheck(c, S.Value)) {
+        if (top->node->n != top->n) { /* a finalizer run while writing gave it other inputs */
+            rc = refuse_node(top->node, "its inputs were changed while the tape was written");
+        } else if (top->next < top->n) {
+            Py_ssize_t at = top->refs + top->next;
+            PyObject *c = Py_NewRef(top->node->prev[top->next++]); /* held while its place is made */
+            ptrdiff_t ref = ref_of(w, c);
+            if (ref == R_PENDING) { /* its own input, through others: no order puts it after itself */
+                PyErr_SetString(PyExc_ValueError, "cg.compile: the graph has a cycle (a node's inputs lead back to it)");
+                rc = -1;
+            } else if (ref != -1) { /* met before */
+                refs[at] = ref;
+            } else if (!PyObject_TypeCheck(c, S.Value)) {
                 PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
                 rc = -1;
-            } else if (is_entry(V(c))) {
-                if ((rc = grow((void **)&stack, &cap, len + 1, sizeof(WriteFrame))) == 0) {
-                    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(c), 0};
-                    rc = set_ref(w, c, R_PENDING);
+            } else if (is_entry(V(c))) { /* its ref goes to refs[at] once it is written */
+                Py_ssize_t n = V(c)->n;
+                if ((rc = grow((void **)&stack, &cap, len + 1, sizeof(WriteFrame))) == 0 &&
+                    (rc = grow((void **)&refs, &cap_refs, n_refs + n, sizeof(ptrdiff_t))) == 0 &&
+                    (rc = set_ref(w, c, R_PENDING)) == 0) {
+                    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(c), n, 0, n_refs, at};
+                    n_refs += n;
                 }
+            } else if ((ref = leaf_ref(w, V(c))) < 0 || set_ref(w, c, ref) < 0) {
+                rc = -1;
             } else {
-                ptrdiff_t ref = leaf_ref(w, V(c));
-                rc = ref < 0 ? -1 : set_ref(w, c, ref);
+                refs[at] = ref;
             }
             Py_DECREF(c);
         } else {
-            rc = write_entry(w, top->node);
+            rc = write_entry(w, top->node, refs + top->refs);
+            refs[top->dest] = REF(R_ENTRY, w->n_entries - 1);
+            n_refs = top->refs; /* the last frame's refs are the last in the array */
             Py_DECREF(top->node);
             len--;
         }
     }
     while (len) Py_DECREF(stack[--len].node);
     PyMem_Free(stack);
+    PyMem_Free(refs);
     return rc;
 }
 
@@ -2953,6 +2993,10 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     w.last_block[0] = w.last_block[1] = -1;
     TapeObject *tape = NULL;
     ptrdiff_t out_ref;
+    /* room for every node the trace made as an entry, and for as many leaves (a model's parameters) */
+    if (map_init(&w.refs, 2 * traced_made) < 0 || grow((void **)&w.entries, &w.cap_entries, traced_made, sizeof(Entry)) < 0 ||
+        grow((void **)&w.inputs, &w.cap_inputs, traced_inputs + traced_made, sizeof(ptrdiff_t)) < 0) /* + a constant each */
+        goto fail;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) /* stand-ins: each in one place */
         if (map_set(&w.arguments, PyTuple_GET_ITEM(values, i), i) < 0) goto fail;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(numbers); i++)
@@ -2999,11 +3043,6 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
         t->n_locals += tape_locals_of(e);
     }
     t->output = slot_of(out_ref, t->n_values, nn, t->n_constants);
-    if ((t->sinks = PyMem_Malloc((w.n_inputs ? w.n_inputs : 1) * sizeof(ptrdiff_t))) == NULL) {
-        PyErr_NoMemory();
-        goto fail_tape;
-    }
-    tape_sinks(t, w.n_inputs);
     writer_free(&w);
     PyObject_GC_Track(tape);
     return (PyObject *)tape;

@@ -8,7 +8,7 @@ ptrdiff_t tape_locals_of(const Entry *e) {
     case T_SUM:
         return 0; /* every local gradient is 1.0 */
     case T_DOT:
-        return e->n; /* b's values, a's, and 1.0 for a start: one per input */
+        return 0; /* b's values, a's and 1.0 for a start, which backward reads from the data */
     case T_SOFTMAX:
     case T_LOG_SOFTMAX: /* the first entry of a block keeps its outputs and every row */
         return e->first == -1 ? e->n + e->n * e->n : 0;
@@ -45,7 +45,7 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
             break;
         case T_DOT: {
             const double *x = gathered(data, in, e->n, scratch);
-            out = cg_dot(x, x + e->aux, e->aux, e->start ? x + 2 * e->aux : NULL, local);
+            out = cg_dot(x, x + e->aux, e->aux, e->start ? x + 2 * e->aux : NULL, NULL);
             break;
         }
         case T_LOGSUMEXP:
@@ -79,16 +79,9 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
     return 0;
 }
 
-void tape_sinks(Tape *t, ptrdiff_t n_inputs) {
-    for (ptrdiff_t j = 0; j < n_inputs; j++) {
-        ptrdiff_t s = t->inputs[j];
-        t->sinks[j] = s >= t->n_values && s < tape_first_entry(t) ? tape_slots(t) : s;
-    }
-}
-
-/* One share of g for slot s (a sink): a Value input's goes to the sink given; any other is added to the
- * slot's grad, as add_gradient adds it: a grad of 0.0 where none came yet gives 0.0 + share, as a grad
- * of None does (the shares of numbers and constants are added in one slot nothing reads). */
+/* One share of g for slot s: a Value input's goes to the sink given; any other is added to the slot's
+ * grad, as add_gradient adds it: a grad of 0.0 where none came yet gives 0.0 + share, as a grad of None
+ * does (a number's and a constant's grads are added to, and nothing reads them). */
 static inline int share(const Tape *t, ptrdiff_t s, double d, double *grads, unsigned char *reached, const TapeSink *sink) {
     if (s < t->n_values) {
         if (sink->give) return sink->give(sink->context, s, d);
@@ -103,12 +96,11 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
                   unsigned char *reached, const TapeSink *sink) {
     const ptrdiff_t first_entry = tape_first_entry(t);
     int rc = 0;
-    for (ptrdiff_t s = first_entry; s < tape_grad_slots(t); s++) grads[s] = 0.0, reached[s] = 0;
-    ptrdiff_t out = t->output >= t->n_values && t->output < first_entry ? tape_slots(t) : t->output;
-    if ((rc = share(t, out, g, grads, reached, sink)) != 0) return rc;
+    for (ptrdiff_t s = t->n_values; s < tape_grad_slots(t); s++) grads[s] = 0.0, reached[s] = 0;
+    if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];
-        const ptrdiff_t *in = t->sinks + e->in, *at = t->inputs + e->in; /* where shares go, data comes from */
+        const ptrdiff_t *in = t->inputs + e->in;
         const double *local = locals + e->local;
         if (!reached[first_entry + k]) continue; /* no gradient reached it: it passes none on */
         double gk = grads[first_entry + k];
@@ -117,8 +109,8 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
             if (e->op->local) {
                 for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
             } else {
-                double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[at[1]] : 0.0;
-                e->op->rule(gk, data[at[0]], y, data[first_entry + k], &sx, &sy);
+                double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[in[1]] : 0.0;
+                e->op->rule(gk, data[in[0]], y, data[first_entry + k], &sx, &sy);
                 rc = share(t, in[0], sx, grads, reached, sink);
                 if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, sink);
             }
@@ -126,13 +118,20 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
         case T_SUM:
             for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], 1.0 * gk, grads, reached, sink);
             break;
+        case T_DOT: { /* a dot's local gradients: b's values for a, a's for b, 1.0 for the start */
+            const ptrdiff_t m = e->aux, *a = in, *b = in + m;
+            for (ptrdiff_t j = 0; j < m && rc == 0; j++) rc = share(t, a[j], data[b[j]] * gk, grads, reached, sink);
+            for (ptrdiff_t j = 0; j < m && rc == 0; j++) rc = share(t, b[j], data[a[j]] * gk, grads, reached, sink);
+            if (e->start && rc == 0) rc = share(t, in[2 * m], 1.0 * gk, grads, reached, sink);
+            break;
+        }
         case T_SOFTMAX:
         case T_LOG_SOFTMAX: {
             const double *row = locals + e->local + e->n + e->aux * e->n;
             for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], row[j] * gk, grads, reached, sink);
             break;
         }
-        default: /* mean, dot, logsumexp, cross_entropy: local * g for each input */
+        default: /* mean, logsumexp, cross_entropy: local * g for each input */
             for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
             break;
         }

@@ -37,8 +37,6 @@ typedef struct {
     double *constants;
     Entry *entries;
     ptrdiff_t *inputs;  /* every entry's input slots, one after another */
-    ptrdiff_t *sinks;   /* the same, but a number's or a constant's slot is the one slot past the last,
-                         * where their shares (which nothing reads) are added: see tape_sinks() */
     ptrdiff_t n_locals; /* how many doubles a run keeps as local gradients */
     ptrdiff_t widest;   /* the most inputs any entry has: scratch for gathering them is 2 * widest + 1 */
     ptrdiff_t output;   /* the slot of the function's value */
@@ -47,11 +45,8 @@ typedef struct {
 static inline ptrdiff_t tape_slots(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants + t->n_entries; }
 static inline ptrdiff_t tape_first_entry(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants; }
 
-/* The backward's grads: one per slot, and the one where the shares of numbers and constants go */
-static inline ptrdiff_t tape_grad_slots(const Tape *t) { return tape_slots(t) + 1; }
-
-/* t->sinks from t->inputs (into an array of as many), once the tape is written */
-void tape_sinks(Tape *t, ptrdiff_t n_inputs);
+/* The backward's grads: one per slot (the shares of numbers and constants are added, and never read) */
+static inline ptrdiff_t tape_grad_slots(const Tape *t) { return tape_slots(t); }
 
 /* Where the run of an entry `e` needs its locals: how many doubles (called while a tape is built, in order) */
 ptrdiff_t tape_locals_of(const Entry *e);
