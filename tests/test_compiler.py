@@ -324,6 +324,18 @@ def test_a_list_that_holds_itself_is_refused_not_walked_forever():
 
 
 @compiled_core
+def test_a_graph_with_a_cycle_is_refused_not_written_forever():
+    def cycle(x):
+        a = x * 2.0
+        b = a + 1.0
+        a.__init__(1.0, (b,))  # a's input is now b, whose input is a
+        return b
+
+    with pytest.raises(ValueError, match="the graph has a cycle"):
+        cg.compile(cycle)(cg.Value(1.0))
+
+
+@compiled_core
 def test_higher_derivatives_and_pickling_say_what_to_do():
     out = cg.compile(lambda x: x * x)(cg.Value(3.0))
     with pytest.raises(NotImplementedError, match=r"create_graph=True.*__wrapped__"):

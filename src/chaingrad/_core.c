@@ -2926,7 +2926,9 @@ static int write_entries(Writer *w, ValueObject *out) {
             PyObject *c = Py_NewRef(top->node->prev[top->next++]); /* held while its place is made */
             ptrdiff_t ref = ref_of(w, c);
             if (ref == R_PENDING) { /* its own input, through others: no order puts it after itself */
-                PyErr_SetString(PyExc_ValueError, "cg.compile: the graph has a cycle (a node's inputs lead back to it)");
+                PyErr_SetString(PyExc_ValueError, "cg.compile: the graph has a cycle (a node's inputs lead back to it: "
+                                                  "__init__ called again on a node?), which no backward can order; "
+                                                  "build each node from older ones");
                 rc = -1;
             } else if (ref != -1) { /* met before */
                 refs[at] = ref;
