@@ -751,7 +751,7 @@ static int step(ValueObject *v, Walker *me) {
 /* s made room for k more items, its capacity doubled as often as needed; -1 without memory (no exception
  * set: the caller sets it once it is safe to) */
 static int stack_grow(Stack *s, Py_ssize_t k) {
-    Py_ssize_t cap = s->cap ? s->cap : 256;
+    Py_ssize_t cap = s->cap ? s->cap : 32; /* 256 bytes: a small graph's walk takes no malloc() */
     while (cap - s->len < k) {
         if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(ValueObject *)) return -1;
         cap *= 2;
@@ -2625,7 +2625,7 @@ typedef struct {
 
 static PyObject *tape_get_entries(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_entries); }
 static PyObject *tape_get_inputs(TapeObject *self, void *c) { return PyLong_FromSsize_t(self->t.n_values); }
-static Py_ssize_t run_doubles(const Tape *t) { return tape_slots(t) + t->n_locals + 2 * t->widest + 1; }
+static Py_ssize_t run_doubles(const Tape *t) { return tape_slots(t) + t->n_locals; }
 
 static PyObject *tape_get_run_bytes(TapeObject *self, void *c) {
     return PyLong_FromSsize_t(offsetof(RunObject, doubles) + run_doubles(&self->t) * (Py_ssize_t)sizeof(double));
@@ -3206,11 +3206,21 @@ static PyObject *run_tape(TapeObject *tape, PyObject *op, PyObject *values, cons
         v->prev[i] = Py_NewRef(x);
         v->n = i + 1;
     }
-    ptrdiff_t bad = tape_forward(t, run->data, run->locals, run->locals + t->n_locals);
+    enum { ON_STACK = 256 };
+    double stack_scratch[ON_STACK], *scratch = t->widest <= ON_STACK ? stack_scratch : PyMem_Malloc(t->widest * sizeof(double));
+    if (scratch == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ptrdiff_t bad = tape_forward(t, run->data, run->locals, scratch);
+    if (scratch != stack_scratch) PyMem_Free(scratch);
     if (bad) {
         const Entry *e = &t->entries[bad - 1];
-        PyErr_Format(PyExc_IndexError, "cross_entropy(): target %R is not a class index for %zd classes",
-                     PyFloat_FromDouble(run->data[e->target_slot]), e->n);
+        PyObject *target = PyFloat_FromDouble(run->data[e->target_slot]);
+        if (target != NULL) {
+            PyErr_Format(PyExc_IndexError, "cross_entropy(): target %R is not a class index for %zd classes", target, e->n);
+            Py_DECREF(target);
+        }
         goto done;
     }
     v->d = run->data[t->output];

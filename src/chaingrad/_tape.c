@@ -4,7 +4,7 @@
 ptrdiff_t tape_locals_of(const Entry *e) {
     switch (e->kind) {
     case T_PRIMITIVE:
-        return e->op->local ? 2 : 0; /* a rule reads the data instead */
+        return 0; /* backward computes its local gradients (or its rule) from the data again */
     case T_SUM:
         return 0; /* every local gradient is 1.0 */
     case T_DOT:
@@ -34,7 +34,6 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
         case T_PRIMITIVE: {
             double x = data[in[0]], y = e->op->arity == 2 ? data[in[1]] : 0.0;
             out = e->op->forward(x, y);
-            if (e->op->local) e->op->local(x, y, out, &local[0], &local[1]);
             break;
         }
         case T_SUM:
@@ -105,16 +104,20 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
         if (!reached[first_entry + k]) continue; /* no gradient reached it: it passes none on */
         double gk = grads[first_entry + k];
         switch (e->kind) {
-        case T_PRIMITIVE:
+        case T_PRIMITIVE: { /* from the data as the forward saw it: the local gradients times g, or the rule */
+            double x = data[in[0]], y = e->op->arity == 2 ? data[in[1]] : 0.0, out = data[first_entry + k];
+            double sx = 0.0, sy = 0.0;
             if (e->op->local) {
-                for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], local[j] * gk, grads, reached, sink);
+                double lx = 0.0, ly = 0.0;
+                e->op->local(x, y, out, &lx, &ly);
+                sx = lx * gk, sy = ly * gk;
             } else {
-                double sx = 0.0, sy = 0.0, y = e->op->arity == 2 ? data[in[1]] : 0.0;
-                e->op->rule(gk, data[in[0]], y, data[first_entry + k], &sx, &sy);
-                rc = share(t, in[0], sx, grads, reached, sink);
-                if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, sink);
+                e->op->rule(gk, x, y, out, &sx, &sy);
             }
+            rc = share(t, in[0], sx, grads, reached, sink);
+            if (rc == 0 && e->op->arity == 2) rc = share(t, in[1], sy, grads, reached, sink);
             break;
+        }
         case T_SUM:
             for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], 1.0 * gk, grads, reached, sink);
             break;

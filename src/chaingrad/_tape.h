@@ -38,7 +38,7 @@ typedef struct {
     Entry *entries;
     ptrdiff_t *inputs;  /* every entry's input slots, one after another */
     ptrdiff_t n_locals; /* how many doubles a run keeps as local gradients */
-    ptrdiff_t widest;   /* the most inputs any entry has: scratch for gathering them is 2 * widest + 1 */
+    ptrdiff_t widest;   /* the most inputs any entry has: the scratch for gathering them */
     ptrdiff_t output;   /* the slot of the function's value */
 } Tape;
 
@@ -52,7 +52,7 @@ static inline ptrdiff_t tape_grad_slots(const Tape *t) { return tape_slots(t); }
 ptrdiff_t tape_locals_of(const Entry *e);
 
 /* The forward: data[0 : n_values + n_numbers] given, the rest written; locals written. scratch has room
- * for 2 * widest + 1 doubles. Returns 0, or the index + 1 of a cross_entropy entry whose target (read from
+ * for widest doubles. Returns 0, or the index + 1 of a cross_entropy entry whose target (read from
  * its slot) is not a class index. */
 ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scratch);
 
