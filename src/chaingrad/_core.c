@@ -2538,6 +2538,37 @@ static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
     return 0;
 }
 
+/* The tape writer's map of refs, kept from one tape to the next (when its room is what the next needs,
+ * up to a limit) so that each trace does not fault fresh memory in for it: taken while a writer uses it,
+ * so that a writer started meanwhile (by a finalizer) makes its own. */
+static Map kept_refs;
+enum { KEPT_REFS_MAX = 1 << 16 }; /* 1 MiB */
+
+static int refs_map(Map *m, Py_ssize_t expected) {
+    if (kept_refs.items != NULL && kept_refs.cap >= 2 * expected && kept_refs.cap <= 8 * expected + 1024) {
+        *m = kept_refs;
+        kept_refs = (Map){0};
+        return 0;
+    }
+    return map_init(m, expected);
+}
+
+static void map_free(Map *m);
+
+/* m's keys released, and m kept for the next writer (or freed) */
+static void refs_map_done(Map *m) {
+    Map done = *m;
+    *m = (Map){0};
+    for (Py_ssize_t i = 0; i < done.cap; i++) Py_CLEAR(done.items[i].key);
+    done.n = 0;
+    if (done.cap <= KEPT_REFS_MAX && kept_refs.items == NULL)
+        kept_refs = done;
+    else if (done.cap <= KEPT_REFS_MAX && kept_refs.cap < done.cap)
+        map_free(&kept_refs), kept_refs = done;
+    else
+        map_free(&done);
+}
+
 static void map_free(Map *m) {
     for (Py_ssize_t i = 0; i < m->cap; i++) Py_XDECREF(m->items[i].key);
     PyMem_Free(m->items);
@@ -2551,7 +2582,7 @@ enum { R_VALUE, R_NUMBER, R_CONSTANT, R_ENTRY, R_PENDING };
 typedef struct {
     Entry *entries;
     Py_ssize_t n_entries, cap_entries;
-    ptrdiff_t *inputs; /* refs while written, slots at the end */
+    Slot *inputs;      /* refs while written (a ref fits a Slot: see add_input), slots at the end */
     Py_ssize_t n_inputs, cap_inputs;
     double *constants;
     Py_ssize_t n_constants, cap_constants;
@@ -2634,7 +2665,7 @@ static PyObject *tape_get_bytes(TapeObject *self, void *c) {
     const Tape *t = &self->t;
     Py_ssize_t n_inputs = 0;
     for (Py_ssize_t k = 0; k < t->n_entries; k++) n_inputs += t->entries[k].n;
-    return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(ptrdiff_t) +
+    return PyLong_FromSsize_t(sizeof(TapeObject) + t->n_entries * sizeof(Entry) + n_inputs * sizeof(Slot) +
                               t->n_constants * sizeof(double) + t->n_values * (2 * sizeof(Py_ssize_t) + sizeof(PyObject *)) +
                               self->held_at.cap * sizeof(struct MapItem));
 }
@@ -2744,7 +2775,12 @@ static int fused_index(PyObject *op) {
 
 static int add_input(Writer *w, ptrdiff_t ref) {
     if (ref < 0) return -1;
-    if (w->n_inputs == w->cap_inputs && grow((void **)&w->inputs, &w->cap_inputs, w->n_inputs + 1, sizeof(ptrdiff_t)) < 0)
+    if (ref > SLOT_MAX) { /* a slot past 2**28: a graph of hundreds of millions of nodes */
+        PyErr_SetString(PyExc_MemoryError, "cg.compile: the graph is too large to write down as a tape; call the "
+                                           "function uncompiled (its __wrapped__)");
+        return -1;
+    }
+    if (w->n_inputs == w->cap_inputs && grow((void **)&w->inputs, &w->cap_inputs, w->n_inputs + 1, sizeof(Slot)) < 0)
         return -1;
     w->inputs[w->n_inputs++] = ref;
     return 0;
@@ -2887,7 +2923,7 @@ static int write_entry(Writer *w, ValueObject *v, const ptrdiff_t *prev_refs) {
     if (e.kind == T_SOFTMAX || e.kind == T_LOG_SOFTMAX) { /* the rows of one softmax share a block */
         ptrdiff_t last = w->last_block[e.kind == T_LOG_SOFTMAX];
         if (last >= 0 && w->entries[last].n == e.n &&
-            memcmp(w->inputs + w->entries[last].in, w->inputs + e.in, e.n * sizeof(ptrdiff_t)) == 0)
+            memcmp(w->inputs + w->entries[last].in, w->inputs + e.in, e.n * sizeof(Slot)) == 0)
             e.first = last;
         else
             w->last_block[e.kind == T_LOG_SOFTMAX] = w->n_entries;
@@ -2923,8 +2959,8 @@ static int write_entries(Writer *w, ValueObject *out) {
             rc = refuse_node(top->node, "its inputs were changed while the tape was written");
         } else if (top->next < top->n) {
             Py_ssize_t at = top->refs + top->next;
-            PyObject *c = Py_NewRef(top->node->prev[top->next++]); /* held while its place is made */
-            ptrdiff_t ref = ref_of(w, c);
+            PyObject *c = top->node->prev[top->next++];
+            ptrdiff_t ref = ref_of(w, c); /* looked up by address: c itself is not read (nor its memory) */
             if (ref == R_PENDING) { /* its own input, through others: no order puts it after itself */
                 PyErr_SetString(PyExc_ValueError, "cg.compile: the graph has a cycle (a node's inputs lead back to it: "
                                                   "__init__ called again on a node?), which no backward can order; "
@@ -2932,23 +2968,26 @@ static int write_entries(Writer *w, ValueObject *out) {
                 rc = -1;
             } else if (ref != -1) { /* met before */
                 refs[at] = ref;
-            } else if (!PyObject_TypeCheck(c, S.Value)) {
-                PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
-                rc = -1;
-            } else if (is_entry(V(c))) { /* its ref goes to refs[at] once it is written */
-                Py_ssize_t n = V(c)->n;
-                if ((rc = grow((void **)&stack, &cap, len + 1, sizeof(WriteFrame))) == 0 &&
-                    (rc = grow((void **)&refs, &cap_refs, n_refs + n, sizeof(ptrdiff_t))) == 0 &&
-                    (rc = set_ref(w, c, R_PENDING)) == 0) {
-                    stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(c), n, 0, n_refs, at};
-                    n_refs += n;
-                }
-            } else if ((ref = leaf_ref(w, V(c))) < 0 || set_ref(w, c, ref) < 0) {
-                rc = -1;
             } else {
-                refs[at] = ref;
+                Py_INCREF(c); /* held while its place is made (writing allocates) */
+                if (!PyObject_TypeCheck(c, S.Value)) {
+                    PyErr_SetString(PyExc_TypeError, "cg.compile: a node's input is not a Value");
+                    rc = -1;
+                } else if (is_entry(V(c))) { /* its ref goes to refs[at] once it is written */
+                    Py_ssize_t n = V(c)->n;
+                    if ((rc = grow((void **)&stack, &cap, len + 1, sizeof(WriteFrame))) == 0 &&
+                        (rc = grow((void **)&refs, &cap_refs, n_refs + n, sizeof(ptrdiff_t))) == 0 &&
+                        (rc = set_ref(w, c, R_PENDING)) == 0) {
+                        stack[len++] = (WriteFrame){(ValueObject *)Py_NewRef(c), n, 0, n_refs, at};
+                        n_refs += n;
+                    }
+                } else if ((ref = leaf_ref(w, V(c))) < 0 || set_ref(w, c, ref) < 0) {
+                    rc = -1;
+                } else {
+                    refs[at] = ref;
+                }
+                Py_DECREF(c);
             }
-            Py_DECREF(c);
         } else {
             rc = write_entry(w, top->node, refs + top->refs);
             refs[top->dest] = REF(R_ENTRY, w->n_entries - 1);
@@ -2967,13 +3006,13 @@ static void writer_free(Writer *w) {
     for (Py_ssize_t i = 0; i < w->n_values; i++) Py_XDECREF(w->values[i]);
     PyMem_Free(w->values), PyMem_Free(w->argument), PyMem_Free(w->entries), PyMem_Free(w->inputs);
     PyMem_Free(w->constants);
-    map_free(&w->refs), map_free(&w->arguments);
+    refs_map_done(&w->refs), map_free(&w->arguments);
 }
 
 /* A ref as the slot it is, once every Value input is known */
 static ptrdiff_t slot_of(ptrdiff_t ref, Py_ssize_t n_values, Py_ssize_t n_numbers, Py_ssize_t n_constants) {
-    ptrdiff_t i = ref / 8;
-    switch (ref % 8) {
+    ptrdiff_t i = (size_t)ref / 8; /* a ref is never negative: unsigned, a shift and a mask */
+    switch ((size_t)ref % 8) {
     case R_VALUE: return i;
     case R_NUMBER: return n_values + i;
     case R_CONSTANT: return n_values + n_numbers + i;
@@ -2996,8 +3035,8 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     TapeObject *tape = NULL;
     ptrdiff_t out_ref;
     /* room for every node the trace made as an entry, and for as many leaves (a model's parameters) */
-    if (map_init(&w.refs, 2 * traced_made) < 0 || grow((void **)&w.entries, &w.cap_entries, traced_made, sizeof(Entry)) < 0 ||
-        grow((void **)&w.inputs, &w.cap_inputs, traced_inputs + traced_made, sizeof(ptrdiff_t)) < 0) /* + a constant each */
+    if (refs_map(&w.refs, 2 * traced_made) < 0 || grow((void **)&w.entries, &w.cap_entries, traced_made, sizeof(Entry)) < 0 ||
+        grow((void **)&w.inputs, &w.cap_inputs, traced_inputs + traced_made, sizeof(Slot)) < 0) /* + a constant each */
         goto fail;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) /* stand-ins: each in one place */
         if (map_set(&w.arguments, PyTuple_GET_ITEM(values, i), i) < 0) goto fail;
@@ -3038,7 +3077,7 @@ static PyObject *core_tape(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     for (Py_ssize_t k = 0; k < t->n_entries; k++) {
         Entry *e = &t->entries[k];
-        for (Py_ssize_t j = 0; j < e->n; j++) t->inputs[e->in + j] = slot_of(t->inputs[e->in + j], t->n_values, nn, t->n_constants);
+        for (Py_ssize_t j = 0; j < e->n; j++) t->inputs[e->in + j] = (Slot)slot_of(t->inputs[e->in + j], t->n_values, nn, t->n_constants);
         if (e->target_slot >= 0) e->target_slot = slot_of(e->target_slot, t->n_values, nn, t->n_constants);
         if (e->n > t->widest) t->widest = e->n;
         e->local = e->first >= 0 ? t->entries[e->first].local : t->n_locals;

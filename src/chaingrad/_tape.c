@@ -18,7 +18,7 @@ ptrdiff_t tape_locals_of(const Entry *e) {
 }
 
 /* The data of an entry's inputs, side by side */
-static const double *gathered(const double *data, const ptrdiff_t *in, ptrdiff_t n, double *scratch) {
+static const double *gathered(const double *data, const Slot *in, ptrdiff_t n, double *scratch) {
     for (ptrdiff_t j = 0; j < n; j++) scratch[j] = data[in[j]];
     return scratch;
 }
@@ -28,7 +28,7 @@ ptrdiff_t tape_forward(const Tape *t, double *data, double *locals, double *scra
     for (ptrdiff_t i = 0; i < t->n_constants; i++) data[t->n_values + t->n_numbers + i] = t->constants[i];
     for (ptrdiff_t k = 0; k < t->n_entries; k++) {
         const Entry *e = &t->entries[k];
-        const ptrdiff_t *in = t->inputs + e->in;
+        const Slot *in = t->inputs + e->in;
         double *local = locals + e->local, out;
         switch (e->kind) {
         case T_PRIMITIVE: {
@@ -99,7 +99,7 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
     if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];
-        const ptrdiff_t *in = t->inputs + e->in;
+        const Slot *in = t->inputs + e->in;
         const double *local = locals + e->local;
         if (!reached[first_entry + k]) continue; /* no gradient reached it: it passes none on */
         double gk = grads[first_entry + k];
@@ -122,7 +122,8 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
             for (ptrdiff_t j = 0; j < e->n && rc == 0; j++) rc = share(t, in[j], 1.0 * gk, grads, reached, sink);
             break;
         case T_DOT: { /* a dot's local gradients: b's values for a, a's for b, 1.0 for the start */
-            const ptrdiff_t m = e->aux, *a = in, *b = in + m;
+            const ptrdiff_t m = e->aux;
+            const Slot *a = in, *b = in + m;
             for (ptrdiff_t j = 0; j < m && rc == 0; j++) rc = share(t, a[j], data[b[j]] * gk, grads, reached, sink);
             for (ptrdiff_t j = 0; j < m && rc == 0; j++) rc = share(t, b[j], data[a[j]] * gk, grads, reached, sink);
             if (e->start && rc == 0) rc = share(t, in[2 * m], 1.0 * gk, grads, reached, sink);

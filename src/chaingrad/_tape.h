@@ -14,8 +14,14 @@
 #define CHAINGRAD_TAPE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "_kernels.h"
+
+/* A slot's number, in 32 bits: every replay reads one for each input of each entry, and half the memory
+ * of a pointer-sized number is half the memory read (the tape's writer refuses a graph too large for it) */
+typedef int32_t Slot;
+#define SLOT_MAX INT32_MAX
 
 enum { T_PRIMITIVE, T_SUM, T_MEAN, T_DOT, T_LOGSUMEXP, T_SOFTMAX, T_LOG_SOFTMAX, T_CROSS_ENTROPY };
 
@@ -36,7 +42,7 @@ typedef struct {
     ptrdiff_t n_values, n_numbers, n_constants, n_entries;
     double *constants;
     Entry *entries;
-    ptrdiff_t *inputs;  /* every entry's input slots, one after another */
+    Slot *inputs;       /* every entry's input slots, one after another */
     ptrdiff_t n_locals; /* how many doubles a run keeps as local gradients */
     ptrdiff_t widest;   /* the most inputs any entry has: the scratch for gathering them */
     ptrdiff_t output;   /* the slot of the function's value */
