@@ -291,6 +291,27 @@ def test_fused_op_equals_its_unfused_composition(name, case):
     assert_close([v.grad for v in got_leaves], [v.grad for v in want_leaves], abs_tol=1e-12, what="grads")
 
 
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_ops_take_values_holding_ints(name):
+    # micrograd's biases are Value(0), whose data a copied model sets as the int (p.data = 0); softmax,
+    # log_softmax and cross_entropy raised on them, and dot's and sum's starts took the Python path. An op
+    # computes on the data as it is (ints past 2**53 add exactly), so these are ints a float holds exactly.
+    ints = [0, 3, -2, 7]
+    fused, _ = FUSED[name]
+    for k in range(len(ints)):
+        got, want = [Value(0.5) for _ in ints], [Value(float(i)) for i in ints]
+        for v, i in zip(got, ints):
+            v.data = i
+        g, w = fused(got, k), fused(want, k)
+        g.backward(), w.backward()
+        assert (g.data, [v.grad for v in got]) == (w.data, [v.grad for v in want]), (name, k)  # bit for bit
+    start, float_start = Value(0.5), Value(float(2**60 + 1))
+    start.data = 2**60 + 1  # added last, rounded as Python rounds it
+    xs = [Value(0.25), Value(-1.5)]
+    for op in (lambda s: cg.dot(xs, [2.0, 3], start=s), lambda s: cg.sum(xs, start=s)):
+        assert op(start).data == op(float_start).data
+
+
 def test_repeated_values_inside_one_fused_call():
     a, b = Value(3.0), Value(-2.0)
     cg.dot([a, b], [a, b]).backward()

@@ -89,9 +89,17 @@ def constant(rng: random.Random) -> object:
     return int(x) if rng.random() < 0.2 and math.isfinite(x) and abs(x) < 10 else x
 
 
+def leaf(rng: random.Random) -> Value:
+    """A leaf; one in five holds an int, as micrograd's Value(0) biases do (v.data = 0), some past 2**53."""
+    v = Value(number(rng))
+    if rng.random() < 0.2:
+        v.data = rng.choice([0, 1, -3, 2**53 + 1, -(2**60) - 3])
+    return v
+
+
 def graph(rng: random.Random) -> list[object]:
     """A random graph of every op and operand form, with its backward; its record."""
-    vs = [Value(number(rng)) for _ in range(rng.randint(1, 4))]
+    vs = [leaf(rng) for _ in range(rng.randint(1, 4))]
     for _ in range(rng.randint(3, 25)):
         r = rng.random()
         a = rng.choice(vs)

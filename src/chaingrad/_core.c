@@ -1765,10 +1765,24 @@ static int zero_number(PyObject *o) {
     return x == 0 && !overflow;
 }
 
-/* the optional `start` of sum and dot: absent (0), a Value of a float (1), or something else (-1) */
-static int start_kind(PyObject *start) {
+/* the optional `start` of sum and dot: absent (0), a Value of a number (1: *d its data), or something else
+ * (-1). Its data may be an int, as micrograd's Value(0) biases are: added last to a total of floats, it
+ * is converted as Python converts an int added to a float (PyLong_AsDouble; too large, Python raises). */
+static int start_kind(PyObject *start, double *d) {
+    *d = 0.0;
     if (start == NULL || zero_number(start)) return 0;
-    return IS_FLOAT_VALUE(start) ? 1 : -1;
+    if (!IS_VALUE(start)) return -1;
+    if (V(start)->dobj == NULL) {
+        *d = V(start)->d;
+        return 1;
+    }
+    if (!PyLong_CheckExact(V(start)->dobj)) return -1;
+    *d = PyLong_AsDouble(V(start)->dobj);
+    if (*d == -1.0 && PyErr_Occurred()) { /* too large for a float: the Python path raises it */
+        PyErr_Clear();
+        return -1;
+    }
+    return 1;
 }
 
 static int numbers_of(PyObject **items, Py_ssize_t n, double *out) {
@@ -1840,7 +1854,8 @@ static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t na
             continue; /* the lists again, as they are now */
         }
         ka = items_kind(args[0], &a, &na), kb = items_kind(args[1], &b, &nb);
-        ks = start_kind(nargs == 3 ? args[2] : NULL);
+        double start;
+        ks = start_kind(nargs == 3 ? args[2] : NULL, &start);
         if (!ka || !kb || na != nb || ks < 0 || (ka == 2 && kb == 2)) goto general;
         Py_ssize_t n = (ka == 1 ? na : 0) + (kb == 1 ? nb : 0) + ks;
         PyObject **prev = PyMem_Malloc((n + 1) * sizeof(PyObject *)), *r = NULL; /* PyMem: no collection */
@@ -1854,7 +1869,6 @@ static PyObject *core_dot(PyObject *module, PyObject *const *args, Py_ssize_t na
             double *y = x + na, *local = y + na;
             /* cg_dot's locals are b's values (a's locals), a's (b's), then 1.0 (the start's): the node's are
              * those of its inputs, the sides that are Values and the start */
-            double start = ks ? V(args[2])->d : 0.0;
             double out = cg_dot(x, y, na, ks ? &start : NULL, local);
             Py_ssize_t k = 0;
             if (ka == 1)
@@ -1897,7 +1911,8 @@ static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, Py
             continue; /* the list again, as it is now */
         }
         if (items_kind(args[0], &xs, &n) != 1) goto general;
-        if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL)) < 0) goto general;
+        double start = 0.0;
+        if (kind == F_SUM && (ks = start_kind(nargs == 2 ? args[1] : NULL, &start)) < 0) goto general;
         Py_ssize_t m = n + ks;
         PyObject **prev = PyMem_Malloc((m + 1) * sizeof(PyObject *)), *r = NULL;
         double *x = PyMem_Malloc(2 * (m + 1) * sizeof(double)), out;
@@ -1907,7 +1922,7 @@ static PyObject *reduce_op(int kind, PyObject *const *args, Py_ssize_t nargs, Py
         } else {
             double *local = x + m + 1;
             for (Py_ssize_t i = 0; i < n; i++) prev[i] = xs[i], x[i] = V(xs[i])->d;
-            if (ks) prev[n] = args[1], x[n] = V(args[1])->d; /* sum's start, added last */
+            if (ks) prev[n] = args[1], x[n] = start; /* sum's start, added last */
             if (kind == F_LSE) {
                 out = cg_logsumexp(x, n, local);
             } else if (kind == F_MEAN) {

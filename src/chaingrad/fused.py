@@ -218,7 +218,7 @@ def batch_datas(xs: tuple[Any, ...], name: str) -> list[Any]:
     `name` is the op's, for the error; layers.py reads affine's inputs with it too.
     """
     datas = [x.data if isinstance(x, Value) else _number(x) for x in xs]
-    sizes = {len(d) for d in datas if type(d) is not float}
+    sizes = {len(d) for d in datas if is_array(d)}  # not an int someone assigned (p.data = 0)
     if len(sizes) > 1:
         raise ValueError(f"{name}(): batches of different sizes {sorted(sizes)} cannot be combined")
     return datas
@@ -264,7 +264,7 @@ def cross_entropy(logits: Sequence[Any], target: Any) -> Value:
     """
     xs = checked_inputs(logits, "cross_entropy")
     datas = batch_datas(xs, "cross_entropy")
-    batch = next((len(d) for d in datas if type(d) is not float), None)
+    batch = next((len(d) for d in datas if is_array(d)), None)
     t = _class_index(target, len(xs), batch)
     with _quiet(datas):
         m = shift(datas)
