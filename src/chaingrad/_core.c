@@ -2090,7 +2090,12 @@ static PyObject *core_affine(PyObject *module, PyObject *const *args, Py_ssize_t
          (biases != Py_None && (tbs = items_tuple(biases)) == NULL)) && PyErr_Occurred())
         goto done;
     if (trows == NULL || (nrows = PyTuple_GET_SIZE(trows)) == 0 || !(kx = items_kind(txs, &xs, &nx))) goto general;
-    if (biases != Py_None && (items_kind(tbs, &bs, &nb) != 1 || nb != nrows)) goto general;
+    if (biases != Py_None) { /* Values, each a row's start: its dot takes it (holding a float or an int) */
+        if (tbs == NULL || (nb = PyTuple_GET_SIZE(tbs)) != nrows) goto general;
+        bs = &PyTuple_GET_ITEM(tbs, 0);
+        for (Py_ssize_t i = 0; i < nb; i++)
+            if (!IS_VALUE(bs[i])) goto general;
+    }
     for (Py_ssize_t r = 0; r < nrows; r++) {
         PyObject **w;
         Py_ssize_t nw;
