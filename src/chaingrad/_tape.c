@@ -85,9 +85,9 @@ static inline int share(const Tape *t, ptrdiff_t s, double d, double *grads, uns
     if (s < t->n_values) {
         if (sink->give) return sink->give(sink->context, s, d);
         s = sink->alias[s];
+        reached[s] = 1;
     }
     grads[s] += d;
-    reached[s] = 1;
     return 0;
 }
 
@@ -95,13 +95,13 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
                   unsigned char *reached, const TapeSink *sink) {
     const ptrdiff_t first_entry = tape_first_entry(t);
     int rc = 0;
-    for (ptrdiff_t s = t->n_values; s < tape_grad_slots(t); s++) grads[s] = 0.0, reached[s] = 0;
+    /* every entry's grad is reached: the tape holds only the nodes that lead to the output */
+    for (ptrdiff_t s = t->n_values; s < tape_grad_slots(t); s++) grads[s] = 0.0;
     if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];
         const Slot *in = t->inputs + e->in;
         const double *local = locals + e->local;
-        if (!reached[first_entry + k]) continue; /* no gradient reached it: it passes none on */
         double gk = grads[first_entry + k];
         switch (e->kind) {
         case T_PRIMITIVE: { /* from the data as the forward saw it: the local gradients times g, or the rule */

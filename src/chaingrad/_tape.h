@@ -74,7 +74,8 @@ typedef struct {
 } TapeSink;
 
 /* The backward from g = d(loss)/d(output), given a run's data and locals, in the order backward adds
- * the shares; grads and reached have room for tape_grad_slots(t). Returns 0, or what give returned. */
+ * the shares; grads has room for tape_grad_slots(t), reached (a share came: 1) for the Value inputs.
+ * Returns 0, or what give returned. */
 int tape_backward(const Tape *t, const double *data, const double *locals, double g, double *grads,
                   unsigned char *reached, const TapeSink *sink);
 
