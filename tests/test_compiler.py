@@ -209,6 +209,18 @@ def test_numbers_are_inputs_and_closed_over_values_are_read_at_every_call():
 
 
 @compiled_core
+def test_a_value_put_in_a_closed_over_place_is_read_once_the_tapes_are_cleared():
+    # docs/compile.md: the tape reads the objects the trace read; a new Value in their place is seen
+    # once the tapes are cleared and the next call traces again
+    model = cg.nn.MLP(2, [3, 1], seed=0)
+    f = cg.compile(lambda x: model(x))
+    f([1.0, 2.0])
+    model.layers[0].neurons[0].w[0] = cg.Value(5.0)
+    f.tapes.clear()
+    assert f([1.0, 2.0]).data == model([1.0, 2.0]).data and len(f.tapes) == 1
+
+
+@compiled_core
 def test_a_new_structure_traces_again_and_the_cache_is_bounded():
     f = cg.compile(lambda xs: cg.sum([x * x for x in xs]), max_tapes=3)
     for n in range(1, 7):
