@@ -3149,8 +3149,8 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
         PyObject *items; /* a tuple, held */
         Py_ssize_t next;
     } Level;
-    Level *stack = NULL;
-    Py_ssize_t len = 0, cap = 0;
+    Level stack[MAX_NESTING + 2]; /* the kwargs, the args, and lists in them up to MAX_NESTING deep */
+    Py_ssize_t len = 0;
     int rc = -1;
     if ((a->key = PyList_New(0)) == NULL || (a->values = PyList_New(0)) == NULL) return -1;
     PyObject *names = kwargs && PyDict_GET_SIZE(kwargs) ? PyDict_Keys(kwargs) : NULL;
@@ -3159,7 +3159,6 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
     Py_XDECREF(names), Py_XDECREF(kwvalues);
     if (kwargs && PyDict_GET_SIZE(kwargs) && (kwtuple == NULL || nametuple == NULL)) goto done;
     if (nametuple && PyList_Append(a->key, nametuple) < 0) goto done;
-    if (grow((void **)&stack, &cap, 2, sizeof(Level)) < 0) goto done;
     if (kwtuple) stack[len++] = (Level){Py_NewRef(kwtuple), 0};
     stack[len++] = (Level){Py_NewRef(args), 0};
     while (len) {
@@ -3184,10 +3183,7 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
             if (len >= MAX_NESTING)
                 PyErr_Format(PyExc_ValueError, "cg.compile: the arguments nest lists more than %d deep (a list "
                                                "that holds itself?)", MAX_NESTING);
-            r = length == NULL || PyList_Append(a->key, (PyObject *)Py_TYPE(x)) < 0 || PyList_Append(a->key, length) < 0 ||
-                        grow((void **)&stack, &cap, len + 1, sizeof(Level)) < 0
-                    ? -1
-                    : 0;
+            r = length == NULL || PyList_Append(a->key, (PyObject *)Py_TYPE(x)) < 0 || PyList_Append(a->key, length) < 0 ? -1 : 0;
             Py_XDECREF(length);
             if (r == 0) stack[len++] = (Level){Py_NewRef(items), 0};
             Py_DECREF(items);
@@ -3212,7 +3208,6 @@ static int structure_of(PyObject *args, PyObject *kwargs, PyObject *other, Argum
     rc = key && values ? 0 : -1;
 done:
     while (len) Py_DECREF(stack[--len].items);
-    PyMem_Free(stack);
     Py_XDECREF(kwtuple), Py_XDECREF(nametuple);
     return rc;
 }
@@ -3324,8 +3319,25 @@ typedef struct {
     vectorcallfunc vectorcall;
 } CompiledObject;
 
-static PyObject *compiled_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+/* A call with its arguments as a tuple and a dict (or NULL) */
+static PyObject *compiled_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     CompiledObject *c = (CompiledObject *)self;
+    if (c->tapes == NULL || !PyDict_Check(c->tapes) || c->op == NULL || c->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Compiled made without tapes, op and other");
+        return NULL;
+    }
+    PyObject *replay_args[5] = {c->tapes, c->op, c->other, args, kwargs ? kwargs : Py_None};
+    PyObject *made = core_replay(NULL, replay_args, 5);
+    if (made == Py_NotImplemented) {
+        Py_DECREF(made);
+        made = PyObject_CallMethod(self, "_first_call", "OO", args, kwargs ? kwargs : Py_None);
+    }
+    return made;
+}
+
+/* The same, called the vectorcall way (the base type's own instances; CPython 3.11 calls a Python
+ * subclass's through tp_call, with a tuple already made) */
+static PyObject *compiled_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *made = NULL, *kwargs = NULL, *tuple = PyTuple_New(nargs);
     if (tuple == NULL) return NULL;
@@ -3335,16 +3347,7 @@ static PyObject *compiled_vectorcall(PyObject *self, PyObject *const *args, size
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
             if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) goto done;
     }
-    if (c->tapes == NULL || !PyDict_Check(c->tapes) || c->op == NULL || c->other == NULL) {
-        PyErr_SetString(PyExc_TypeError, "a Compiled made without tapes, op and other");
-        goto done;
-    }
-    PyObject *replay_args[5] = {c->tapes, c->op, c->other, tuple, kwargs ? kwargs : Py_None};
-    made = core_replay(NULL, replay_args, 5);
-    if (made == Py_NotImplemented) {
-        Py_DECREF(made);
-        made = PyObject_CallMethod(self, "_first_call", "OO", tuple, kwargs ? kwargs : Py_None);
-    }
+    made = compiled_call(self, tuple, kwargs);
 done:
     Py_DECREF(tuple);
     Py_XDECREF(kwargs);
@@ -3399,7 +3402,7 @@ static PyGetSetDef compiled_getset[] = {
 static PyType_Slot compiled_slots[] = {
     {Py_tp_getset, compiled_getset},
     {Py_tp_new, compiled_new},           {Py_tp_dealloc, compiled_dealloc}, {Py_tp_traverse, compiled_traverse},
-    {Py_tp_clear, compiled_clear},       {Py_tp_members, compiled_members}, {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_clear, compiled_clear},       {Py_tp_members, compiled_members}, {Py_tp_call, compiled_call},
     {Py_tp_doc, "The compiled core's part of cg.compile's Compiled: its calls"}, {0, NULL},
 };
 static PyType_Spec compiled_spec = {
