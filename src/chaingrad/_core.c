@@ -2527,7 +2527,6 @@ static ptrdiff_t map_get(const Map *m, PyObject *key) {
     return item->key == key ? item->value : -1;
 }
 
-/* key -> value (a new key is held until map_free) */
 /* An empty map with room for about `expected` keys, so that filling it grows it seldom if ever */
 static int map_init(Map *m, Py_ssize_t expected) {
     Py_ssize_t cap = 1024;
@@ -2540,15 +2539,14 @@ static int map_init(Map *m, Py_ssize_t expected) {
     return 0;
 }
 
+/* key -> value (a new key is held until map_clear or map_free) */
 static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
-    if (2 * (m->n + 1) > m->cap) {
-        Map grown = {PyMem_Calloc(m->cap ? 2 * m->cap : 1024, sizeof(struct MapItem)), m->cap ? 2 * m->cap : 1024, m->n};
-        if (grown.items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    if (2 * (m->n + 1) > m->cap) { /* twice the room, the items moved over */
+        Map grown;
+        if (map_init(&grown, m->cap) < 0) return -1;
         for (Py_ssize_t i = 0; i < m->cap; i++)
             if (m->items[i].key != NULL) *map_item(&grown, m->items[i].key) = m->items[i];
+        grown.n = m->n;
         PyMem_Free(m->items);
         *m = grown;
     }
@@ -2556,6 +2554,18 @@ static int map_set(Map *m, PyObject *key, ptrdiff_t value) {
     if (item->key == NULL) item->key = Py_NewRef(key), m->n++;
     item->value = value;
     return 0;
+}
+
+/* Every key let go (their finalizers may run): m empty, its room kept */
+static void map_clear(Map *m) {
+    for (Py_ssize_t i = 0; i < m->cap; i++) Py_CLEAR(m->items[i].key);
+    m->n = 0;
+}
+
+static void map_free(Map *m) {
+    map_clear(m);
+    PyMem_Free(m->items);
+    m->items = NULL, m->cap = m->n = 0;
 }
 
 /* The tape writer's map of refs, kept from one tape to the next (when its room is what the next needs,
@@ -2573,26 +2583,17 @@ static int refs_map(Map *m, Py_ssize_t expected) {
     return map_init(m, expected);
 }
 
-static void map_free(Map *m);
-
-/* m's keys released, and m kept for the next writer (or freed) */
+/* A writer's map of refs, emptied: kept for the next writer if it is the larger (and within the limit) */
 static void refs_map_done(Map *m) {
     Map done = *m;
     *m = (Map){0};
-    for (Py_ssize_t i = 0; i < done.cap; i++) Py_CLEAR(done.items[i].key);
-    done.n = 0;
-    if (done.cap <= KEPT_REFS_MAX && kept_refs.items == NULL)
+    map_clear(&done);
+    if (done.cap <= KEPT_REFS_MAX && done.cap > kept_refs.cap) {
+        map_free(&kept_refs);
         kept_refs = done;
-    else if (done.cap <= KEPT_REFS_MAX && kept_refs.cap < done.cap)
-        map_free(&kept_refs), kept_refs = done;
-    else
+    } else {
         map_free(&done);
-}
-
-static void map_free(Map *m) {
-    for (Py_ssize_t i = 0; i < m->cap; i++) Py_XDECREF(m->items[i].key);
-    PyMem_Free(m->items);
-    m->items = NULL, m->cap = m->n = 0;
+    }
 }
 
 /* A node's place while the tape is written: what kind of slot it is and its number among them */
@@ -3464,7 +3465,7 @@ static int run_step(ValueObject *v, double g) {
     ptrdiff_t stack_alias[ON_STACK];
     RunObject *run = (RunObject *)Py_NewRef(v->ctx);
     const Tape *t = &run->tape->t;
-    Py_ssize_t n = v->n, slots = tape_grad_slots(t);
+    Py_ssize_t n = v->n, slots = tape_slots(t);
     if (n != t->n_values) {
         Py_DECREF(run);
         PyErr_SetString(PyExc_RuntimeError, "a node of a cg.compile'd function had its inputs changed");

@@ -96,7 +96,7 @@ int tape_backward(const Tape *t, const double *data, const double *locals, doubl
     const ptrdiff_t first_entry = tape_first_entry(t);
     int rc = 0;
     /* every entry's grad is reached: the tape holds only the nodes that lead to the output */
-    for (ptrdiff_t s = t->n_values; s < tape_grad_slots(t); s++) grads[s] = 0.0;
+    for (ptrdiff_t s = t->n_values; s < tape_slots(t); s++) grads[s] = 0.0;
     if ((rc = share(t, t->output, g, grads, reached, sink)) != 0) return rc;
     for (ptrdiff_t k = t->n_entries - 1; k >= 0; k--) {
         const Entry *e = &t->entries[k];

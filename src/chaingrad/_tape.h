@@ -3,9 +3,10 @@
  *
  * A tape is the graph one call of the function built, written down once: each entry is one node of it,
  * in the order backward would walk it (micrograd's build_topo order), with its op and the slots its inputs
- * come from. A run replays the forward, entry by entry, keeping each entry's value and local gradients as
- * the node would; its backward is backward's walk over those entries, adding local * g in the same order,
- * so that the numbers are the uncompiled graph's bit for bit. Nothing here knows Python.
+ * come from. A run replays the forward, entry by entry, keeping each entry's value (and the local
+ * gradients of the fused ops that need their forward; the others' are computed again from the values, by
+ * the same functions); its backward is backward's walk over those entries, adding local * g in the same
+ * order, so that the numbers are the uncompiled graph's bit for bit. Nothing here knows Python.
  *
  * Slots, in this order: the inputs that are Values (their gradients go back to them), the numbers given
  * as arguments, the constants the function made, then one slot per entry (its value).
@@ -51,9 +52,6 @@ typedef struct {
 static inline ptrdiff_t tape_slots(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants + t->n_entries; }
 static inline ptrdiff_t tape_first_entry(const Tape *t) { return t->n_values + t->n_numbers + t->n_constants; }
 
-/* The backward's grads: one per slot (the shares of numbers and constants are added, and never read) */
-static inline ptrdiff_t tape_grad_slots(const Tape *t) { return tape_slots(t); }
-
 /* Where the run of an entry `e` needs its locals: how many doubles (called while a tape is built, in order) */
 ptrdiff_t tape_locals_of(const Entry *e);
 
@@ -74,7 +72,8 @@ typedef struct {
 } TapeSink;
 
 /* The backward from g = d(loss)/d(output), given a run's data and locals, in the order backward adds
- * the shares; grads has room for tape_grad_slots(t), reached (a share came: 1) for the Value inputs.
+ * the shares; grads has room for tape_slots(t) (a number's and a constant's are added to, never read),
+ * reached (a share came: 1) for the Value inputs.
  * Returns 0, or what give returned. */
 int tape_backward(const Tape *t, const double *data, const double *locals, double g, double *grads,
                   unsigned char *reached, const TapeSink *sink);
